@@ -1,0 +1,27 @@
+# Two entry points do all set-up on a fresh machine (see README):
+#   make quickstart   install into .venv, then run the whole chain on synthetic data
+#   make test         install into .venv, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= cpu,test
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: install quickstart test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+quickstart: install
+	$(PY) -m launch.quickstart $(ARGS)
+
+test: install
+	$(PY) -m pytest tests $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,151 @@
+"""Image preprocessing in TensorFlow ops: the one module that training,
+evaluation and the serving signature all run, so they cannot drift apart.
+
+Pixels stay on the 0..255 scale as float32; the model subtracts the mean RGB.
+Sizes follow the paper: images are stored 256x256 (shorter side to 256, centre
+crop), the network sees 224x224 crops (section 4.1).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+STORED_SIZE = 256
+CROP_SIZE = 224
+# Anything larger is refused before decoding (a decompression bomb guard for
+# the serving signature): 2**26 pixels is e.g. 8192x8192.
+MAX_PIXELS = 1 << 26
+
+
+def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP bytes (scalar string) -> uint8 [H, W, 3] RGB.
+
+    Grayscale is expanded to RGB and alpha dropped by `channels=3`; GIFs give
+    their first frame. Bad bytes raise InvalidArgumentError with the reason.
+    """
+    tf.debugging.assert_greater(
+        tf.strings.length(image_bytes), 0, message="image is an empty string")
+    shape = _encoded_shape(image_bytes)
+    tf.debugging.assert_less_equal(
+        tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64),
+        tf.constant(MAX_PIXELS, tf.int64),
+        message=f"image has more than {MAX_PIXELS} pixels")
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _encoded_shape(image_bytes: tf.Tensor) -> tf.Tensor:
+    """[H, W] of a JPEG from its header without decoding; [0, 0] otherwise
+    (other formats are small in practice and are checked after decoding)."""
+    return tf.cond(
+        tf.io.is_jpeg(image_bytes),
+        lambda: tf.image.extract_jpeg_shape(image_bytes)[:2],
+        lambda: tf.zeros([2], tf.int32))
+
+
+def resize_shorter_side(image: tf.Tensor, size: int = STORED_SIZE) -> tf.Tensor:
+    """Scales so the shorter side is `size` (antialiased bilinear), float32.
+
+    An image whose shorter side already is `size` is returned unresized, so a
+    256x256 record passes through bit-exact.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    shorter = tf.minimum(height, width)
+    tf.debugging.assert_positive(shorter, message="image has a zero dimension")
+    scale = tf.cast(size, tf.float32) / tf.cast(shorter, tf.float32)
+    new_height = tf.maximum(size, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32))
+    new_width = tf.maximum(size, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32))
+    new_height = tf.where(height < width, size, new_height)
+    new_width = tf.where(height < width, new_width, size)
+    image = tf.cast(image, tf.float32)
+    return tf.cond(
+        tf.equal(shorter, size),
+        lambda: image,
+        lambda: tf.image.resize(image, tf.stack([new_height, new_width]),
+                                method="bilinear", antialias=True))
+
+
+def center_crop(image: tf.Tensor, size: int = CROP_SIZE) -> tf.Tensor:
+    shape = tf.shape(image)
+    top = (shape[0] - size) // 2
+    left = (shape[1] - size) // 2
+    return image[top:top + size, left:left + size, :]
+
+
+def eval_image(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
+               resize_to: int = STORED_SIZE) -> tf.Tensor:
+    """The evaluation and serving view: decode, shorter side to 256 (the data
+    prep's own step, a no-op on its records), centre crop 224. float32 0..255."""
+    image = resize_shorter_side(decode_rgb(image_bytes), resize_to)
+    image = center_crop(image, crop_size)
+    image.set_shape([crop_size, crop_size, 3])
+    return image
+
+
+def ten_crops(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
+              resize_to: int = STORED_SIZE) -> tf.Tensor:
+    """The paper's test-time crops: four corners and the centre, and their
+    horizontal flips -> float32 [10, crop, crop, 3]."""
+    image = resize_shorter_side(decode_rgb(image_bytes), resize_to)
+    shape = tf.shape(image)
+    bottom, right = shape[0] - crop_size, shape[1] - crop_size
+    offsets = [(0, 0), (0, right), (bottom, 0), (bottom, right),
+               (bottom // 2, right // 2)]
+    crops = tf.stack([image[t:t + crop_size, l:l + crop_size, :] for t, l in offsets])
+    crops = tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
+    crops.set_shape([10, crop_size, crop_size, 3])
+    return crops
+
+
+def random_crop_jpeg(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
+                     seed=None) -> tf.Tensor:
+    """A random crop_size square of a JPEG, decoding only that window
+    (`decode_and_crop_jpeg`). Smaller images are resized up first. float32."""
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    height, width = shape[0], shape[1]
+
+    def crop():
+        top = tf.random.uniform([], 0, height - crop_size + 1, tf.int32, seed=seed)
+        left = tf.random.uniform([], 0, width - crop_size + 1, tf.int32, seed=seed)
+        window = tf.stack([top, left, crop_size, crop_size])
+        return tf.cast(tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
+                       tf.float32)
+
+    def resize_then_crop():
+        image = resize_shorter_side(decode_rgb(image_bytes), crop_size)
+        return tf.image.random_crop(image, [crop_size, crop_size, 3], seed=seed)
+
+    image = tf.cond(tf.minimum(height, width) >= crop_size, crop, resize_then_crop)
+    image.set_shape([crop_size, crop_size, 3])
+    return image
+
+
+def random_flip(image: tf.Tensor, seed=None) -> tf.Tensor:
+    return tf.image.random_flip_left_right(image, seed=seed)
+
+
+def pca_lighting(image: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
+                 seed=None) -> tf.Tensor:
+    """Section 4.1's colour augmentation: adds sum_i p_i * alpha_i * lambda_i
+    to every pixel, alpha_i ~ N(0, stddev) drawn once per image.
+
+    `eigval` (3,) and `eigvec` (3, 3, columns are p_i) must be on the image's
+    pixel scale (0..255 here, as data prep computes them).
+    """
+    eigval = tf.constant(eigval, tf.float32)
+    eigvec = tf.constant(eigvec, tf.float32)
+    alpha = tf.random.normal([3], stddev=stddev, seed=seed)
+    delta = tf.linalg.matvec(eigvec, alpha * eigval)  # [3]: one RGB shift
+    return image + delta
+
+
+def train_image(image_bytes: tf.Tensor, eigval=None, eigvec=None,
+                crop_size: int = CROP_SIZE, lighting_stddev: float = 0.1,
+                seed=None) -> tf.Tensor:
+    """The training view: random crop, random flip, PCA lighting (if given)."""
+    image = random_flip(random_crop_jpeg(image_bytes, crop_size, seed), seed)
+    if eigval is not None and lighting_stddev > 0:
+        image = pca_lighting(image, eigval, eigvec, lighting_stddev, seed)
+    return image

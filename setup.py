@@ -1,0 +1,31 @@
+"""alexnet_tf: the AlexNet paper (Krizhevsky et al., 2012) as a TF2 / Keras 3 package."""
+
+from setuptools import find_packages, setup
+
+TF_VERSION = "2.21.*"
+
+setup(
+    name="alexnet_tf",
+    version="0.1.0",
+    description="ImageNet data prep, training and TF Serving export of the 2012 AlexNet paper",
+    python_requires=">=3.11",
+    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*", "data_prep",
+                                    "data_prep.*", "launch", "launch.*"]),
+    package_data={"launch": ["*.sh"]},
+    # TensorFlow comes from an extra so the user picks the build: `cpu` for
+    # laptops and CI, `gpu` for CUDA machines (Keras 3 comes bundled with it).
+    install_requires=[
+        "numpy>=1.26",
+        "absl-py>=2.1",
+        "pillow>=10.0",
+        "simplejpeg>=1.7",
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
+        "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
+        "devkit": ["scipy>=1.10"],        # reads the ILSVRC devkit's meta.mat
+        "figures": ["matplotlib>=3.7"],   # launch.figures, launch.reproduce_relu_tanh
+        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.10", "matplotlib>=3.7"],
+    },
+)
