@@ -20,6 +20,7 @@ setup(
         "pillow>=10.0",
         "simplejpeg>=1.7",
         "psutil>=5.9",
+        "tensorboard>=2.16",  # tf.summary needs it; tensorflow-cpu 2.21 no longer pulls it in
     ],
     extras_require={
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],

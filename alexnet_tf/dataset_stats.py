@@ -1,8 +1,13 @@
 """Dataset statistics (`stats.json`): what data prep measures, training reads.
 
-Pixel scale is 0..255 throughout. The PCA lighting of section 4.1 needs the
-eigenvalues and eigenvectors of the 3x3 covariance of the training RGB pixels;
-the model subtracts `mean_rgb`.
+Pixel scale is 0..255 throughout. The model subtracts `mean_rgb`. The PCA
+lighting of section 4.1 needs the eigenvectors p_i and eigenvalues lambda_i of
+the 3x3 covariance of the training RGB pixels, and adds sum_i p_i alpha_i
+lambda_i to each pixel. That formula is not scale-free (lambda carries pixel
+units squared), so the scale must be fixed: `eigval` holds the eigenvalues of
+the covariance measured on the 0..1 scale, times 255 -- the shift then lands
+on the 0..255 scale at the size it has on the 0..1 scale (a few pixel levels),
+which is how the widely used ImageNet figures below are meant.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ IMAGENET_EIGVEC = (  # columns are the eigenvectors p_1, p_2, p_3
 
 @dataclasses.dataclass(frozen=True)
 class RGBStats:
-    """Mean and PCA of the training pixels. `eigvec[:, i]` goes with `eigval[i]`."""
+    """Mean and PCA of the training pixels. `eigvec[:, i]` goes with `eigval[i]`;
+    `eigval` is on the lighting scale described in the module docstring."""
 
     mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
     eigval: tuple[float, float, float] = IMAGENET_EIGVAL
@@ -38,14 +44,16 @@ class RGBStats:
     @classmethod
     def from_moments(cls, count: int, pixel_sum: np.ndarray,
                      outer_sum: np.ndarray) -> "RGBStats":
-        """From running sums over pixels: sum of x (3,) and sum of x x^T (3, 3)."""
+        """From running sums over 0..255 pixels: sum of x (3,) and sum of x x^T
+        (3, 3). The covariance's eigenvalues are divided by 255 (that is, the
+        0..1-scale eigenvalues times 255), see the module docstring."""
         if count < 2:
             raise ValueError("need at least two pixels for an RGB covariance")
         mean = pixel_sum / count
         cov = (outer_sum - count * np.outer(mean, mean)) / (count - 1)
         eigval, eigvec = np.linalg.eigh(cov)
         order = np.argsort(eigval)[::-1]  # largest first, as usually listed
-        eigval, eigvec = eigval[order], eigvec[:, order]
+        eigval, eigvec = eigval[order] / 255.0, eigvec[:, order]
         return cls(tuple(float(v) for v in mean),
                    tuple(float(max(v, 0.0)) for v in eigval),
                    tuple(tuple(float(v) for v in row) for row in eigvec))

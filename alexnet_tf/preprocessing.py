@@ -74,21 +74,27 @@ def center_crop(image: tf.Tensor, size: int = CROP_SIZE) -> tf.Tensor:
     return image[top:top + size, left:left + size, :]
 
 
+def stored_size(crop_size: int) -> int:
+    """The shorter side that goes with a crop size: 256 for the paper's 224,
+    the same 256:224 ratio for the small crops of tiny test models."""
+    return STORED_SIZE if crop_size == CROP_SIZE else round(crop_size * STORED_SIZE / CROP_SIZE)
+
+
 def eval_image(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
-               resize_to: int = STORED_SIZE) -> tf.Tensor:
+               resize_to: int | None = None) -> tf.Tensor:
     """The evaluation and serving view: decode, shorter side to 256 (the data
     prep's own step, a no-op on its records), centre crop 224. float32 0..255."""
-    image = resize_shorter_side(decode_rgb(image_bytes), resize_to)
+    image = resize_shorter_side(decode_rgb(image_bytes), resize_to or stored_size(crop_size))
     image = center_crop(image, crop_size)
     image.set_shape([crop_size, crop_size, 3])
     return image
 
 
 def ten_crops(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
-              resize_to: int = STORED_SIZE) -> tf.Tensor:
+              resize_to: int | None = None) -> tf.Tensor:
     """The paper's test-time crops: four corners and the centre, and their
     horizontal flips -> float32 [10, crop, crop, 3]."""
-    image = resize_shorter_side(decode_rgb(image_bytes), resize_to)
+    image = resize_shorter_side(decode_rgb(image_bytes), resize_to or stored_size(crop_size))
     shape = tf.shape(image)
     bottom, right = shape[0] - crop_size, shape[1] - crop_size
     offsets = [(0, 0), (0, right), (bottom, 0), (bottom, right),
@@ -131,8 +137,9 @@ def pca_lighting(image: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
     """Section 4.1's colour augmentation: adds sum_i p_i * alpha_i * lambda_i
     to every pixel, alpha_i ~ N(0, stddev) drawn once per image.
 
-    `eigval` (3,) and `eigvec` (3, 3, columns are p_i) must be on the image's
-    pixel scale (0..255 here, as data prep computes them).
+    `eigval` (3,) and `eigvec` (3, 3, columns are p_i) as in
+    `dataset_stats.RGBStats` (data prep's stats.json): eigval is on the
+    lighting scale fixed there, so the shift is in 0..255 pixel units.
     """
     eigval = tf.constant(eigval, tf.float32)
     eigvec = tf.constant(eigvec, tf.float32)

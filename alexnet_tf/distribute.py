@@ -1,0 +1,72 @@
+"""tf.distribute strategies for `--strategy`, and who writes files.
+
+- `default`: one device, TensorFlow's default strategy (no replication).
+- `towers`: the paper's model parallelism (section 3.2): one replica, the
+  model built with each tower on its own device; the training step takes
+  gradients with `placement.colocated_gradients` so the backward ops run on
+  their tower's device too.
+- `mirrored`: data parallelism over the local GPUs (or the devices given,
+  e.g. two logical CPUs in tests) with `MirroredStrategy`.
+- `multi_worker`: `MultiWorkerMirroredStrategy`, cluster from `TF_CONFIG`.
+
+Only the chief writes checkpoints and summaries; the other workers still
+run every save (saving mirrored variables is a collective operation) into a
+temporary folder they delete afterwards, as the TF multi-worker guide says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+
+def make_strategy(name: str, devices: Sequence[str] = ()) -> tf.distribute.Strategy:
+    if name in ("default", "towers"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=list(devices) or None)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                             "(cluster and task of this worker)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def task_info(strategy: tf.distribute.Strategy) -> tuple[Optional[str], int]:
+    """(task type, task id) of this process; (None, 0) outside a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None, 0
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The chief is the "chief" task, or worker 0 when the cluster has none."""
+    task_type, task_id = task_info(strategy)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    if task_type != "worker":
+        return False
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return "chief" not in cluster and task_id == 0
+
+
+def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this process writes: the model_dir on the chief, a fresh temp
+    dir on other workers (delete it with `cleanup_write_dir`)."""
+    if is_chief(strategy):
+        return model_dir
+    task_type, task_id = task_info(strategy)
+    return tempfile.mkdtemp(prefix=f"alexnet_{task_type}_{task_id}_")
+
+
+def cleanup_write_dir(path: str, model_dir: str) -> None:
+    if os.path.abspath(path) != os.path.abspath(model_dir):
+        tf.io.gfile.rmtree(path)

@@ -1,0 +1,253 @@
+"""tf.data input pipelines over the TFRecord shards (training and evaluation).
+
+Training (section 4.1 augmentation): seeded file-level shuffle -> parallel
+interleave of the shards -> shuffle buffer -> parse + `train_image` (random
+224 crop decoded with `decode_and_crop_jpeg`, random flip, PCA lighting) ->
+batch (drop_remainder) -> prefetch, AUTOTUNE throughout and repeated forever.
+
+Evaluation: the shards in file order, not shuffled nor repeated, parse +
+`eval_image` (centre crop) or `ten_crops` (section 4.1's test-time crops),
+the last partial batch kept so every image is counted once.
+
+Per-image work is TF ops only (no py_function), so it runs in tf.data's
+threads without the GIL; `preprocessing.py` holds those ops and the serving
+signature uses the same ones.
+
+Distribution. `batch_size` is always the GLOBAL batch. With a
+`tf.distribute.InputContext` (from `strategy.distribute_datasets_from_function`)
+the dataset yields `input_context.get_per_replica_batch_size(batch_size)` and
+reads only this input pipeline's part of the data:
+  * by file, when there are at least as many shards as input pipelines
+    (each worker reads whole shards: no wasted reads);
+  * by record otherwise (every worker reads every shard in the same fixed
+    order and keeps every n-th record), so a tiny data set still splits
+    into disjoint parts.
+tf.data's own auto-sharding is then switched off. Without an input context
+the dataset yields global batches and is left to tf.distribute's
+auto-sharding (`experimental_distribute_dataset`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tensorflow as tf
+
+from alexnet_tf import dataset_stats, preprocessing, records
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 10_000
+# Shards read at once: enough to mix classes and hide file latency.
+DEFAULT_CYCLE_LENGTH = 16
+_READ_BUFFER_BYTES = 8 << 20
+
+_PREFIXES = {"train": records.TRAIN_PREFIX,
+             "validation": records.VALIDATION_PREFIX}
+
+
+def split_prefix(split: str) -> str:
+    """'train' / 'validation' -> the shard prefix written by data prep."""
+    try:
+        return _PREFIXES[split]
+    except KeyError:
+        raise ValueError(f"unknown split {split!r}: expected one of "
+                         f"{sorted(_PREFIXES)}") from None
+
+
+def list_shards(data_dir: str, split: str) -> list[str]:
+    """The shard files of one split, sorted; an error naming the pattern if none."""
+    pattern = records.shard_pattern(os.fspath(data_dir), split_prefix(split))
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(
+            f"no {split} TFRecord shards match {pattern} (expected files like "
+            f"{records.shard_name(split_prefix(split), 0, 1024)}; run data prep "
+            "first or check --data_dir)")
+    return files
+
+
+def count_records(data_dir: str, split: str) -> int:
+    """Number of examples in a split: from stats.json when it says, else by
+    reading the shards (slow on full ImageNet, fine on small sets)."""
+    count = _count_from_stats(os.fspath(data_dir), split)
+    if count is not None:
+        return count
+    files = list_shards(data_dir, split)
+    logging.info("stats.json has no %s count; counting the records of %d shards",
+                 split, len(files))
+    return int(tf.data.TFRecordDataset(files).reduce(
+        tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def _count_from_stats(data_dir: str, split: str) -> int | None:
+    path = os.path.join(data_dir, dataset_stats.STATS_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    stats = dataset_stats.read_stats(path)
+    # Accepted layouts: {"counts": {"train": N}} / {"splits": {"train": N}} /
+    # {"splits"|"counts": {"train": {"images"|"count"|"total": N}}} / {"train": {...}}.
+    for section in (stats.get("counts"), stats.get("splits"), stats):
+        entry = section.get(split) if isinstance(section, dict) else None
+        if isinstance(entry, dict):
+            entry = next((entry[k] for k in ("images", "count", "total", "num_examples")
+                          if isinstance(entry.get(k), int)), None)
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            return entry
+    return None
+
+
+def resolve_rgb_stats(data_dir: str, rgb_stats=None) -> dataset_stats.RGBStats:
+    """The PCA lighting figures: as given, else the data dir's stats.json, else
+    the published ILSVRC-2012 figures (with a warning)."""
+    if rgb_stats is not None:
+        return rgb_stats
+    path = os.path.join(os.fspath(data_dir), dataset_stats.STATS_FILENAME)
+    if tf.io.gfile.exists(path):
+        return dataset_stats.read_rgb_stats(path)
+    logging.warning("%s not found: PCA lighting uses the ILSVRC-2012 eigen"
+                    "values/vectors", path)
+    return dataset_stats.RGBStats()
+
+
+def per_replica_batch_size(batch_size: int, input_context=None) -> int:
+    if input_context is None:
+        return batch_size
+    return input_context.get_per_replica_batch_size(batch_size)
+
+
+def _shard_files(files, input_context):
+    """(files this pipeline reads, record-level (count, index) or None)."""
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return files, None
+    n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+    if len(files) >= n:
+        return files[i::n], None
+    return files, (n, i)
+
+
+def _read_records(files, *, shuffle_files: bool, seed, cycle_length: int,
+                  deterministic: bool, repeat: bool):
+    """(shard path, serialized record) pairs; the path is kept for errors."""
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:  # before interleave, so epochs blend without a pause at the seam
+        dataset = dataset.repeat()
+
+    def read(path):
+        shard = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
+        return shard.map(lambda record: (path, record))
+
+    return dataset.interleave(
+        read, cycle_length=max(1, min(cycle_length, len(files))), block_length=1,
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def _parse(path, serialized, *, label_offset: int, num_classes: int | None):
+    """-> (encoded image bytes, int32 label), checking the label's range."""
+    parsed = records.parse_example(serialized, label_offset=label_offset)
+    label = parsed[records.LABEL]
+    if num_classes is not None:
+        in_range = tf.logical_and(label >= 0, label < num_classes)
+        tf.debugging.Assert(in_range, [
+            f"label out of range [0, {num_classes}) (label_offset={label_offset};"
+            " tensorflow/models' 1-based records need label_offset=1): label",
+            label, "record", parsed[records.FILENAME], "in shard", path])
+    return parsed[records.ENCODED], tf.cast(label, tf.int32)
+
+
+def _finish(dataset, *, deterministic: bool, own_sharding: bool):
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if own_sharding:
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+    return dataset.prefetch(AUTOTUNE).with_options(options)
+
+
+def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
+                       label_offset: int = 0,
+                       shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, seed=None,
+                       input_context=None, crop_size: int = preprocessing.CROP_SIZE,
+                       num_classes: int | None = None,
+                       lighting_stddev: float = 0.1,
+                       cycle_length: int = DEFAULT_CYCLE_LENGTH) -> tf.data.Dataset:
+    """The training input: repeated (float32 [B, crop, crop, 3] 0..255, int32 [B]).
+
+    Args:
+        data_dir: folder with `train-?????-of-?????` shards (and stats.json).
+        batch_size: the global batch; per replica with an `input_context`.
+        rgb_stats: `RGBStats` for the PCA lighting; default: data_dir's
+            stats.json, else the ILSVRC-2012 figures. `lighting_stddev=0`
+            turns the lighting off.
+        label_offset: subtracted from stored labels (1 for tensorflow/models).
+        seed: makes the file order and the shuffle reproducible (the
+            per-image crop/flip/lighting draws are not: they run in parallel).
+        num_classes: when given, a label outside [0, num_classes) stops the
+            pipeline with an error naming the record and shard.
+    """
+    files = list_shards(data_dir, "train")
+    files, record_shard = _shard_files(files, input_context)
+    deterministic = seed is not None or record_shard is not None
+    # Record-level sharding needs every worker to see the same record order.
+    dataset = _read_records(files, shuffle_files=record_shard is None, seed=seed,
+                            cycle_length=cycle_length, deterministic=deterministic,
+                            repeat=record_shard is None)
+    if record_shard is not None:
+        # Shard one pass, then repeat: sharding the repeated stream would hand
+        # each worker different records every epoch (overlapping parts).
+        dataset = dataset.shard(*record_shard).repeat()
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+
+    stats = resolve_rgb_stats(data_dir, rgb_stats) if lighting_stddev > 0 else None
+
+    def augment(path, serialized):
+        encoded, label = _parse(path, serialized, label_offset=label_offset,
+                                num_classes=num_classes)
+        if stats is None:
+            image = preprocessing.train_image(encoded, crop_size=crop_size)
+        else:
+            image = preprocessing.train_image(
+                encoded, stats.eigval, stats.eigvec, crop_size=crop_size,
+                lighting_stddev=lighting_stddev)
+        return image, label
+
+    dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE,
+                          deterministic=deterministic)
+    dataset = dataset.batch(per_replica_batch_size(batch_size, input_context),
+                            drop_remainder=True)
+    return _finish(dataset, deterministic=deterministic,
+                   own_sharding=input_context is not None)
+
+
+def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,
+                      split: str = "validation", label_offset: int = 0,
+                      input_context=None, num_classes: int | None = None,
+                      crop_size: int = preprocessing.CROP_SIZE) -> tf.data.Dataset:
+    """The evaluation input, once through in file order, last batch kept.
+
+    crops=1 -> (float32 [B, crop, crop, 3], int32 [B]): the centre crop.
+    crops=10 -> (float32 [B, 10, crop, crop, 3], int32 [B]): four corners,
+    centre and their mirror images; average the softmax over axis 1.
+    """
+    if crops not in (1, 10):
+        raise ValueError(f"crops must be 1 or 10, got {crops}")
+    files = list_shards(data_dir, split)
+    files, record_shard = _shard_files(files, input_context)
+    dataset = _read_records(files, shuffle_files=False, seed=None, cycle_length=1,
+                            deterministic=True, repeat=False)
+    if record_shard is not None:
+        dataset = dataset.shard(*record_shard)
+    view = preprocessing.eval_image if crops == 1 else preprocessing.ten_crops
+
+    def prepare(path, serialized):
+        encoded, label = _parse(path, serialized, label_offset=label_offset,
+                                num_classes=num_classes)
+        return view(encoded, crop_size=crop_size), label
+
+    dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(per_replica_batch_size(batch_size, input_context),
+                            drop_remainder=False)
+    return _finish(dataset, deterministic=True, own_sharding=input_context is not None)

@@ -1,0 +1,131 @@
+"""The small Keras layers AlexNet needs beyond Keras' own.
+
+* `LocalResponseNormalization`: the brightness normalization of section 3.3.
+* `MeanSubtraction`: the fixed training-set mean RGB, part of the model so
+  training, evaluation and serving cannot disagree on it.
+* `OnDevice`: runs one tower's layer (its variables and its ops) on a device.
+
+No Lambda layers: every layer here serialises through `get_config` and loads
+with Keras' safe mode on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB
+
+_register = keras.saving.register_keras_serializable(package="alexnet_tf")
+
+
+@_register
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalization across channels (paper section 3.3).
+
+        b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2) ** beta
+
+    with the paper's k=2, n=5, alpha=1e-4, beta=0.75. TensorFlow's op sums
+    `depth_radius` channels on each side and does not divide alpha by n
+    (Caffe and PyTorch do), so the paper's constants map to depth_radius=2,
+    bias=2.0, alpha=1e-4, beta=0.75 unchanged.
+    """
+
+    def __init__(self, depth_radius: int = 2, bias: float = 2.0,
+                 alpha: float = 1e-4, beta: float = 0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        return tf.nn.local_response_normalization(
+            inputs, depth_radius=self.depth_radius, bias=self.bias,
+            alpha=self.alpha, beta=self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "depth_radius": self.depth_radius,
+                "bias": self.bias, "alpha": self.alpha, "beta": self.beta}
+
+
+@_register
+class MeanSubtraction(keras.layers.Layer):
+    """Subtracts a fixed per-channel mean (the training set's mean RGB, 0..255).
+
+    The paper's only preprocessing besides resizing (section 2). The values
+    are a constant stored in the config, not a variable: they travel with the
+    `.keras` file and are baked into an exported SavedModel graph, and they
+    never show up among the weights a checkpoint restores.
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN_RGB, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+
+    def build(self, input_shape):
+        if input_shape[-1] != len(self.mean):
+            raise ValueError(f"{self.name}: input has {input_shape[-1]} channels but "
+                             f"the mean has {len(self.mean)} values {self.mean}")
+        self.built = True
+
+    def call(self, inputs):
+        inputs = ops.cast(inputs, self.compute_dtype)
+        return inputs - ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mean": list(self.mean)}
+
+
+def device_scope(device: Optional[str]):
+    """`tf.device(device)`, or no scope at all for None so that an outer
+    scope (e.g. a distribution strategy's replica device) still applies."""
+    return tf.device(device) if device else contextlib.nullcontext()
+
+
+@_register
+class OnDevice(keras.layers.Wrapper):
+    """Runs the wrapped layer on `device`: variables created and ops run there.
+
+    Keras 3 does not keep a `tf.device` scope that merely surrounds the
+    construction of a functional model: the ops are created later, when the
+    model is called. So the scope is entered where the work happens, in
+    `build` (variables) and `call` (forward ops). Backward ops need
+    `alexnet_tf.placement.colocated_gradients`.
+
+    The device is a property of this process, not of the architecture: it is
+    left out of `get_config`, and the wrapper is the same with or without a
+    device, so variable names and weight order are identical either way and
+    weights move freely between a placed and an unplaced build.
+    """
+
+    def __init__(self, layer: keras.layers.Layer, device: Optional[str] = None,
+                 **kwargs):
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.device = device
+
+    def build(self, input_shape=None):
+        with device_scope(self.device):
+            super().build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        with device_scope(self.device):
+            return self.layer(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return super().get_config()  # `device` deliberately not serialised

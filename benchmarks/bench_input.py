@@ -1,0 +1,184 @@
+"""Input pipeline images/s per CPU core, training pipeline vs a plain baseline.
+
+Records: the 1,000 real photos of ../shared/data/imagenet-sample, converted
+the way data prep stores them (shorter side to 256 antialiased, centre crop
+256x256, JPEG quality 95, 4:2:0 chroma) into 8 shards in a temporary folder,
+or `--records_dir` with existing `train-*` shards.
+
+Pipelines (batch 128, from the shard files, repeated):
+  baseline      parse + full decode_jpeg + random 224 crop + flip
+  fused_crop    parse + decode_and_crop_jpeg (random 224 window) + flip
+  training      `input_pipeline.make_train_dataset` as training runs it:
+                file shuffle, interleave, 10k shuffle buffer, label check,
+                decode_and_crop_jpeg, flip, PCA lighting.
+
+Per core: the process is pinned to one CPU (`os.sched_setaffinity`), TF's
+inter/intra-op pools get one thread, and every dataset gets
+`tf.data.Options` with `threading.private_threadpool_size = 1`,
+`threading.max_intra_op_parallelism = 1` and `autotune.cpu_budget = 1`, so
+all of its work runs on one thread. Rounds are interleaved (baseline,
+fused, training, baseline, ...) so load from other processes hits all
+alike; each pipeline's median round counts. Prints images/s and the ratios
+to the baseline measured in the same run (target: training >= 0.90).
+
+    python benchmarks/bench_input.py --rounds=3 --images_per_round=2560
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from alexnet_tf import dataset_stats, input_pipeline, preprocessing, records  # noqa: E402
+
+FLAGS = flags.FLAGS
+_DEFAULT_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                               "imagenet-sample")
+flags.DEFINE_string("source_dir", _DEFAULT_SOURCE, "Folder of JPEG photos to convert.")
+flags.DEFINE_string("records_dir", None, "Existing folder with train-* shards; "
+                    "skips the conversion when given.")
+flags.DEFINE_integer("num_shards", 8, "Shards to write when converting.")
+flags.DEFINE_integer("batch_size", 128, "Batch size (the paper's 128).")
+flags.DEFINE_integer("images_per_round", 2560, "Images timed per pipeline per round.")
+flags.DEFINE_integer("warmup_batches", 3, "Untimed batches before each timing.")
+flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the median counts.")
+flags.DEFINE_integer("cpu", None, "CPU to pin to (default: the first allowed one).")
+flags.DEFINE_boolean("all_cores", False, "Also measure with every allowed core.")
+
+STORED, QUALITY = preprocessing.STORED_SIZE, 95
+
+
+def convert_photo(path: str) -> bytes:
+    """A photo as data prep stores it: RGB, shorter side 256, centre 256x256."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        scale = STORED / min(image.size)
+        size = (max(STORED, round(image.width * scale)), max(STORED, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+        left, top = (image.width - STORED) // 2, (image.height - STORED) // 2
+        image = image.crop((left, top, left + STORED, top + STORED))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=QUALITY, subsampling="4:2:0")
+        return buffer.getvalue()
+
+
+def build_records(source_dir: str, out_dir: str, num_shards: int) -> int:
+    names = sorted(n for n in os.listdir(source_dir) if n.upper().endswith((".JPEG", ".JPG")))
+    if not names:
+        raise FileNotFoundError(f"no JPEG files in {source_dir}")
+    writers = [tf.io.TFRecordWriter(os.path.join(
+        out_dir, records.shard_name(records.TRAIN_PREFIX, i, num_shards))) for i in range(num_shards)]
+    for label, name in enumerate(names):
+        encoded = convert_photo(os.path.join(source_dir, name))
+        writers[label % num_shards].write(records.serialize(records.ImageRecord(
+            encoded=encoded, height=STORED, width=STORED, label=label,
+            synset=name.split("_")[0], text=name, filename=name)))
+    for writer in writers:
+        writer.close()
+    return len(names)
+
+
+def one_core_options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    options.autotune.cpu_budget = 1
+    return options
+
+
+def baseline(data_dir: str, batch_size: int, fused: bool) -> tf.data.Dataset:
+    """The plain pipeline: parse, decode (whole or fused crop), crop, flip."""
+    files = input_pipeline.list_shards(data_dir, "train")
+
+    def prepare(serialized):
+        parsed = records.parse_example(serialized)
+        encoded = parsed[records.ENCODED]
+        if fused:
+            image = preprocessing.random_crop_jpeg(encoded)
+        else:
+            image = tf.image.decode_jpeg(encoded, channels=3)
+            image = tf.image.random_crop(image, [224, 224, 3])
+            image = tf.cast(image, tf.float32)
+        return preprocessing.random_flip(image), tf.cast(parsed[records.LABEL], tf.int32)
+
+    dataset = tf.data.TFRecordDataset(files).repeat()
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def training(data_dir: str, batch_size: int) -> tf.data.Dataset:
+    return input_pipeline.make_train_dataset(
+        data_dir, batch_size, rgb_stats=dataset_stats.RGBStats(), num_classes=1000, seed=0)
+
+
+def images_per_second(dataset: tf.data.Dataset, batches: int, warmup: int) -> float:
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        images, _ = next(iterator)
+    images.numpy()
+    return batches * int(images.shape[0]) / (time.perf_counter() - start)
+
+
+def measure(data_dir: str, options: tf.data.Options | None, label: str) -> dict:
+    makers = {
+        "baseline (full decode + crop + flip)": lambda: baseline(data_dir, FLAGS.batch_size, False),
+        "fused_crop (decode_and_crop + flip)": lambda: baseline(data_dir, FLAGS.batch_size, True),
+        "training (make_train_dataset, + lighting)": lambda: training(data_dir, FLAGS.batch_size),
+    }
+    batches = max(1, FLAGS.images_per_round // FLAGS.batch_size)
+    rates = {name: [] for name in makers}
+    for _ in range(FLAGS.rounds):
+        for name, make in makers.items():
+            dataset = make()
+            if options is not None:
+                dataset = dataset.with_options(options)
+            rates[name].append(images_per_second(dataset, batches, FLAGS.warmup_batches))
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    base = medians["baseline (full decode + crop + flip)"]
+    print(f"\n== {label}: batch {FLAGS.batch_size}, {batches * FLAGS.batch_size} images/round, "
+          f"{FLAGS.rounds} rounds (median) ==")
+    for name, rate in medians.items():
+        rounds = ", ".join(f"{r:.0f}" for r in rates[name])
+        print(f"  {name:44s} {rate:7.1f} images/s  ratio {rate / base:5.3f}  [{rounds}]")
+    return medians
+
+
+def main(argv):
+    del argv
+    allowed = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="bench_input_") as tmp:
+        data_dir = FLAGS.records_dir
+        if data_dir is None:
+            start = time.perf_counter()
+            count = build_records(FLAGS.source_dir, tmp, FLAGS.num_shards)
+            print(f"converted {count} photos from {FLAGS.source_dir} to 256x256 JPEG q{QUALITY} "
+                  f"in {FLAGS.num_shards} shards ({time.perf_counter() - start:.1f} s)")
+            data_dir = tmp
+        if FLAGS.all_cores:
+            measure(data_dir, None, f"all {len(allowed)} allowed cores, default threading")
+        cpu = FLAGS.cpu if FLAGS.cpu is not None else allowed[0]
+        os.sched_setaffinity(0, {cpu})
+        medians = measure(data_dir, one_core_options(), f"one core (CPU {cpu})")
+        ratio = (medians["training (make_train_dataset, + lighting)"]
+                 / medians["baseline (full decode + crop + flip)"])
+        print(f"\ntraining / baseline = {ratio:.3f} (target >= 0.90): "
+              f"{'MET' if ratio >= 0.90 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    app.run(main)

@@ -1,0 +1,84 @@
+"""How far the serving graph's 224x224 input on an original photo is from
+what evaluation sees after data prep (issue 5, train/serve parity (b)).
+
+Two paths from the same original JPEG:
+  serving:   the exported `features` signature of a probe model
+             (`alexnet_tf.export_probe`: its fc7 is the input pixels), i.e.
+             the real serving graph: decode, shorter side to 256 (TF
+             antialiased bilinear), centre crop 224.
+  data prep: `data_prep.convert.convert` (Pillow antialiased bilinear to a
+             256x256 centre square, JPEG quality 95) then evaluation's
+             `preprocessing.eval_image` centre crop 224 of that record.
+They differ by the resampling implementation (TF vs Pillow), data prep's
+JPEG re-encoding, and reduced-size DCT decoding in data prep.
+
+    python -m benchmarks.parity_serving_vs_dataprep \
+        --data_dir=../shared/data/imagenet-sample [--limit=1000]
+
+Prints the mean absolute pixel error (0..255 scale) over all images, its
+percentiles across images, and the worst image.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import time
+
+from absl import app, flags
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import export, export_probe, preprocessing
+from alexnet_tf.labels import LabelMap
+from data_prep import convert
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",
+                    "Folder of original JPEG photos (*.JPEG / *.jpg).")
+flags.DEFINE_integer("limit", 0, "Use only the first N files in name order (0: all).")
+
+
+def serving_and_dataprep_views(signature, image_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(serving graph's input, evaluation's input after data prep), float32 [224, 224, 3]."""
+    size = preprocessing.CROP_SIZE
+    served = signature(image_bytes=tf.constant([image_bytes]))[export.FEATURES]
+    served = served.numpy().reshape(size, size, 3)
+    record_jpeg = convert.convert(image_bytes).encoded
+    prepped = preprocessing.eval_image(tf.constant(record_jpeg)).numpy()
+    return served, prepped
+
+
+def main(argv):
+    del argv
+    files = sorted(glob.glob(os.path.join(FLAGS.data_dir, "*.JPEG"))
+                   + glob.glob(os.path.join(FLAGS.data_dir, "*.jpg")))
+    if FLAGS.limit:
+        files = files[:FLAGS.limit]
+    if not files:
+        raise app.UsageError(f"no *.JPEG / *.jpg files in {FLAGS.data_dir}")
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = LabelMap.from_wnids(["n00000000", "n00000001"])
+        path = export.export_saved_model(export_probe.build_probe_model(2), labels, tmp,
+                                         warmup=False)
+        signature = tf.saved_model.load(path).signatures[export.FEATURES]
+        errors = []
+        start = time.perf_counter()
+        for name in files:
+            with open(name, "rb") as f:
+                served, prepped = serving_and_dataprep_views(signature, f.read())
+            errors.append(float(np.mean(np.abs(served - prepped))))
+        seconds = time.perf_counter() - start
+    errors = np.array(errors)
+    worst = int(np.argmax(errors))
+    print(f"images: {len(files)} from {FLAGS.data_dir} ({seconds:.1f} s)")
+    print(f"mean absolute pixel error (0..255), serving graph vs data prep + eval crop: "
+          f"{errors.mean():.3f}")
+    print("per-image MAE percentiles: " + ", ".join(
+        f"p{q}={np.percentile(errors, q):.3f}" for q in (50, 90, 99, 100)))
+    print(f"worst: {os.path.basename(files[worst])} MAE {errors[worst]:.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

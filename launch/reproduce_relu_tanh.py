@@ -1,0 +1,112 @@
+"""Reproduces the paper's Figure 1: ReLU vs tanh on CIFAR-10 (section 3.1).
+
+    python -m launch.reproduce_relu_tanh --data_dir=../shared/data/cifar10 \
+        --out_dir=runs/relu_tanh
+
+`--data_dir` is either the data prep's TFRecords (train-*-of-* shards of
+32x32 images) or a raw folder with `train/<class>/*.jpg`; a raw folder is
+first converted to records under `<out_dir>/records` (reused on a rerun).
+Writes `results.json`, `results.md` (the table) and `figure1.png`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from absl import app, flags, logging
+
+from alexnet_tf import records, relu_tanh
+from data_prep import build_tfrecords
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "CIFAR-10 TFRecords dir, or a raw folder with "
+                    "train/<class>/*.jpg (converted into <out_dir>/records first by data_prep.build_tfrecords).")
+flags.DEFINE_string("out_dir", None, "Where results.json, results.md, figure1.png go.")
+flags.DEFINE_list("conditions", list(relu_tanh.CONDITIONS),
+                  "Which conditions to run: 'paper' (N(0,0.01) init, 0..255 inputs "
+                  "minus the mean image) and/or 'modern' (He/Glorot init, standardized inputs).")
+flags.DEFINE_list("paper_learning_rates", ["0.001", "0.003"],
+                  "Candidate learning rates for the 'paper' condition (both activations).")
+flags.DEFINE_list("modern_learning_rates", ["0.01", "0.03"],
+                  "Candidate learning rates for the 'modern' condition (both activations).")
+flags.DEFINE_float("target_error", 0.25, "Training error to reach (Figure 1: 25%).")
+flags.DEFINE_float("max_epochs", 20, "Epoch cap per run; a run that misses it counts "
+                   "as not reaching the target.")
+flags.DEFINE_integer("batch_size", 128, "Minibatch size (the paper's 128).")
+flags.DEFINE_integer("evals_per_epoch", 5, "Training-error measurements per epoch "
+                     "(5 = cuda-convnet's 10,000-image batches on 50,000 images).")
+flags.DEFINE_integer("max_train_images", None, "Use a random subset of this many "
+                     "training images (quick runs); default: all.")
+flags.DEFINE_integer("init_seed", 0, "Seed of the weight init, the minibatch order and "
+                     "the --max_train_images subset (the same for every run).")
+# --image_size, --train_shards, --validation_shards and --quality are the data
+# prep's own flags (this tool runs it on a raw folder), with CIFAR-10 defaults.
+FLAGS.set_default("image_size", 32)
+FLAGS.set_default("train_shards", 16)
+FLAGS.set_default("validation_shards", 4)
+flags.mark_flags_as_required(["data_dir", "out_dir"])
+
+def has_records(data_dir: str) -> bool:
+    return bool(glob.glob(records.shard_pattern(data_dir, records.TRAIN_PREFIX)))
+
+
+def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
+                    train_shards: int = 16, validation_shards: int = 4,
+                    quality: int = 95) -> str:
+    """The records to train from: `data_dir` itself, or the data prep's
+    conversion of it into `<out_dir>/records` (resumed if already there)."""
+    if has_records(data_dir):
+        return data_dir
+    if not os.path.isdir(os.path.join(data_dir, "train")):
+        raise FileNotFoundError(
+            f"{data_dir} has neither train-*-of-* TFRecord shards nor a train/<class>/ folder")
+    target = os.path.join(out_dir, "records")
+    logging.info("Converting %s to %dx%d TFRecords in %s", data_dir, image_size,
+                 image_size, target)
+    summary = build_tfrecords.build(build_tfrecords.BuildConfig(
+        input_dir=data_dir, output_dir=target, image_size=image_size,
+        train_shards=train_shards, validation_shards=validation_shards, quality=quality))
+    if not summary.ok:  # a training set with holes would change the experiment
+        split, path, reason = summary.skipped[0]
+        raise ValueError(f"data prep skipped {len(summary.skipped)} file(s) of {data_dir}, "
+                         f"e.g. {path} ({split}): {reason}")
+    return target
+
+
+def _save_partial(partial: dict, records_dir: str) -> None:
+    """Keeps results.json current during a long run (marked "complete": false)."""
+    import json
+    path = os.path.join(FLAGS.out_dir, relu_tanh.RESULTS_JSON)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        json.dump(dict(partial, records_dir=os.path.abspath(records_dir)), f, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
+def main(argv):
+    del argv
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    records_dir = records_dir_for(
+        FLAGS.data_dir, FLAGS.out_dir, FLAGS.image_size, train_shards=FLAGS.train_shards,
+        validation_shards=FLAGS.validation_shards, quality=FLAGS.quality)
+    images, labels = relu_tanh.load_split(
+        records_dir, image_size=FLAGS.image_size, max_images=FLAGS.max_train_images,
+        seed=FLAGS.init_seed)
+    logging.info("Loaded %d training images from %s", len(images), records_dir)
+    learning_rates = {"paper": [float(x) for x in FLAGS.paper_learning_rates],
+                      "modern": [float(x) for x in FLAGS.modern_learning_rates]}
+    result = relu_tanh.run_experiment(
+        images, labels, conditions=FLAGS.conditions, learning_rates=learning_rates,
+        target_error=FLAGS.target_error, max_epochs=FLAGS.max_epochs,
+        batch_size=FLAGS.batch_size, evals_per_epoch=FLAGS.evals_per_epoch,
+        seed=FLAGS.init_seed, log=lambda msg: logging.info("%s", msg),
+        on_progress=lambda partial: _save_partial(partial, records_dir))
+    result["records_dir"] = os.path.abspath(records_dir)
+    paths = relu_tanh.write_results(result, FLAGS.out_dir)
+    print(relu_tanh.results_table(result))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

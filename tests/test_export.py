@@ -1,0 +1,376 @@
+"""The SavedModel export, loaded the way TF Serving loads it.
+
+Two module-scoped exports keep this fast:
+- `probe_export`: `export_probe`'s stand-in whose `features` output is the
+  serving graph's own input pixels (parity, bad input, signatures, classify).
+- `alexnet_export`: the real `build_alexnet` (10 classes, 56.9M parameters):
+  weights stored once, no device pins, no XLA, shapes of all four signatures.
+"""
+
+import glob
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import export, export_probe, preprocessing, records
+from alexnet_tf.features import feature_model
+from alexnet_tf.input_pipeline import make_eval_dataset
+from alexnet_tf.labels import LabelMap
+from alexnet_tf.model import build_alexnet
+from data_prep import convert
+
+SIZE = preprocessing.CROP_SIZE
+LABELS = LabelMap(
+    ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+     "n03394916", "n03417042", "n03425413", "n03445777", "n03888257"),
+    ("tench", "English springer", "cassette player", "chain saw", "church",
+     "French horn", "garbage truck", "gas pump", "golf ball", "parachute"))
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+class ServingSession:
+    """A SavedModel loaded as TF Serving loads it: TF1 loader, `serve` tag,
+    graph-mode session; signatures run by the tensor names in their
+    SignatureDefs."""
+
+    def __init__(self, path):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            self.meta_graph = tf.compat.v1.saved_model.loader.load(
+                self.session, [tf.saved_model.SERVING], path)
+
+    def run(self, signature_name, **inputs):
+        signature = self.meta_graph.signature_def[signature_name]
+        feeds = {signature.inputs[k].name: v for k, v in inputs.items()}
+        fetches = {k: t.name for k, t in signature.outputs.items()}
+        return self.session.run(fetches, feeds)
+
+    def close(self):
+        self.session.close()
+
+
+def sample_jpegs(directory, count, start=0):
+    files = sorted(glob.glob(os.path.join(directory, "*.JPEG")))[start:start + count]
+    contents = []
+    for name in files:
+        with open(name, "rb") as f:
+            contents.append(f.read())
+    return contents
+
+
+@pytest.fixture(scope="module")
+def probe_export(tmp_path_factory):
+    base = tmp_path_factory.mktemp("probe_export")
+    return export.export_saved_model(export_probe.build_probe_model(len(LABELS)), LABELS,
+                                     str(base))
+
+
+@pytest.fixture(scope="module")
+def probe(probe_export):
+    session = ServingSession(probe_export)
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="module")
+def alexnet_and_export(tmp_path_factory):
+    model = build_alexnet(len(LABELS), init="he")
+    # Distinct random weights per tower (seeded), so every unit matters.
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, np.sqrt(2.0 / max(1, np.prod(w.shape[:-1]))),
+                                  w.shape).astype(np.float32) if w.ndim > 1 else w
+                       for w in model.get_weights()])
+    base = tmp_path_factory.mktemp("alexnet_export")
+    return model, export.export_saved_model(model, LABELS, str(base))
+
+
+# -- layout, versions, atomic write -------------------------------------------
+
+def test_layout_and_label_asset(probe_export):
+    assert os.path.basename(probe_export) == "1"
+    assert sorted(os.listdir(os.path.dirname(probe_export))) == ["1"]  # no temp left
+    for name in ("saved_model.pb", "fingerprint.pb", "variables/variables.index",
+                 "assets/labels.txt", "assets.extra/tf_serving_warmup_requests"):
+        assert os.path.exists(os.path.join(probe_export, name)), name
+    assert LabelMap.read(os.path.join(probe_export, "assets")) == LABELS
+
+
+def test_versions_are_next_free_integer_and_never_overwritten(tmp_path):
+    model = export_probe.build_probe_model(2, image_size=8)
+    labels = LabelMap(("n1", "n2"), ("one", "two"))
+    (tmp_path / "7").mkdir()
+    (tmp_path / "notes").mkdir()  # not a version: ignored
+    assert export.next_version(str(tmp_path)) == 8
+    path = export.export_saved_model(model, labels, str(tmp_path), warmup=False)
+    assert path == str(tmp_path / "8")
+    with pytest.raises(FileExistsError, match="8"):
+        export.export_saved_model(model, labels, str(tmp_path), version=8, warmup=False)
+    assert export.export_saved_model(model, labels, str(tmp_path), version=3,
+                                     warmup=False) == str(tmp_path / "3")
+    assert export.existing_versions(str(tmp_path)) == [3, 7, 8]
+    assert sorted(os.listdir(tmp_path)) == ["3", "7", "8", "notes"]
+
+
+def test_failed_export_leaves_nothing_behind(tmp_path):
+    model = export_probe.build_probe_model(3, image_size=8)
+    with pytest.raises(ValueError, match="3 classes but the label map"):
+        export.export_saved_model(model, LabelMap(("n1", "n2"), ("a", "b")), str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_fingerprint_matches_rewritten_saved_model(probe_export):
+    from tensorflow.core.protobuf import fingerprint_pb2
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+    with open(os.path.join(probe_export, "fingerprint.pb"), "rb") as f:
+        written = fingerprint_pb2.FingerprintDef.FromString(f.read())
+    fresh = fingerprint_pb2.FingerprintDef.FromString(
+        fingerprinting.CreateFingerprintDef(probe_export))
+    assert written.saved_model_checksum == fresh.saved_model_checksum != 0
+    written.ClearField("uuid")  # random per write
+    fresh.ClearField("uuid")
+    assert written == fresh
+
+
+# -- signatures, the TF Serving way ---------------------------------------------
+
+def test_classify_method_name_and_signature_keys(probe_export):
+    meta_graph = export.read_saved_model_proto(probe_export).meta_graphs[0]
+    signatures = meta_graph.signature_def
+    assert signatures["classify"].method_name == "tensorflow/serving/classify"
+    for name in ("serving_default", "predict_images", "features"):
+        assert signatures[name].method_name == "tensorflow/serving/predict"
+    assert set(signatures["classify"].inputs) == {"inputs"}
+    assert set(signatures["classify"].outputs) == {"classes", "scores"}
+    assert set(signatures["serving_default"].inputs) == {"image_bytes"}
+    assert set(signatures["serving_default"].outputs) == set(export.PREDICT_OUTPUTS)
+    # TF Serving's REST layer base64-encodes outputs named *_bytes.
+    assert not [k for s in signatures.values() for k in s.outputs if k.endswith("_bytes")]
+
+
+def test_all_four_signatures_run_in_tf1_session(probe):
+    images = [export.warmup_image_bytes(), export.warmup_image_bytes(120, 90)]
+    out = probe.run("serving_default", image_bytes=images)
+    assert out["probabilities"].shape == (2, 10)
+    np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+    assert out["top_k_indices"].shape == out["top_k_scores"].shape == (2, 5)
+    np.testing.assert_allclose(
+        out["top_k_scores"], np.take_along_axis(out["probabilities"], out["top_k_indices"], 1))
+    assert np.all(np.diff(out["top_k_scores"], axis=1) <= 0)
+    wnids = np.array(LABELS.wnids, dtype=object)[out["top_k_indices"]]
+    assert (out["top_k_wnids"].astype(str) == wnids.astype(str)).all()
+    names = np.array(LABELS.names)[out["top_k_indices"]]
+    assert (np.char.decode(out["top_k_names"].astype(bytes)) == names).all()
+
+    pixels = probe.run("features", image_bytes=images)["features"]
+    assert pixels.shape == (2, SIZE * SIZE * 3)
+    by_array = probe.run("predict_images", images=pixels.reshape(2, SIZE, SIZE, 3))
+    np.testing.assert_allclose(by_array["probabilities"], out["probabilities"], atol=1e-6)
+
+    examples = [records.serialize(records.ImageRecord(image, 1, 1, 0, "", "", ""))
+                for image in images]
+    classified = probe.run("classify", inputs=examples)
+    assert classified["classes"].shape == classified["scores"].shape == (2, 5)
+    np.testing.assert_allclose(classified["scores"], out["top_k_scores"], atol=1e-6)
+    assert (classified["classes"] == out["top_k_wnids"]).all()
+
+
+def test_classify_without_encoded_image_names_the_field(probe):
+    empty = tf.train.Example().SerializeToString()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image/encoded"):
+        probe.run("classify", inputs=[empty])
+
+
+def test_warmup_requests_replay_against_the_export(probe_export, probe):
+    from tensorflow_serving.apis import prediction_log_pb2
+    path = os.path.join(probe_export, "assets.extra", "tf_serving_warmup_requests")
+    kinds = []
+    for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(serialized)
+        kinds.append(log.WhichOneof("log_type"))
+        if kinds[-1] == "predict_log":
+            request = log.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        else:
+            request = log.classify_log.request
+            inputs = {"inputs": [e.SerializeToString()
+                                 for e in request.input.example_list.examples]}
+        out = probe.run(request.model_spec.signature_name, **inputs)
+        batch = len(next(iter(inputs.values())))
+        assert batch in (1, 8) and {len(v) for v in out.values()} == {batch}
+    assert kinds.count("predict_log") == 4 and kinds.count("classify_log") == 2
+
+
+def test_tf2_loader_runs_the_same_signatures(probe_export, probe):
+    loaded = tf.saved_model.load(probe_export)
+    assert set(loaded.signatures) == set(export.SIGNATURES)
+    image = export.warmup_image_bytes()
+    tf2 = loaded.signatures["serving_default"](image_bytes=tf.constant([image]))
+    tf1 = probe.run("serving_default", image_bytes=[image])
+    np.testing.assert_allclose(tf2["probabilities"].numpy(), tf1["probabilities"], atol=1e-7)
+
+
+# -- bad input ------------------------------------------------------------------
+
+def _jpeg_claiming_size(jpeg: bytes, height: int, width: int) -> bytes:
+    """A real JPEG whose start-of-frame header is edited to claim another size."""
+    data, i = bytearray(jpeg), 2
+    while i < len(data):
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            data[i + 5:i + 9] = struct.pack(">HH", height, width)
+            return bytes(data)
+        i += 2 + length
+    raise ValueError("no SOF marker")
+
+
+@pytest.mark.parametrize("kind, pattern", [
+    ("empty", "empty string"),
+    ("random", "Unknown image file format"),
+    ("truncated", "Invalid JPEG data"),
+    ("text", "Unknown image file format"),
+    ("absurd_dimensions", "more than 67108864 pixels|Image too large"),
+])
+def test_bad_input_is_invalid_argument_and_model_keeps_serving(probe, kind, pattern):
+    good = export.warmup_image_bytes()
+    bad = {
+        "empty": b"",
+        "random": np.random.default_rng(1).bytes(5000),
+        "truncated": good[:len(good) // 3],
+        "text": b"index\twnid\tname\n0\tn01440764\ttench\n" * 10,
+        "absurd_dimensions": _jpeg_claiming_size(good, 60000, 60000),
+    }[kind]
+    expected = probe.run("serving_default", image_bytes=[good])
+    for signature in ("serving_default", "features"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+            probe.run(signature, image_bytes=[good, bad])
+    again = probe.run("serving_default", image_bytes=[good])
+    np.testing.assert_array_equal(again["probabilities"], expected["probabilities"])
+
+
+# -- train/serve parity on real images --------------------------------------------
+
+def test_parity_a_serving_equals_eval_pipeline_on_data_prep_records(
+        probe, imagenet_sample, tmp_path):
+    originals = sample_jpegs(imagenet_sample, 8)
+    converted = [convert.convert(data) for data in originals]
+    shard = os.path.join(tmp_path, records.shard_name(records.VALIDATION_PREFIX, 0, 1))
+    with tf.io.TFRecordWriter(shard) as writer:
+        for i, c in enumerate(converted):
+            writer.write(records.serialize(records.ImageRecord(
+                c.encoded, 256, 256, i, LABELS.wnids[i], LABELS.names[i], f"{i}.JPEG")))
+    evaluated, _ = next(iter(make_eval_dataset(str(tmp_path), batch_size=8)))
+    served = probe.run("features", image_bytes=[c.encoded for c in converted])["features"]
+    np.testing.assert_allclose(served.reshape(-1, SIZE, SIZE, 3), evaluated.numpy(), atol=1e-5)
+
+
+def test_parity_b_original_jpegs_close_to_data_prep_path(probe, imagenet_sample):
+    """Full-size photos straight into the serving graph vs data prep's 256x256
+    record then evaluation's centre crop. Measured on all 1,000 images by
+    benchmarks/parity_serving_vs_dataprep.py: mean absolute error 4.1 (0..255),
+    per image p50 3.7, p99 9.8 (TF vs Pillow resampling and crop alignment,
+    TF's fast integer DCT, data prep's JPEG re-encoding)."""
+    originals = sample_jpegs(imagenet_sample, 24, start=100)
+    served = probe.run("features", image_bytes=originals)["features"].reshape(-1, SIZE, SIZE, 3)
+    errors = []
+    for data, image in zip(originals, served):
+        prepped = preprocessing.eval_image(tf.constant(convert.convert(data).encoded)).numpy()
+        errors.append(np.mean(np.abs(image - prepped)))
+    assert np.mean(errors) < 6.0, errors
+    assert max(errors) < 16.0, errors
+
+
+def test_parity_real_model_serving_equals_keras_on_eval_image(alexnet_and_export, imagenet_sample):
+    model, path = alexnet_and_export
+    originals = sample_jpegs(imagenet_sample, 4, start=500)
+    session = ServingSession(path)
+    try:
+        served = session.run("serving_default", image_bytes=originals)
+        features = session.run("features", image_bytes=originals)["features"]
+    finally:
+        session.close()
+    images = tf.stack([preprocessing.eval_image(tf.constant(b)) for b in originals])
+    np.testing.assert_allclose(served["probabilities"], model(images, training=False).numpy(),
+                               atol=1e-5)
+    fc7 = feature_model(model)(images, training=False).numpy()
+    np.testing.assert_allclose(features, fc7, rtol=1e-4, atol=1e-4)
+    assert features.shape == (4, 4096)
+
+
+# -- the real AlexNet: size, placement, XLA, saved_model_cli ------------------------
+
+def test_variables_hold_each_weight_once(alexnet_and_export):
+    model, path = alexnet_and_export
+    param_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    assert param_bytes > 200e6  # the full-size network (fc6 alone is 37.7M weights)
+    variables = os.path.join(path, "variables")
+    stored = sum(os.path.getsize(os.path.join(variables, f)) for f in os.listdir(variables))
+    assert param_bytes <= stored < param_bytes + 1_000_000, (stored, param_bytes)
+
+
+def test_no_device_pins_and_no_xla(alexnet_and_export):
+    _, path = alexnet_and_export
+    meta_graph = export.read_saved_model_proto(path).meta_graphs[0]
+    nodes = export.serving_node_defs(meta_graph)
+    assert len(nodes) > 100 and any(n.op == "Conv2D" for n in nodes)
+    assert [(n.name, n.device) for n in nodes if n.device] == []
+    assert export.xla_compiled_nodes(meta_graph) == []
+
+
+def test_tower_placed_model_exports_unpinned(tmp_path):
+    placed = build_alexnet(3, image_size=67, tower_devices=["/CPU:0", "/CPU:1"])
+    path = export.export_saved_model(placed, LabelMap(("n1", "n2", "n3"), ("a", "b", "c")),
+                                     str(tmp_path), warmup=False)
+    meta_graph = export.read_saved_model_proto(path).meta_graphs[0]
+    assert export.pinned_devices(meta_graph) == []
+    images = np.random.default_rng(2).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
+    session = ServingSession(path)
+    try:
+        served = session.run("predict_images", images=images)["probabilities"]
+    finally:
+        session.close()
+    np.testing.assert_allclose(served, placed(images, training=False).numpy(), atol=1e-5)
+
+
+def test_saved_model_cli_lists_four_signatures(alexnet_and_export):
+    _, path = alexnet_and_export
+    shown = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", path],
+                           capture_output=True, text=True, check=True).stdout
+    blocks = {b.split("']")[0]: b for b in shown.split("signature_def['")[1:]}
+    assert set(export.SIGNATURES) <= set(blocks)
+
+    def io(block, key):
+        part = block.split(f"['{key}'] tensor_info:")[1]
+        return part.split("dtype: ")[1].split()[0], part.split("shape: ")[1].split("\n")[0]
+
+    assert io(blocks["serving_default"], "image_bytes") == ("DT_STRING", "(-1)")
+    assert io(blocks["serving_default"], "probabilities") == ("DT_FLOAT", "(-1, 10)")
+    for key, dtype in (("top_k_indices", "DT_INT32"), ("top_k_scores", "DT_FLOAT"),
+                       ("top_k_wnids", "DT_STRING"), ("top_k_names", "DT_STRING")):
+        assert io(blocks["serving_default"], key) == (dtype, "(-1, 5)")
+        assert io(blocks["predict_images"], key) == (dtype, "(-1, 5)")
+    assert io(blocks["predict_images"], "images") == ("DT_FLOAT", "(-1, 224, 224, 3)")
+    assert io(blocks["classify"], "inputs") == ("DT_STRING", "(-1)")
+    assert io(blocks["classify"], "classes") == ("DT_STRING", "(-1, 5)")
+    assert io(blocks["classify"], "scores") == ("DT_FLOAT", "(-1, 5)")
+    assert "Method name is: tensorflow/serving/classify" in blocks["classify"]
+    assert io(blocks["features"], "image_bytes") == ("DT_STRING", "(-1)")
+    assert io(blocks["features"], "features") == ("DT_FLOAT", "(-1, 4096)")
+
+
+def test_top_k_shrinks_to_class_count(tmp_path):
+    labels = LabelMap(("n1", "n2", "n3"), ("a", "b", "c"))
+    path = export.export_saved_model(export_probe.build_probe_model(3, image_size=16), labels,
+                                     str(tmp_path), warmup=False)
+    session = ServingSession(path)
+    try:
+        out = session.run("serving_default", image_bytes=[export.warmup_image_bytes()])
+    finally:
+        session.close()
+    assert out["top_k_indices"].shape == (1, 3)
+    assert sorted(out["top_k_indices"][0]) == [0, 1, 2]

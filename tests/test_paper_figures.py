@@ -1,0 +1,49 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf import features, model as model_lib, paper_figures
+import tiny_data
+
+pytest.importorskip("matplotlib")
+
+
+def test_render_writes_every_figure_from_a_tiny_model(tmp_path):
+    data_dir = tiny_data.write_tiny_dataset(tmp_path / "data", num_classes=3,
+                                            train_per_class=4, val_per_class=3)
+    model = model_lib.build_alexnet(num_classes=3, **tiny_data.TINY_MODEL)
+    model_dir = tmp_path / "model"
+    logs = model_dir / "logs"
+    for run in ("train", "validation"):
+        writer = tf.summary.create_file_writer(str(logs / run))
+        with writer.as_default():
+            for step in (1, 2):
+                tf.summary.scalar("loss", 1.0 / step, step=step)
+        writer.close()
+    os.makedirs(model_dir, exist_ok=True)
+    (model_dir / "labels.txt").write_text((tmp_path / "data" / "labels.txt").read_text())
+
+    written = paper_figures.render(model, data_dir, str(tmp_path / "fig"), str(model_dir),
+                                   num_top5=6, num_queries=2, num_neighbours=3)
+    assert set(written) == {"figure3_kernels", "figure4_top5", "figure4_neighbours",
+                            "training_curves"}
+    kernels = paper_figures.conv1_kernels(model)
+    assert [k.shape for k in kernels] == [(11, 11, 3, 3), (11, 11, 3, 3)]
+    sizes = {name: Image.open(path).size for name, path in written.items()}
+    expected_grid = (16 * (11 * 4 + 1) + 1, 2 * (11 * 4 + 2) + 4)  # 1 row per tower
+    assert sizes["figure3_kernels"] == expected_grid
+    crop = model.input_shape[1]
+    assert sizes["figure4_neighbours"] == (4 * (crop + 4) + 4, 2 * (crop + 4))
+    # features of the whole training split were cached for later queries
+    feats, rows = features.load_features(str(tmp_path / "fig" / "features"), "train")
+    assert feats.shape == (12, 4096) and len(rows) == 12
+    # and the same pictures went to TensorBoard, one image summary each
+    tags = set()
+    for event_file in (logs / "figures").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(v.tag for v in event.summary.value
+                        if v.metadata.plugin_data.plugin_name == "images")
+    assert tags == set(written)

@@ -1,0 +1,286 @@
+"""preprocessing.py against numpy, each function eagerly and inside tf.data."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf import dataset_stats, preprocessing as pp
+
+EIGVAL = np.array(dataset_stats.IMAGENET_EIGVAL, np.float32)
+EIGVEC = np.array(dataset_stats.IMAGENET_EIGVEC, np.float32)
+
+
+def pixels(height, width, seed=0):
+    """A random but smooth-ish image: JPEG keeps it close, and every 224
+    window of it is different from every other."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 128, (height, width, 3))
+    ramp = (np.arange(width)[None, :, None] * 127) // max(width - 1, 1)
+    return (noise + ramp).astype(np.uint8)
+
+
+def encode(array, fmt="JPEG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        kwargs = {"quality": 95, "subsampling": 0, **kwargs}  # 4:4:4 unless asked
+    Image.fromarray(array).save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def decoded(jpeg: bytes) -> np.ndarray:
+    """The reference full decode (same libjpeg as every op under test)."""
+    return tf.io.decode_jpeg(jpeg, channels=3).numpy()
+
+
+def in_tf_data(fn, *values):
+    """Runs fn over one element inside a tf.data map (graph mode, tf.data threads)."""
+    dataset = tf.data.Dataset.from_tensors(values).map(
+        fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return next(iter(dataset))
+
+
+def both_ways(fn, *values):
+    """(eager result, tf.data result) as numpy."""
+    return np.asarray(fn(*values)), np.asarray(in_tf_data(fn, *values))
+
+
+# --- decode_rgb -------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "JPEG"])
+def test_decode_rgb_formats(fmt):
+    array = pixels(20, 30)
+    if fmt == "GIF":  # palette: compare with what PIL itself decodes
+        array = np.asarray(Image.fromarray(array).quantize(64).convert("RGB"))
+    data = encode(array, fmt)
+    expected = decoded(data) if fmt == "JPEG" else array
+    for image in both_ways(pp.decode_rgb, tf.constant(data)):
+        assert image.dtype == np.uint8 and image.shape == (20, 30, 3)
+        np.testing.assert_array_equal(image, expected)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_decode_rgb_grayscale_and_alpha_become_rgb(fmt):
+    grey = pixels(12, 10)[..., 0]
+    for image in both_ways(pp.decode_rgb, tf.constant(encode(grey, fmt))):
+        assert image.shape == (12, 10, 3)
+        np.testing.assert_array_equal(image[..., 0], image[..., 1])
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])
+        if fmt == "PNG":
+            np.testing.assert_array_equal(image[..., 0], grey)
+    rgba = np.dstack([pixels(8, 8), np.full((8, 8), 7, np.uint8)])
+    np.testing.assert_array_equal(pp.decode_rgb(tf.constant(encode(rgba, "PNG"))), rgba[..., :3])
+
+
+def jpeg_claiming_size(height, width) -> bytes:
+    """A valid small JPEG whose SOF header is edited to claim another size."""
+    data = bytearray(encode(pixels(16, 16)))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: len(2) precision(1) H(2) W(2)
+    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"this is not an image at all", None),
+    (encode(pixels(32, 32))[:40], None),  # truncated inside the header
+    (encode(pixels(64, 64))[:-300], "JPEG"),  # truncated image data
+    (jpeg_claiming_size(9000, 9000), "more than"),  # decompression bomb guard
+])
+def test_decode_rgb_bad_bytes_raise(data, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        pp.decode_rgb(tf.constant(data))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        in_tf_data(pp.decode_rgb, tf.constant(data))
+
+
+# --- resize_shorter_side / center_crop / eval_image ------------------------
+
+@pytest.mark.parametrize("shape, expected", [
+    ((300, 400), (256, 341)),   # landscape: height is the shorter side
+    ((400, 300), (341, 256)),   # portrait
+    ((100, 150), (256, 384)),   # small: scaled up
+    ((50, 50), (256, 256)),
+    ((256, 700), (256, 700)),   # already 256: untouched
+])
+def test_resize_shorter_side_sizes(shape, expected):
+    image = tf.constant(pixels(*shape))
+    for resized in both_ways(pp.resize_shorter_side, image):
+        assert resized.dtype == np.float32 and resized.shape == (*expected, 3)
+
+
+def test_resize_shorter_side_is_exact_noop_at_256():
+    image = pixels(256, 300)
+    for resized in both_ways(pp.resize_shorter_side, tf.constant(image)):
+        np.testing.assert_array_equal(resized, image.astype(np.float32))
+
+
+def test_center_crop_matches_slicing():
+    image = pixels(256, 300)
+    for crop in both_ways(pp.center_crop, tf.constant(image)):
+        np.testing.assert_array_equal(crop, image[16:240, 38:262])
+
+
+def test_eval_image_on_stored_record_is_decode_and_centre_crop():
+    jpeg = encode(pixels(256, 256), subsampling=2)  # 4:2:0 as most photos are
+    expected = decoded(jpeg)[16:240, 16:240].astype(np.float32)
+    for image in both_ways(pp.eval_image, tf.constant(jpeg)):
+        assert image.dtype == np.float32
+        np.testing.assert_array_equal(image, expected)
+
+
+def test_eval_image_resizes_other_sizes_first():
+    jpeg = encode(pixels(300, 500))
+    reference = pp.center_crop(pp.resize_shorter_side(tf.constant(decoded(jpeg)))).numpy()
+    for image in both_ways(pp.eval_image, tf.constant(jpeg)):
+        assert image.shape == (224, 224, 3)
+        np.testing.assert_array_equal(image, reference)
+
+
+# --- ten_crops --------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(256, 256), (256, 320)])
+def test_ten_crops_are_corners_centre_and_mirrors(shape):
+    jpeg = encode(pixels(*shape))
+    full = decoded(jpeg).astype(np.float32)
+    h, w = shape
+    b, r = h - 224, w - 224
+    windows = [(0, 0), (0, r), (b, 0), (b, r), (b // 2, r // 2)]
+    expected = np.stack([full[t:t + 224, l:l + 224] for t, l in windows])
+    expected = np.concatenate([expected, expected[:, :, ::-1]])
+    for crops in both_ways(pp.ten_crops, tf.constant(jpeg)):
+        assert crops.shape == (10, 224, 224, 3)
+        np.testing.assert_array_equal(crops, expected)
+    np.testing.assert_array_equal(pp.ten_crops(tf.constant(jpeg))[4], pp.eval_image(tf.constant(jpeg)))
+
+
+# --- random_crop_jpeg / random_flip / train_image ---------------------------
+
+def find_window_patch(patch, full, size):
+    """(top, left, error): the size-square window of `full` whose top-left
+    corner best matches `patch`."""
+    rows, cols = patch.shape[:2]
+    best = None
+    for top in range(full.shape[0] - size + 1):
+        for left in range(full.shape[1] - size + 1):
+            error = np.abs(full[top:top + rows, left:left + cols] - patch).max()
+            if best is None or error < best[2]:
+                best = (top, left, error)
+    return best
+
+
+def find_window(crop, full):
+    """Where `crop` sits in `full` (located by its corner), and the max abs
+    difference over the whole crop there."""
+    size = crop.shape[0]
+    top, left, _ = find_window_patch(crop[:8, :8], full, size)
+    return top, left, np.abs(full[top:top + size, left:left + size] - crop).max()
+
+
+def test_random_crop_jpeg_equals_window_of_full_decode():
+    jpeg = encode(pixels(256, 256))
+    full = decoded(jpeg).astype(np.float32)
+    crops = [pp.random_crop_jpeg(tf.constant(jpeg)).numpy() for _ in range(4)]
+    crops.append(in_tf_data(pp.random_crop_jpeg, tf.constant(jpeg)).numpy())
+    windows = set()
+    for crop in crops:
+        assert crop.dtype == np.float32 and crop.shape == (224, 224, 3)
+        top, left, error = find_window(crop, full)
+        assert error == 0, f"crop at ({top}, {left}) differs by {error}"
+        windows.add((top, left))
+    assert len(windows) > 1  # it is random
+
+
+def test_random_crop_jpeg_subsampled_chroma_differs_only_at_crop_edge():
+    """libjpeg's cropped decode upsamples 4:2:0 chroma at the crop's left/right
+    edge as at an image edge: interior pixels are exact, the edge columns may
+    differ a little (training-only, so harmless; recorded here)."""
+    jpeg = encode(pixels(256, 256), subsampling=2)
+    full = decoded(jpeg).astype(np.float32)
+    for _ in range(3):
+        crop = pp.random_crop_jpeg(tf.constant(jpeg)).numpy()
+        top, left, _ = find_window_patch(crop[:8, 2:10], full[:, 2:], 224)
+        window = full[top:top + 224, left:left + 224]
+        np.testing.assert_array_equal(crop[:, 1:-1], window[:, 1:-1])
+        assert np.abs(crop - window).max() <= 48
+
+
+def test_random_crop_jpeg_small_image_is_resized_up():
+    jpeg = encode(pixels(100, 180))
+    for crop in both_ways(pp.random_crop_jpeg, tf.constant(jpeg)):
+        assert crop.shape == (224, 224, 3)
+
+
+def test_random_flip_is_identity_or_mirror_and_both_happen():
+    image = pixels(5, 7).astype(np.float32)
+    outcomes = set()
+    for _ in range(20):
+        flipped = pp.random_flip(tf.constant(image)).numpy()
+        if np.array_equal(flipped, image):
+            outcomes.add("same")
+        else:
+            np.testing.assert_array_equal(flipped, image[:, ::-1])
+            outcomes.add("mirror")
+    dataset = tf.data.Dataset.from_tensors(image).repeat(20).map(pp.random_flip)
+    for flipped in dataset:
+        assert np.array_equal(flipped, image) or np.array_equal(flipped, image[:, ::-1])
+    assert outcomes == {"same", "mirror"}
+
+
+def test_train_image_without_lighting_is_a_flipped_window():
+    jpeg = encode(pixels(256, 256))
+    full = decoded(jpeg).astype(np.float32)
+    for image in both_ways(pp.train_image, tf.constant(jpeg)):
+        assert image.shape == (224, 224, 3)
+        unflipped = min((image, image[:, ::-1]),
+                        key=lambda c: find_window(c, full)[2])
+        assert find_window(unflipped, full)[2] == 0
+
+
+def test_train_image_with_lighting_adds_one_rgb_shift():
+    jpeg = encode(pixels(256, 256))
+    tf.random.set_seed(3)
+    plain = pp.train_image(tf.constant(jpeg), seed=11).numpy()
+    tf.random.set_seed(3)  # same crop and flip draws, then the lighting
+    lit = pp.train_image(tf.constant(jpeg), EIGVAL, EIGVEC, seed=11).numpy()
+    shift = lit - plain
+    assert np.abs(shift - shift[0, 0]).max() < 1e-3
+    assert np.abs(shift[0, 0]).max() > 0.01
+
+
+# --- pca_lighting -----------------------------------------------------------
+
+def test_pca_lighting_adds_eigvec_times_alpha_eigval_to_every_pixel():
+    image = pixels(6, 5).astype(np.float32)
+    tf.random.set_seed(42)
+    lit = pp.pca_lighting(tf.constant(image), EIGVAL, EIGVEC, stddev=0.1, seed=9).numpy()
+    tf.random.set_seed(42)  # replay the same alpha draw
+    alpha = tf.random.normal([3], stddev=0.1, seed=9).numpy()
+    expected_shift = EIGVEC @ (alpha * EIGVAL)
+    np.testing.assert_allclose(lit - image, np.broadcast_to(expected_shift, image.shape),
+                               rtol=1e-5, atol=1e-4)
+
+
+def recovered_alphas(shifts):
+    """alpha from shift = eigvec @ (alpha * eigval); eigvec is orthonormal."""
+    return (shifts @ EIGVEC) / EIGVAL
+
+
+def test_pca_lighting_alpha_is_normal_with_stddev_point_one():
+    image = tf.zeros([2, 2, 3])
+    eager = np.stack([pp.pca_lighting(image, EIGVAL, EIGVEC).numpy() for _ in range(300)])
+    dataset = tf.data.Dataset.from_tensors(image).repeat(3000).map(
+        lambda x: pp.pca_lighting(x, EIGVAL, EIGVEC), num_parallel_calls=tf.data.AUTOTUNE)
+    graph = np.stack(list(dataset.batch(3000).take(1))[0].numpy())
+    for shifts in (eager, graph):
+        # Constant over the pixels of each image: alpha drawn once per image.
+        assert np.abs(shifts - shifts[:, :1, :1]).max() < 1e-4
+        alphas = recovered_alphas(shifts[:, 0, 0])
+        np.testing.assert_allclose(shifts[:, 0, 0], (EIGVEC @ (alphas * EIGVAL).T).T, atol=1e-3)
+    alphas = recovered_alphas(graph[:, 0, 0])  # 9,000 draws
+    np.testing.assert_allclose(alphas.std(axis=0), 0.1, rtol=0.06)
+    np.testing.assert_allclose(alphas.mean(axis=0), 0.0, atol=0.008)
+    assert abs(np.corrcoef(alphas.T)[0, 1]) < 0.08  # independent per component

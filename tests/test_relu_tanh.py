@@ -1,0 +1,137 @@
+"""The Figure 1 experiment at a tiny scale, and its pieces."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_tf import records, relu_tanh
+from alexnet_tf.relu_tanh import InputNormalization, epochs_to_target
+from launch import reproduce_relu_tanh
+
+
+def test_epochs_to_target_finds_first_crossing():
+    epochs = [0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
+    errors = [0.9, 0.5, 0.3, 0.25, 0.2, 0.3]
+    assert epochs_to_target(epochs, errors, 0.25) == (3, 0.8)  # <= counts
+    assert epochs_to_target(epochs, errors, 0.2) == (4, 1.0)
+    assert epochs_to_target(epochs, errors, 0.1) is None
+    assert epochs_to_target([], [], 0.25) is None
+    with pytest.raises(ValueError, match="epochs"):
+        epochs_to_target([1.0], [0.3, 0.2], 0.25)
+
+
+def test_input_normalization():
+    images = np.random.default_rng(0).integers(0, 256, (50, 4, 4, 3), dtype=np.uint8)
+    paper = InputNormalization.fit(images, "paper")
+    np.testing.assert_allclose(paper.mean_image, images.mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(paper.scale, 1.0)
+    modern = InputNormalization.fit(images, "modern")
+    standardized = (images - modern.mean_image) / modern.scale
+    np.testing.assert_allclose(standardized.std(axis=(0, 1, 2)), 1.0, rtol=1e-4)
+
+
+def _color_classes(n=384, size=32, seed=0):
+    """Synthetic, easily learnable: class k is a noisy image of colour k."""
+    rng = np.random.default_rng(seed)
+    colors = np.array([[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20]])
+    labels = rng.integers(0, 4, n).astype(np.int32)
+    noise = rng.normal(0, 40, (n, size, size, 3))
+    images = np.clip(colors[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def test_race_stops_at_target_and_flags_divergence():
+    images, labels = _color_classes()
+    sweep = relu_tanh.race_learning_rates(
+        images, labels, activation="relu", condition="modern",
+        learning_rates=[0.01, 1e4], max_epochs=6, target_error=0.2,
+        batch_size=64, evals_per_epoch=2, num_classes=4, log=lambda m: None)
+    good, bad = sweep.runs
+    assert bad.stopped == "diverged"
+    assert good.stopped == "reached target" and sweep.best is good
+    assert good.errors[-1] <= 0.2 < max(good.errors)
+    index, epoch = epochs_to_target(good.epochs, good.errors, 0.2)
+    assert index == len(good.errors) - 1 and epoch == good.epochs_to_target
+    assert good.seconds_to_target > 0 and good.epochs == sorted(good.epochs)
+    assert good.epochs[0] == 0.5  # two measurements per epoch
+
+
+def _tiny_cifar(src, dst, per_class=20):
+    """A raw-folder copy of a few CIFAR-10 images per class, train and test."""
+    for split in ("train", "test"):
+        for cls in sorted(os.listdir(src / split)):
+            os.makedirs(dst / split / cls)
+            for name in sorted(os.listdir(src / split / cls))[:per_class]:
+                shutil.copy(src / split / cls / name, dst / split / cls / name)
+
+
+def test_experiment_end_to_end_on_cifar_images(cifar10, tmp_path):
+    raw = tmp_path / "raw"
+    _tiny_cifar(cifar10, raw)
+    out = tmp_path / "out"
+    reproduce_relu_tanh.FLAGS([
+        "prog", f"--data_dir={raw}", f"--out_dir={out}", "--max_epochs=2",
+        "--target_error=0.85", "--paper_learning_rates=0.003",
+        "--modern_learning_rates=0.01,0.03", "--batch_size=50"])
+    try:
+        reproduce_relu_tanh.main([])
+    finally:
+        reproduce_relu_tanh.FLAGS.unparse_flags()
+
+    assert len(list((out / "records").glob("train-*"))) == 16  # converted from the raw folder
+    result = json.loads((out / "results.json").read_text())
+    assert result["complete"] and result["train_images"] == 200
+    assert result["num_classes"] == 10
+    for condition, rates in (("paper", [0.003]), ("modern", [0.01, 0.03])):
+        section = result["conditions"][condition]
+        assert section["learning_rates"] == rates
+        for activation in ("relu", "tanh"):
+            sweep = section[activation]
+            assert [r["learning_rate"] for r in sweep["runs"]] == rates
+            for run in sweep["runs"]:
+                assert run["stopped"] in ("reached target", "max epochs", "diverged",
+                                          "no progress", "cannot beat best")
+                assert all(0.0 <= e <= 1.0 for e in run["errors"])
+                assert run["epochs"][-1] <= 2.0
+                crossing = epochs_to_target(run["epochs"], run["errors"], 0.85)
+                assert (crossing and crossing[1]) == run["epochs_to_target"] or (
+                    crossing is None and run["epochs_to_target"] is None)
+        relu, tanh = section["relu"]["epochs_to_target"], section["tanh"]["epochs_to_target"]
+        expected = None if relu is None or tanh is None else round(tanh / relu, 3)
+        assert section["ratio_epochs"] == expected
+
+    table = (out / "results.md").read_text()
+    assert table.count("| paper |") == 2 and table.count("| modern |") == 2
+    assert "0.01, 0.03" in table and "85% training error on 200" in table
+    with Image.open(out / "figure1.png") as png:
+        assert png.size == (1000, 400)  # two panels, one per condition
+
+
+def test_load_split_names_an_image_of_the_wrong_size(tmp_path):
+    encoded = _jpeg(np.zeros((24, 24, 3), np.uint8))
+    path = tmp_path / records.shard_name(records.TRAIN_PREFIX, 0, 1)
+    import tensorflow as tf
+    with tf.io.TFRecordWriter(str(path)) as w:
+        w.write(records.serialize(records.ImageRecord(
+            encoded=encoded, height=24, width=24, label=0, synset="a", text="a",
+            filename="train/a/odd.jpg")))
+    with pytest.raises(ValueError, match="odd.jpg"):
+        relu_tanh.load_split(str(tmp_path), image_size=32)
+    with pytest.raises(FileNotFoundError, match="train"):
+        relu_tanh.load_split(str(tmp_path / "nowhere"))
+
+
+def test_raw_folder_without_train_split_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train"):
+        reproduce_relu_tanh.records_dir_for(str(tmp_path), str(tmp_path / "out"), 32)
+
+
+def _jpeg(array):
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG")
+    return buf.getvalue()

@@ -1,0 +1,80 @@
+"""The training loop on tiny synthetic records: it learns, it logs, and a
+non-finite loss stops it at once naming the step."""
+
+import math
+import os
+
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import checkpoints, tb_logs
+from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.train import NonFiniteLossError, train
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"), num_classes=3)
+
+
+def _config(data_dir, model_dir, **overrides):
+    model = overrides.pop("model", {})
+    values = dict(batch_size=8, epochs=1, steps_per_epoch=30, log_every_steps=5,
+                  checkpoint_every_steps=100, shuffle_buffer=64, seed=1,
+                  learning_rate=0.001)
+    values.update(overrides)
+    # He init learns the colours within a few dozen steps at lr 0.001; the
+    # model's default init starts flat (see alexnet_tf.model).
+    return TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
+                       model=ModelConfig(**{**TINY_MODEL, "init": "he", "dropout": 0.0,
+                                            **model}), **values)
+
+
+def test_loss_falls_and_the_run_is_logged(data_dir, tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    summary = train(_config(data_dir, model_dir, steps_per_epoch=40))
+
+    assert summary["step"] == 40
+    curve = tb_logs.read_scalars(str(model_dir / "logs"))
+    losses = [v for _, v in curve["train"]["loss"]]
+    assert [s for s, _ in curve["train"]["loss"]] == list(range(5, 41, 5))
+    chance = math.log(3)
+    # Below the loss of a chance-level guess, and far below the start.
+    assert losses[-1] < 0.8 * chance < losses[0], losses
+    assert summary["val_top1_error"] < 0.5  # chance is 2/3
+    for tag in ("top1_error", "top5_error", "learning_rate", "images_per_second"):
+        assert tag in curve["train"], tag
+    assert set(curve["validation"]) >= {"loss", "top1_error", "top5_error"}
+
+    # The model_dir holds what evaluation and export need.
+    config = checkpoints.read_model_config(str(model_dir))
+    assert config["num_classes"] == 3 and config["image_size"] == 67
+    assert (model_dir / "labels.txt").exists() and (model_dir / "stats.json").exists()
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-40")
+    out = capsys.readouterr().out
+    assert "step 40/40" in out and "Training finished" in out
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+        data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    config = _config(data_dir, model_dir, learning_rate=1e4, checkpoint_every_steps=1,
+                     log_every_steps=1)
+    with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as info:
+        train(config)
+    bad_step = int(info.match(r"at step (\d+)").group(1))
+    assert bad_step >= 2  # the first loss comes from the finite initial weights
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    assert latest.endswith(f"ckpt-{bad_step - 1}"), (latest, bad_step)
+    assert f"Last good checkpoint: {latest}" in str(info.value)
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == bad_step - 1
+
+
+def test_a_changed_model_config_is_refused_on_resume(data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    train(_config(data_dir, model_dir, max_steps=1))
+    with pytest.raises(ValueError, match="model_config.json differs"):
+        train(_config(data_dir, model_dir, max_steps=2, model={"width": 0.125}))
+    assert os.path.exists(model_dir / "model_config.json")

@@ -1,0 +1,64 @@
+"""Tiny synthetic data sets and model settings for the training tests.
+
+Each class is a colour (plus noise), so a small AlexNet separates them in a
+few dozen steps. The files are what data prep writes: TFRecord shards in the
+shared schema, labels.txt and stats.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import dataset_stats, labels, records
+
+COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (40, 220, 220))
+# The smallest AlexNet the model accepts: 67x67 input (pool5 is 1x1), a
+# sixteenth of the conv1-conv4 kernels. fc6/fc7 keep their 4,096 units.
+TINY_MODEL = {"image_size": 67, "width": 0.0625}
+
+
+def write_tiny_dataset(data_dir, num_classes: int = 3, train_per_class: int = 16,
+                       val_per_class: int = 4, size: int = 72, train_shards: int = 2,
+                       noise: float = 25.0, seed: int = 0) -> str:
+    """Writes shards, labels.txt and stats.json; `noise=0` makes every image
+    of a class identical (crop and flip then change nothing)."""
+    data_dir = os.fspath(data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    wnids = [f"n{index:08d}" for index in range(num_classes)]
+    label_map = labels.LabelMap.from_wnids(wnids, {w: f"colour {i}" for i, w in enumerate(wnids)})
+    label_map.write(os.path.join(data_dir, labels.LABELS_FILENAME))
+    count, pixel_sum, outer_sum = 0, np.zeros(3), np.zeros((3, 3))
+    for prefix, per_class, shards in ((records.TRAIN_PREFIX, train_per_class, train_shards),
+                                      (records.VALIDATION_PREFIX, val_per_class, 1)):
+        examples = []
+        for label, wnid in enumerate(label_map.wnids):
+            for i in range(per_class):
+                colour = np.array(COLOURS[label % len(COLOURS)], np.float32)
+                image = np.clip(colour + rng.normal(0, noise, (size, size, 3)), 0, 255)
+                image = image.astype(np.uint8)
+                if prefix == records.TRAIN_PREFIX:
+                    pixels = image.reshape(-1, 3).astype(np.float64)
+                    count += len(pixels)
+                    pixel_sum += pixels.sum(0)
+                    outer_sum += pixels.T @ pixels
+                encoded = tf.io.encode_jpeg(image, quality=95).numpy()
+                examples.append(records.ImageRecord(
+                    encoded, size, size, label, wnid, label_map.name(label),
+                    f"{prefix}_{wnid}_{i}.JPEG"))
+        order = rng.permutation(len(examples))
+        for shard in range(shards):
+            path = os.path.join(data_dir, records.shard_name(prefix, shard, shards))
+            with tf.io.TFRecordWriter(path) as writer:
+                for j in order[shard::shards]:
+                    writer.write(records.serialize(examples[j]))
+    stats = dataset_stats.RGBStats.from_moments(count, pixel_sum, outer_sum)
+    with open(os.path.join(data_dir, dataset_stats.STATS_FILENAME), "w") as f:
+        json.dump({"rgb": dataset_stats.rgb_stats_to_json(stats),
+                   "counts": {"train": num_classes * train_per_class,
+                              "validation": num_classes * val_per_class}}, f)
+    return data_dir
