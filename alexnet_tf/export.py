@@ -129,15 +129,13 @@ class ServingModule(tf.Module):
 
     # -- signatures ----------------------------------------------------------
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
-    def serve_image_bytes(self, image_bytes):
+    def _serving_default(self, image_bytes):
         return self._predictions(self._forward(self._decode(image_bytes))["probabilities"])
 
-    def predict_images(self, images):
+    def _predict_images(self, images):
         return self._predictions(self._forward(images)["probabilities"])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=CLASSIFY_INPUTS)])
-    def classify(self, inputs):
+    def _classify(self, inputs):
         encoded = records.parse_examples(inputs)[records.ENCODED]
         probabilities = self._forward(self._decode(encoded))["probabilities"]
         scores, indices = tf.math.top_k(probabilities, k=self._top_k)
@@ -145,20 +143,24 @@ class ServingModule(tf.Module):
         return {CLASSIFY_CLASSES: tf.gather(tf.constant(labels), indices),
                 CLASSIFY_SCORES: scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
-    def features(self, image_bytes):
+    def _features(self, image_bytes):
         return {FEATURES: self._forward(self._decode(image_bytes))[FEATURES]}
 
     def signatures(self) -> dict:
-        size = self.image_size
-        predict_images = tf.function(self.predict_images, input_signature=[
-            tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES)])
-        return {
-            SERVING_DEFAULT: self.serve_image_bytes.get_concrete_function(),
-            PREDICT_IMAGES: predict_images.get_concrete_function(),
-            CLASSIFY: self.classify.get_concrete_function(),
-            FEATURES: self.features.get_concrete_function(),
+        """Signature name -> concrete function; the input names come from
+        the TensorSpec names. No jit_compile anywhere: XLA-compiled graphs
+        do not load in TF Serving."""
+        strings = lambda name: tf.TensorSpec([None], tf.string, name=name)
+        images = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32,
+                               name=IMAGES)
+        specs = {
+            SERVING_DEFAULT: (self._serving_default, strings(IMAGE_BYTES)),
+            PREDICT_IMAGES: (self._predict_images, images),
+            CLASSIFY: (self._classify, strings(CLASSIFY_INPUTS)),
+            FEATURES: (self._features, strings(IMAGE_BYTES)),
         }
+        return {name: tf.function(fn, input_signature=[spec]).get_concrete_function()
+                for name, (fn, spec) in specs.items()}
 
 
 # -- versioned, atomic write ------------------------------------------------

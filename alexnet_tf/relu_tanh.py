@@ -231,7 +231,7 @@ class Sweep:
 def race_learning_rates(images, labels, *, activation: str, condition: str,
                         learning_rates, max_epochs: float, target_error: float = 0.25,
                         num_classes: int = 10, log=print, on_slice=None,
-                        **kwargs) -> Sweep:
+                        prune_after_epochs: float | None = None, **kwargs) -> Sweep:
     """Trains every candidate rate side by side; the first to the target wins.
 
     All candidates advance one slice at a time, so when one reaches the target
@@ -240,6 +240,12 @@ def race_learning_rates(images, labels, *, activation: str, condition: str,
     len(learning_rates) x the winner's epochs. Ties at the same slice go to
     the lower error. Runs also stop on a non-finite loss ("diverged"), on
     chance-level error after two epochs ("no progress") and at `max_epochs`.
+
+    `prune_after_epochs` makes it cheaper (successive halving in one round):
+    at that epoch only the candidate with the lowest recent training error
+    goes on, the others stop ("pruned"). The sweep then costs about
+    len(learning_rates) x prune_after_epochs + the winner's epochs, at the
+    risk of dropping a rate that starts slower but would have got there first.
     """
     runs = [TrainingRun(images, labels, activation=activation, condition=condition,
                         learning_rate=lr, num_classes=num_classes, **kwargs)
@@ -262,6 +268,13 @@ def race_learning_rates(images, labels, *, activation: str, condition: str,
                 rec.stopped = "max epochs"
             if rec.stopped:
                 active.remove(run)
+        if (prune_after_epochs is not None and len(active) > 1 and not winners
+                and all(r.epoch >= prune_after_epochs - 1e-9 for r in active)):
+            leader = min(active, key=lambda r: r.record.errors[-1])
+            for run in active:
+                if run is not leader:
+                    run.record.stopped = f"pruned at epoch {run.epoch:g}"
+            active = [leader]
         if on_slice is not None:
             on_slice([r.record for r in runs])
         if runs[0].slices and runs[0]._slice == 0 or not active or winners:
@@ -278,7 +291,8 @@ def race_learning_rates(images, labels, *, activation: str, condition: str,
 def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dict,
                    target_error: float = 0.25, max_epochs: float = 30,
                    batch_size: int = 128, evals_per_epoch: int = 5, seed: int = 0,
-                   log=print, on_progress=None) -> dict:
+                   prune_after_epochs: float | None = None, log=print,
+                   on_progress=None) -> dict:
     """Both activations under each condition; returns the results.json dict.
 
     `on_progress(result)` is called after every slice with the partial result
@@ -294,6 +308,7 @@ def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dic
               "batch_size": batch_size, "momentum": MOMENTUM, "seed": seed,
               "train_images": int(len(images)), "num_classes": num_classes,
               "evals_per_epoch": evals_per_epoch, "paper_ratio": PAPER_RATIO,
+              "prune_after_epochs": prune_after_epochs,
               "complete": False, "conditions": {}}
     for condition in conditions:
         norm = InputNormalization.fit(images, condition)
@@ -305,7 +320,7 @@ def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dic
                 learning_rates=learning_rates[condition], max_epochs=max_epochs,
                 target_error=target_error, batch_size=batch_size,
                 evals_per_epoch=evals_per_epoch, seed=seed, normalization=norm,
-                num_classes=num_classes, log=log,
+                num_classes=num_classes, prune_after_epochs=prune_after_epochs, log=log,
                 on_slice=None if on_progress is None else _progress_hook(
                     result, section, activation, on_progress))
             section[activation] = _sweep_json(sweep)
@@ -337,6 +352,57 @@ def _ratio(section: dict, key: str) -> float | None:
     return None if relu is None or tanh is None else round(tanh / relu, 3)
 
 
+def finalize_partial(result: dict) -> dict:
+    """A result saved mid-run (e.g. stopped at a time limit), summarized as far
+    as it got: runs still going are marked "interrupted"; an activation that
+    never started is left out (the table says "not run")."""
+    result = json.loads(json.dumps(result))  # deep copy
+    for section in result["conditions"].values():
+        for activation in ACTIVATIONS:
+            sweep = section.get(activation)
+            if sweep is None or not sweep.get("in_progress"):
+                continue
+            for run in sweep["runs"]:
+                run["stopped"] = run["stopped"] or (
+                    f"interrupted at epoch {run['epochs'][-1] if run['epochs'] else 0:g}")
+            reached = [r for r in sweep["runs"] if r["epochs_to_target"] is not None]
+            best = min(reached, key=lambda r: (r["epochs_to_target"], r["errors"][-1]),
+                       default=None)
+            section[activation] = {
+                "best_learning_rate": best["learning_rate"] if best else None,
+                "epochs_to_target": best["epochs_to_target"] if best else None,
+                "seconds_to_target": round(best["seconds_to_target"], 2) if best else None,
+                "runs": sweep["runs"]}
+        if all(a in section for a in ACTIVATIONS):
+            section["ratio_epochs"] = _ratio(section, "epochs_to_target")
+            section["ratio_seconds"] = _ratio(section, "seconds_to_target")
+    return result
+
+
+def merge_results(parts: list) -> dict:
+    """One result from runs of different conditions (e.g. run in parallel).
+
+    Every setting must agree, or the conditions are not comparable.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    merged = {k: v for k, v in parts[0].items() if k != "conditions"}
+    merged["conditions"] = {}
+    for part in parts:
+        settings = {k: v for k, v in part.items() if k not in ("conditions", "complete")}
+        expected = {k: v for k, v in merged.items() if k not in ("conditions", "complete")}
+        if settings != expected:
+            diff = sorted(k for k in set(settings) | set(expected)
+                          if settings.get(k) != expected.get(k))
+            raise ValueError(f"results differ in {', '.join(diff)}: cannot merge")
+        overlap = set(part["conditions"]) & set(merged["conditions"])
+        if overlap:
+            raise ValueError(f"condition {sorted(overlap)[0]!r} appears twice")
+        merged["conditions"].update(part["conditions"])
+    merged["complete"] = all(p.get("complete") for p in parts)
+    return merged
+
+
 # ------------------------------------------------------------------ outputs
 
 def write_results(result: dict, out_dir: str) -> dict:
@@ -364,10 +430,13 @@ def results_table(result: dict) -> str:
     for condition, section in result["conditions"].items():
         tried = ", ".join(f"{lr:g}" for lr in section["learning_rates"])
         for activation in ACTIVATIONS:
-            s = section[activation]
+            s = section.get(activation)
+            if s is None or s.get("in_progress"):
+                lines.append(f"| {condition} | {activation} | {tried} | - | not run | - |")
+                continue
             best = "-" if s["best_learning_rate"] is None else f"{s['best_learning_rate']:g}"
-            epochs = ("not reached" if s["epochs_to_target"] is None
-                      else f"{s['epochs_to_target']:.1f}")
+            epochs = (f"{s['epochs_to_target']:.1f}" if s["epochs_to_target"] is not None
+                      else f"not reached by epoch {_last_epoch(s):g}")
             seconds = "-" if s["seconds_to_target"] is None else f"{s['seconds_to_target']:.0f}"
             lines.append(f"| {condition} | {activation} | {tried} | {best} | {epochs} | {seconds} |")
     lines.append("")
@@ -379,9 +448,15 @@ def results_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _last_epoch(sweep: dict) -> float:
+    return max((r["epochs"][-1] for r in sweep["runs"] if r["epochs"]), default=0)
+
+
 def _fmt_ratio(section: dict, key: str) -> str:
-    if section[key] is not None:
+    if section.get(key) is not None:
         return f"{section[key]:.2f}x"
+    if not all(a in section and "epochs_to_target" in section[a] for a in ACTIVATIONS):
+        return "n/a (not run)"
     relu, tanh = (section[a]["epochs_to_target"] is not None for a in ACTIVATIONS)
     if relu:
         return "n/a (tanh did not reach the target)"
@@ -400,6 +475,8 @@ def plot_figure1(result: dict, path: str) -> None:
     for ax, condition in zip(axes[0], conditions):
         section = result["conditions"][condition]
         for activation, style in (("relu", "-"), ("tanh", "--")):
+            if activation not in section or "best_learning_rate" not in section[activation]:
+                continue
             run = _run_to_plot(section[activation])
             if run is None:
                 continue

@@ -30,7 +30,7 @@ class PlateauSchedule(tf.Module):
         self.min_delta = min_delta
         self.learning_rate = tf.Variable(initial_lr, dtype=tf.float32, trainable=False,
                                          name="learning_rate")
-        self.best_error = tf.Variable(float("inf"), dtype=tf.float32, trainable=False,
+        self.best_error = tf.Variable(float("inf"), dtype=tf.float64, trainable=False,
                                       name="best_error")
         self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
         self.drops = tf.Variable(0, dtype=tf.int64, trainable=False, name="drops")

@@ -62,6 +62,9 @@ class BuildConfig:
     pixel_stride: int = stats.DEFAULT_PIXEL_STRIDE
     max_pixels: int = convert.DEFAULT_MAX_PIXELS
     progress_seconds: float = 0.0  # 0: every second on a terminal, every 15 s otherwise
+    # Fewer images than this per worker: use fewer workers (starting the
+    # worker processes costs seconds, more than converting a small dataset).
+    min_images_per_worker: int = 500
 
     def settings(self) -> writer.ConvertSettings:
         return writer.ConvertSettings(self.image_size, self.quality, self.max_pixels,
@@ -119,7 +122,7 @@ def build(config: BuildConfig, log: TextIO | None = None) -> BuildSummary:
           file=log, flush=True)
 
     progress = _Progress(sum(len(t.plan.files) for t in tasks), log, config.progress_seconds)
-    results = _run(tasks, _num_workers(config), progress)
+    results = _run(tasks, _num_workers(config, progress.total), progress)
     progress.finish()
 
     summary = _finish(config, listing, results, time.monotonic() - start, progress)
@@ -195,8 +198,11 @@ def _remove_outputs(output_dir: str) -> None:
 
 # ---------------------------------------------------------------- running
 
-def _num_workers(config: BuildConfig) -> int:
-    return config.num_workers or os.cpu_count() or 1
+def _num_workers(config: BuildConfig, num_images: int) -> int:
+    workers = config.num_workers or os.cpu_count() or 1
+    if config.min_images_per_worker > 0:
+        workers = min(workers, max(1, num_images // config.min_images_per_worker))
+    return workers
 
 
 def _run(tasks: list[writer.ShardTask], num_workers: int,
@@ -213,7 +219,11 @@ def _run(tasks: list[writer.ShardTask], num_workers: int,
             progress.shard_done(task, result)
             results.append(_slim(result))
         return results
-    context = multiprocessing.get_context("spawn")  # TF is not fork-safe
+    # A fork server imports TensorFlow (for the record writer) once and forks
+    # every worker from that clean process: no per-worker import, and no fork
+    # of a parent whose TensorFlow runtime may already be running threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["data_prep.writer"])
     counter = context.Value("q", 0)
     with concurrent.futures.ProcessPoolExecutor(
             max_workers=min(num_workers, len(tasks)), mp_context=context,
@@ -410,25 +420,34 @@ def _print_summary(summary: BuildSummary, log: TextIO) -> None:
 # ---------------------------------------------------------------- command line
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input_dir", None, "Folder holding the dataset in one of the layouts.")
-flags.DEFINE_string("output_dir", None, "Folder for the shards, labels.txt, stats.json, manifest.")
-flags.DEFINE_enum("layout", "auto", ("auto",) + layouts.LAYOUTS,
-                  "Input layout; auto detects it from the folder's contents.")
-flags.DEFINE_integer("train_shards", 1024, "Number of training shards.")
-flags.DEFINE_integer("validation_shards", 128, "Number of validation shards.")
-flags.DEFINE_integer("num_workers", 0, "Worker processes; 0 = one per CPU core.")
-flags.DEFINE_integer("quality", convert.DEFAULT_QUALITY, "JPEG quality of the stored images (1-100).")
-flags.DEFINE_integer("image_size", convert.DEFAULT_SIZE,
-                     "Stored image side: shorter side scaled to this, then centre-cropped square.")
-flags.DEFINE_boolean("strict", False, "Exit non-zero if any input file was skipped.")
-flags.DEFINE_boolean("overwrite", False, "Rebuild from scratch instead of resuming.")
-flags.DEFINE_integer("seed", sharding.DEFAULT_SEED, "Seed of the training shuffle across shards.")
-flags.DEFINE_integer("pixel_stride", stats.DEFAULT_PIXEL_STRIDE,
-                     "RGB statistics sample every Nth row and column of each training image.")
-flags.DEFINE_integer("max_pixels", convert.DEFAULT_MAX_PIXELS,
-                     "Decompression-bomb guard: images with more pixels are skipped.")
-flags.DEFINE_float("progress_seconds", 0.0,
-                   "Seconds between progress lines; 0 = 1 on a terminal, 15 otherwise.")
+
+
+def define_flags() -> None:
+    """The command line's flags: defined only when run as a program, so
+    importing this module (the quickstart does) adds no global flags."""
+    flags.DEFINE_string("input_dir", None, "Folder holding the dataset in one of the layouts.")
+    flags.DEFINE_string("output_dir", None, "Folder for the shards, labels.txt, stats.json, manifest.")
+    flags.DEFINE_enum("layout", "auto", ("auto",) + layouts.LAYOUTS,
+                      "Input layout; auto detects it from the folder's contents.")
+    flags.DEFINE_integer("train_shards", 1024, "Number of training shards.")
+    flags.DEFINE_integer("validation_shards", 128, "Number of validation shards.")
+    flags.DEFINE_integer("num_workers", 0, "Worker processes; 0 = one per CPU core.")
+    flags.DEFINE_integer("quality", convert.DEFAULT_QUALITY, "JPEG quality of the stored images (1-100).")
+    flags.DEFINE_integer("image_size", convert.DEFAULT_SIZE,
+                         "Stored image side: shorter side scaled to this, then centre-cropped square.")
+    flags.DEFINE_boolean("strict", False, "Exit non-zero if any input file was skipped.")
+    flags.DEFINE_boolean("overwrite", False, "Rebuild from scratch instead of resuming.")
+    flags.DEFINE_integer("seed", sharding.DEFAULT_SEED, "Seed of the training shuffle across shards.")
+    flags.DEFINE_integer("pixel_stride", stats.DEFAULT_PIXEL_STRIDE,
+                         "RGB statistics sample every Nth row and column of each training image.")
+    flags.DEFINE_integer("max_pixels", convert.DEFAULT_MAX_PIXELS,
+                         "Decompression-bomb guard: images with more pixels are skipped.")
+    flags.DEFINE_integer("min_images_per_worker", 500,
+                         "Use fewer workers when each would get fewer images than this "
+                         "(starting a worker costs seconds); 0 = always --num_workers.")
+    flags.DEFINE_float("progress_seconds", 0.0,
+                       "Seconds between progress lines; 0 = 1 on a terminal, 15 otherwise.")
+    flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
 def config_from_flags() -> BuildConfig:
@@ -451,5 +470,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["input_dir", "output_dir"])
+    define_flags()
     app.run(main)

@@ -99,7 +99,8 @@ def draw(class_index: int, rng: np.random.Generator) -> Image.Image:
     hue = _HUES[class_index % len(_HUES)] + rng.uniform(-0.02, 0.02)
     colour = np.array(colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.7, 1.0),
                                           rng.uniform(0.7, 1.0))) * 255
-    background = rng.uniform(60, 160, size=3)
+    # A dull, nearly grey background: the saturated colour belongs to the class.
+    background = rng.uniform(60, 160) + rng.uniform(-15, 15, size=3)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     # The pattern fills a random square region of 50-90% of the shorter side.
     side = min(height, width) * rng.uniform(0.5, 0.9)
@@ -149,14 +150,20 @@ def _write_awkward(config: SyntheticConfig, rng: np.random.Generator) -> list[st
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Folder to write train/, val/ and the class names into.")
-flags.DEFINE_integer("num_classes", 6, f"Number of classes (1..{MAX_CLASSES}).")
-flags.DEFINE_integer("train_per_class", 60, "Training images per class.")
-flags.DEFINE_integer("val_per_class", 15, "Validation images per class.")
-flags.DEFINE_integer("seed", 0, "Random seed: the same seed writes the same files.")
-flags.DEFINE_boolean("awkward", True,
-                     "Add a grayscale, a CMYK, a PNG-named-.JPEG and a corrupt file to train/.")
-flags.DEFINE_boolean("overwrite", False, "Replace a dataset already in --output_dir.")
+
+
+def define_flags() -> None:
+    """The command line's flags: defined only when run as a program, so
+    importing this module (the quickstart does) adds no global flags."""
+    flags.DEFINE_string("output_dir", None, "Folder to write train/, val/ and the class names into.")
+    flags.DEFINE_integer("num_classes", 6, f"Number of classes (1..{MAX_CLASSES}).")
+    flags.DEFINE_integer("train_per_class", 60, "Training images per class.")
+    flags.DEFINE_integer("val_per_class", 15, "Validation images per class.")
+    flags.DEFINE_integer("seed", 0, "Random seed: the same seed writes the same files.")
+    flags.DEFINE_boolean("awkward", True,
+                         "Add a grayscale, a CMYK, a PNG-named-.JPEG and a corrupt file to train/.")
+    flags.DEFINE_boolean("overwrite", False, "Replace a dataset already in --output_dir.")
+    flags.mark_flags_as_required(["output_dir"])
 
 
 def main(argv) -> int:
@@ -176,5 +183,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["output_dir"])
+    define_flags()
     app.run(main)

@@ -36,24 +36,32 @@ flags.DEFINE_float("max_epochs", 20, "Epoch cap per run; a run that misses it co
 flags.DEFINE_integer("batch_size", 128, "Minibatch size (the paper's 128).")
 flags.DEFINE_integer("evals_per_epoch", 5, "Training-error measurements per epoch "
                      "(5 = cuda-convnet's 10,000-image batches on 50,000 images).")
+flags.DEFINE_float("prune_after_epochs", None, "If set, after this many epochs only "
+                   "the learning rate with the lowest training error trains on (a cheaper "
+                   "sweep); default: every rate races to the target.")
 flags.DEFINE_integer("max_train_images", None, "Use a random subset of this many "
                      "training images (quick runs); default: all.")
 flags.DEFINE_integer("init_seed", 0, "Seed of the weight init, the minibatch order and "
                      "the --max_train_images subset (the same for every run).")
-# --image_size, --train_shards, --validation_shards and --quality are the data
-# prep's own flags (this tool runs it on a raw folder), with CIFAR-10 defaults.
-FLAGS.set_default("image_size", 32)
-FLAGS.set_default("train_shards", 16)
-FLAGS.set_default("validation_shards", 4)
-flags.mark_flags_as_required(["data_dir", "out_dir"])
+flags.DEFINE_integer("image_size", 32, "Side of the stored images (CIFAR-10: 32); passed "
+                     "to the data prep when converting a raw folder.")
+flags.DEFINE_integer("train_shards", 16, "Training shards when converting a raw folder.")
+flags.DEFINE_integer("validation_shards", 4, "Validation shards when converting a raw folder.")
+flags.DEFINE_list("merge_from", None, "Instead of training: merge the results.json of "
+                  "these out_dirs (e.g. one per --conditions, run in parallel) into "
+                  "--out_dir and redraw the table and figure; a results.json saved mid-run "
+                  "counts as far as it got (unfinished runs marked 'interrupted').")
+flags.mark_flags_as_required(["out_dir"])
+flags.register_multi_flags_validator(
+    ["data_dir", "merge_from"], lambda v: v["data_dir"] is not None or bool(v["merge_from"]),
+    message="--data_dir is required (unless --merge_from is given)")
 
 def has_records(data_dir: str) -> bool:
     return bool(glob.glob(records.shard_pattern(data_dir, records.TRAIN_PREFIX)))
 
 
 def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
-                    train_shards: int = 16, validation_shards: int = 4,
-                    quality: int = 95) -> str:
+                    train_shards: int = 16, validation_shards: int = 4) -> str:
     """The records to train from: `data_dir` itself, or the data prep's
     conversion of it into `<out_dir>/records` (resumed if already there)."""
     if has_records(data_dir):
@@ -66,7 +74,7 @@ def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
                  image_size, target)
     summary = build_tfrecords.build(build_tfrecords.BuildConfig(
         input_dir=data_dir, output_dir=target, image_size=image_size,
-        train_shards=train_shards, validation_shards=validation_shards, quality=quality))
+        train_shards=train_shards, validation_shards=validation_shards))
     if not summary.ok:  # a training set with holes would change the experiment
         split, path, reason = summary.skipped[0]
         raise ValueError(f"data prep skipped {len(summary.skipped)} file(s) of {data_dir}, "
@@ -83,12 +91,31 @@ def _save_partial(partial: dict, records_dir: str) -> None:
     os.replace(f"{path}.tmp", path)
 
 
+def merge(out_dirs: list) -> dict:
+    import json
+    parts = []
+    for d in out_dirs:
+        with open(os.path.join(d, relu_tanh.RESULTS_JSON), encoding="utf-8") as f:
+            parts.append(relu_tanh.finalize_partial(json.load(f)))
+    return relu_tanh.merge_results(parts)
+
+
+def _write_and_print(result: dict) -> None:
+    paths = relu_tanh.write_results(result, FLAGS.out_dir)
+    print(relu_tanh.results_table(result))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
 def main(argv):
     del argv
     os.makedirs(FLAGS.out_dir, exist_ok=True)
+    if FLAGS.merge_from:
+        _write_and_print(merge(FLAGS.merge_from))
+        return
     records_dir = records_dir_for(
         FLAGS.data_dir, FLAGS.out_dir, FLAGS.image_size, train_shards=FLAGS.train_shards,
-        validation_shards=FLAGS.validation_shards, quality=FLAGS.quality)
+        validation_shards=FLAGS.validation_shards)
     images, labels = relu_tanh.load_split(
         records_dir, image_size=FLAGS.image_size, max_images=FLAGS.max_train_images,
         seed=FLAGS.init_seed)
@@ -99,13 +126,11 @@ def main(argv):
         images, labels, conditions=FLAGS.conditions, learning_rates=learning_rates,
         target_error=FLAGS.target_error, max_epochs=FLAGS.max_epochs,
         batch_size=FLAGS.batch_size, evals_per_epoch=FLAGS.evals_per_epoch,
-        seed=FLAGS.init_seed, log=lambda msg: logging.info("%s", msg),
+        seed=FLAGS.init_seed, prune_after_epochs=FLAGS.prune_after_epochs,
+        log=lambda msg: logging.info("%s", msg),
         on_progress=lambda partial: _save_partial(partial, records_dir))
     result["records_dir"] = os.path.abspath(records_dir)
-    paths = relu_tanh.write_results(result, FLAGS.out_dir)
-    print(relu_tanh.results_table(result))
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    _write_and_print(result)
 
 
 if __name__ == "__main__":

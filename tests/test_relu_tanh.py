@@ -60,6 +60,21 @@ def test_race_stops_at_target_and_flags_divergence():
     assert good.epochs[0] == 0.5  # two measurements per epoch
 
 
+def test_pruning_keeps_only_the_leader_after_one_epoch():
+    rng = np.random.default_rng(0)  # noise with random labels: the target is never reached
+    images = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 256).astype(np.int32)
+    sweep = relu_tanh.race_learning_rates(
+        images, labels, activation="tanh", condition="modern",
+        learning_rates=[0.001, 0.01], max_epochs=2, target_error=0.0, batch_size=64,
+        evals_per_epoch=2, num_classes=4, prune_after_epochs=1, log=lambda m: None)
+    a, b = sweep.runs
+    leader, loser = (a, b) if a.errors[1] <= b.errors[1] else (b, a)
+    assert loser.stopped == "pruned at epoch 1" and loser.epochs == [0.5, 1.0]
+    assert leader.stopped == "max epochs" and leader.epochs == [0.5, 1.0, 1.5, 2.0]
+    assert sweep.best is None
+
+
 def _tiny_cifar(src, dst, per_class=20):
     """A raw-folder copy of a few CIFAR-10 images per class, train and test."""
     for split in ("train", "test"):
@@ -110,6 +125,33 @@ def test_experiment_end_to_end_on_cifar_images(cifar10, tmp_path):
     with Image.open(out / "figure1.png") as png:
         assert png.size == (1000, 400)  # two panels, one per condition
 
+    # Conditions run separately (e.g. in parallel) merge back into the same result.
+    for condition in ("paper", "modern"):
+        part = dict(result, conditions={condition: result["conditions"][condition]})
+        (tmp_path / condition).mkdir()
+        (tmp_path / condition / "results.json").write_text(json.dumps(part))
+    merged_dir = tmp_path / "merged"
+    reproduce_relu_tanh.FLAGS([
+        "prog", f"--out_dir={merged_dir}", f"--merge_from={tmp_path / 'paper'},"
+        f"{tmp_path / 'modern'}"])
+    try:
+        reproduce_relu_tanh.main([])
+    finally:
+        reproduce_relu_tanh.FLAGS.unparse_flags()
+    assert json.loads((merged_dir / "results.json").read_text()) == result
+    assert (merged_dir / "results.md").read_text() == table
+    assert (merged_dir / "figure1.png").stat().st_size > 0
+
+
+def test_merge_refuses_incomparable_results():
+    part = {"target_error": 0.25, "batch_size": 128, "complete": True,
+            "conditions": {"paper": {}}}
+    other = dict(part, batch_size=64, conditions={"modern": {}})
+    with pytest.raises(ValueError, match="batch_size"):
+        relu_tanh.merge_results([part, other])
+    with pytest.raises(ValueError, match="paper"):
+        relu_tanh.merge_results([part, part])
+
 
 def test_load_split_names_an_image_of_the_wrong_size(tmp_path):
     encoded = _jpeg(np.zeros((24, 24, 3), np.uint8))
@@ -135,3 +177,29 @@ def _jpeg(array):
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG")
     return buf.getvalue()
+
+
+def test_partial_result_is_summarized_as_far_as_it_got():
+    def run(activation, errors, reached=None, stopped=""):
+        return {"condition": "paper", "activation": activation, "learning_rate": 0.01,
+                "epochs": [1.0, 2.0, 3.0][:len(errors)], "errors": errors,
+                "seconds": [10.0, 20.0, 30.0][:len(errors)], "epochs_to_target": reached,
+                "seconds_to_target": reached and 10.0 * reached, "stopped": stopped}
+    partial = {"target_error": 0.25, "max_epochs": 10, "batch_size": 128, "momentum": 0.9,
+               "train_images": 100, "paper_ratio": 6.0, "complete": False, "conditions": {
+                   "paper": {"learning_rates": [0.01],
+                             "relu": {"in_progress": True, "runs": [
+                                 run("relu", [0.5, 0.2], 2.0, "reached target")]},
+                             "tanh": {"in_progress": True,
+                                      "runs": [run("tanh", [0.6, 0.5, 0.4])]}}}}
+    done = relu_tanh.finalize_partial(partial)
+    section = done["conditions"]["paper"]
+    assert section["relu"]["epochs_to_target"] == 2.0
+    assert section["relu"]["seconds_to_target"] == 20.0
+    assert section["tanh"]["best_learning_rate"] is None
+    assert section["tanh"]["runs"][0]["stopped"] == "interrupted at epoch 3"
+    assert section["ratio_epochs"] is None
+    table = relu_tanh.results_table(done)
+    assert "| paper | tanh | 0.01 | - | not reached by epoch 3 | - |" in table
+    assert "n/a (tanh did not reach the target)" in table
+    assert partial["conditions"]["paper"]["tanh"]["in_progress"]  # input left as it was

@@ -2,7 +2,7 @@
 non-finite loss stops it at once naming the step."""
 
 import math
-import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -63,7 +63,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
                      log_every_steps=1)
     with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as info:
         train(config)
-    bad_step = int(info.match(r"at step (\d+)").group(1))
+    bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
     assert bad_step >= 2  # the first loss comes from the finite initial weights
     latest = tf.train.latest_checkpoint(str(model_dir))
     assert latest.endswith(f"ckpt-{bad_step - 1}"), (latest, bad_step)
@@ -71,10 +71,6 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     reader = tf.train.load_checkpoint(latest)
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == bad_step - 1
 
-
-def test_a_changed_model_config_is_refused_on_resume(data_dir, tmp_path):
-    model_dir = tmp_path / "run"
-    train(_config(data_dir, model_dir, max_steps=1))
+    # Resuming that model_dir with another architecture is refused up front.
     with pytest.raises(ValueError, match="model_config.json differs"):
-        train(_config(data_dir, model_dir, max_steps=2, model={"width": 0.125}))
-    assert os.path.exists(model_dir / "model_config.json")
+        train(_config(data_dir, model_dir, model={"width": 0.125}))

@@ -1,0 +1,112 @@
+"""In-process serving throughput and latency on the CPU (issue 5).
+
+Exports the full-size AlexNet (random weights: speed does not depend on
+them) to a temporary directory, loads it back with `tf.saved_model.load`, and
+times, in the same run:
+  serving_default   encoded JPEG bytes in (decode + resize + crop in the graph)
+  predict_images    float32 [N, 224, 224, 3] in: the same graph minus decoding
+  keras call        `model(x, training=False)` on already-decoded arrays,
+                    the baseline the ratios are against
+at batch 1 and 32 (images/s), and batch-1 latency p50 / p99.
+
+    python -m benchmarks.bench_serving [--data_dir=../shared/data/imagenet-sample]
+        [--batch1_iterations=60] [--batch32_iterations=6]
+
+Images are real photos from --data_dir when it exists (full-size JPEGs, so
+the decode includes the resize to 256), else synthetic 500x375 JPEGs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import time
+
+from absl import app, flags
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import export, preprocessing
+from alexnet_tf.labels import LabelMap
+from alexnet_tf.model import build_alexnet
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",
+                    "JPEG photos to send; synthetic images when the folder is absent.")
+flags.DEFINE_integer("batch1_iterations", 60, "Timed batch-1 calls per method.")
+flags.DEFINE_integer("batch32_iterations", 6, "Timed batch-32 calls per method.")
+flags.DEFINE_integer("warmup", 3, "Untimed calls before timing each case.")
+
+
+def load_jpegs(count: int) -> list[bytes]:
+    files = sorted(glob.glob(os.path.join(FLAGS.data_dir, "*.JPEG")))[:count]
+    if files:
+        out = []
+        for name in files:
+            with open(name, "rb") as f:
+                out.append(f.read())
+        return out
+    rng = np.random.default_rng(0)
+    return [tf.io.encode_jpeg(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).numpy()
+            for _ in range(count)]
+
+
+def time_calls(fn, batches, iterations: int, warmup: int) -> np.ndarray:
+    """Seconds per call, fn applied to batches round-robin."""
+    for i in range(warmup):
+        fn(batches[i % len(batches)])
+    seconds = []
+    for i in range(iterations):
+        batch = batches[i % len(batches)]
+        start = time.perf_counter()
+        fn(batch)
+        seconds.append(time.perf_counter() - start)
+    return np.array(seconds)
+
+
+def main(argv):
+    del argv
+    jpegs = load_jpegs(64)
+    source = FLAGS.data_dir if os.path.isdir(FLAGS.data_dir) else "synthetic 500x375"
+    model = build_alexnet(1000)
+    labels = LabelMap.from_wnids([f"n{i:08d}" for i in range(1000)])
+    decoded = [preprocessing.eval_image(tf.constant(b)).numpy() for b in jpegs]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.export_saved_model(model, labels, tmp, warmup=False)
+        loaded = tf.saved_model.load(path)
+        serve_bytes = loaded.signatures[export.SERVING_DEFAULT]
+        serve_arrays = loaded.signatures[export.PREDICT_IMAGES]
+        cases = {
+            "serving_default (JPEG bytes)":
+                (lambda b: serve_bytes(image_bytes=tf.constant(b)), jpegs),
+            "predict_images (arrays)":
+                (lambda x: serve_arrays(images=tf.constant(x)), decoded),
+            "keras call (arrays)":
+                (lambda x: model(tf.constant(x), training=False), decoded),
+        }
+        results = {}
+        for name, (fn, items) in cases.items():
+            batch1 = [items[i:i + 1] for i in range(len(items))]
+            batch32 = [items[i:i + 32] for i in range(0, len(items) - 31, 32)]
+            batch32 = [np.stack(b) if isinstance(b[0], np.ndarray) else b for b in batch32]
+            batch1 = [np.stack(b) if isinstance(b[0], np.ndarray) else b for b in batch1]
+            t1 = time_calls(fn, batch1, FLAGS.batch1_iterations, FLAGS.warmup)
+            t32 = time_calls(fn, batch32, FLAGS.batch32_iterations, 1)
+            results[name] = {
+                "batch1_ips": 1.0 / t1.mean(), "batch32_ips": 32.0 / t32.mean(),
+                "p50_ms": 1e3 * np.percentile(t1, 50), "p99_ms": 1e3 * np.percentile(t1, 99)}
+    base = results["keras call (arrays)"]
+    print(f"AlexNet 1000 classes ({model.count_params():,} params), CPU, "
+          f"{os.cpu_count()} cores, images: {source}")
+    print(f"{'method':32s} {'b1 img/s':>9s} {'b32 img/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}"
+          f" {'b1 x keras':>10s} {'b32 x keras':>11s}")
+    for name, r in results.items():
+        print(f"{name:32s} {r['batch1_ips']:9.1f} {r['batch32_ips']:10.1f} "
+              f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
+              f"{r['batch1_ips'] / base['batch1_ips']:10.2f} "
+              f"{r['batch32_ips'] / base['batch32_ips']:11.2f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,140 @@
+"""Checkpoints: a resume restores everything (weights, momentum slots, step,
+epoch, learning-rate schedule), the best checkpoint is kept, and
+fine-tuning copies compatible layers and re-initializes the classifier."""
+
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import checkpoints, schedules, tb_logs
+from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.model import build_alexnet
+from alexnet_tf.train import make_optimizer, train
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+
+def _config(data_dir, model_dir, **overrides):
+    values = dict(batch_size=8, epochs=2, steps_per_epoch=2, log_every_steps=1,
+                  checkpoint_every_steps=100, plateau_patience=1, shuffle_buffer=64,
+                  seed=3, model=ModelConfig(**TINY_MODEL))
+    values.update(overrides)
+    return TrainConfig(data_dir=str(data_dir), model_dir=str(model_dir), **values)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Two epochs of two steps with the paper's settings (plateau patience 1)."""
+    root = tmp_path_factory.mktemp("ckpt")
+    data_dir = write_tiny_dataset(root / "data", num_classes=3)
+    summary = train(_config(data_dir, root / "run"))
+    return data_dir, str(root / "run"), summary
+
+
+def _fresh_state(model_dir, config):
+    model = checkpoints.build_model_from_config(checkpoints.read_model_config(model_dir))
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer, schedules.make_schedule(config)
+
+
+def test_restore_brings_back_every_saved_value(run, tmp_path):
+    data_dir, model_dir, summary = run
+    config = _config(data_dir, model_dir)
+    model, optimizer, schedule = _fresh_state(model_dir, config)
+    state = checkpoints.TrainingCheckpoints(model_dir, model, optimizer, schedule,
+                                            write_dir=str(tmp_path))
+    restored = state.restore_latest()
+    assert restored.endswith("ckpt-4")
+    assert int(state.step.numpy()) == 4 and int(state.epoch.numpy()) == 2
+    assert int(optimizer.iterations.numpy()) == 4
+    assert any(np.abs(v.numpy()).max() > 0 for v in optimizer.velocities)  # momentum slots
+    history = [h["val_top1_error"] for h in summary["history"]]
+    expected_lr = 0.01 if history[1] < history[0] else 0.001  # patience 1
+    assert schedule.current() == pytest.approx(expected_lr)
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(expected_lr)
+    assert float(schedule.best_error.numpy()) == pytest.approx(min(history))
+
+    # Saving the restored state again reproduces the checkpoint value for value,
+    # so nothing (weights, slots, counters, schedule) was left at its default.
+    again = state.save()
+    original, copy = tf.train.load_checkpoint(restored), tf.train.load_checkpoint(again)
+    keys = [k for k, _ in tf.train.list_variables(restored)
+            if k not in ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert len(keys) > 60
+    for key in keys:
+        np.testing.assert_array_equal(copy.get_tensor(key), original.get_tensor(key), err_msg=key)
+
+
+def test_training_again_resumes_where_it_stopped(run, tmp_path):
+    data_dir, model_dir, _ = run
+    copy = str(tmp_path / "run")
+    shutil.copytree(model_dir, copy)
+    summary = train(_config(data_dir, copy, epochs=3))
+    assert summary["resumed_from"].endswith("ckpt-4")
+    assert summary["step"] == 6
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(copy))
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    steps = [s for s, _ in tb_logs.read_scalars(os.path.join(copy, "logs"))["train"]["loss"]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_best_checkpoint_is_the_lowest_validation_error(run):
+    data_dir, model_dir, summary = run
+    info = checkpoints.read_best_info(model_dir)
+    errors = [h["val_top1_error"] for h in summary["history"]]
+    assert info["val_top1_error"] == pytest.approx(min(errors))
+    assert info["epoch"] == 1 + errors.index(min(errors))  # the first of equals wins
+    best = checkpoints.restore_model(model_dir, "best")
+    assert os.path.dirname(best.checkpoint_path) == os.path.join(model_dir, "best")
+    assert best.checkpoint_path.endswith(f"ckpt-{info['step']}")
+    latest = checkpoints.restore_model(model_dir, "latest")
+    assert latest.checkpoint_path.endswith("ckpt-4")
+    assert best.count_params() == latest.count_params()
+    with pytest.raises(FileNotFoundError, match="no latest checkpoint in"):
+        checkpoints.checkpoint_path(data_dir, "latest")
+    with pytest.raises(FileNotFoundError, match="model_config.json not found"):
+        checkpoints.restore_model(data_dir)
+
+
+def test_fine_tuning_to_new_classes_reinitializes_only_the_classifier(run):
+    _, model_dir, _ = run
+    source = checkpoints.restore_model(model_dir, "latest")
+    target = build_alexnet(num_classes=5, **TINY_MODEL)
+    fresh_fc8 = target.get_layer("fc8_a").get_weights()[0].copy()
+    report = checkpoints.init_from_pretrained(target, model_dir)
+    assert sorted(report["reinitialized"]) == ["fc8_a", "fc8_b"]
+    assert {"conv1_a", "conv1_b", "conv5_b", "fc6_a", "fc7_b"} <= set(report["kept"])
+    for name in report["kept"]:
+        for mine, theirs in zip(target.get_layer(name).get_weights(),
+                                source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)
+    np.testing.assert_array_equal(target.get_layer("fc8_a").get_weights()[0], fresh_fc8)
+
+
+def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
+    _, model_dir, _ = run
+    source = checkpoints.restore_model(model_dir, "best")
+    path = str(tmp_path / "source.keras")
+    source.save(path)
+    target = build_alexnet(num_classes=3, **TINY_MODEL)
+    report = checkpoints.init_from_pretrained(target, path)
+    assert report["reinitialized"] == []
+    x = np.random.default_rng(0).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
+    np.testing.assert_allclose(target(x), source(x), rtol=1e-5, atol=1e-6)
+
+
+def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
+    _, model_dir, _ = run
+    data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
+                               val_per_class=1)
+    summary = train(_config(data5, tmp_path / "tuned", epochs=1, steps_per_epoch=1,
+                            init_from=os.path.join(model_dir, "best")))
+    assert summary["step"] == 1 and summary["resumed_from"] is None
+    assert checkpoints.read_model_config(str(tmp_path / "tuned"))["num_classes"] == 5
+    with pytest.raises(FileNotFoundError, match="--init_from=.*no checkpoint"):
+        checkpoints.load_source_model(str(tmp_path / "nothing-here"))

@@ -1,0 +1,145 @@
+"""The strategies for real: MirroredStrategy over the two logical CPUs
+matches one device, two MultiWorkerMirroredStrategy processes on 127.0.0.1
+finish with identical weights, and the towers strategy trains with the
+colocated gradients."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import distribute, placement
+from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.train import train
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def plain_data(tmp_path_factory):
+    """Images of one flat colour per class at the model's input size: the
+    random crop and flip change nothing, so two runs see identical batches."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"), num_classes=3, size=67,
+                              noise=0.0)
+
+
+def _config(data_dir, model_dir, **overrides):
+    values = dict(batch_size=8, epochs=1, steps_per_epoch=3, validation_steps=1,
+                  log_every_steps=1, shuffle_buffer=16, seed=7, lighting_stddev=0.0,
+                  model=ModelConfig(**TINY_MODEL, dropout=0.0))
+    values.update(overrides)
+    return TrainConfig(data_dir=str(data_dir), model_dir=str(model_dir), **values)
+
+
+def _weights(model_dir):
+    path = tf.train.latest_checkpoint(str(model_dir))
+    reader = tf.train.load_checkpoint(path)
+    keys = sorted(k for k, _ in tf.train.list_variables(path)
+                  if k.startswith("optimizer/_trainable_variables/"))
+    assert keys, path
+    return {k: reader.get_tensor(k) for k in keys}
+
+
+def test_chief_detection_without_a_cluster():
+    strategy = distribute.make_strategy("default")
+    assert distribute.is_chief(strategy)
+    assert distribute.write_dir("/some/model_dir", strategy) == "/some/model_dir"
+
+
+def test_mirrored_over_two_cpus_matches_one_device(plain_data, tmp_path):
+    single = train(_config(plain_data, tmp_path / "single"))
+    mirrored = train(_config(plain_data, tmp_path / "mirrored", strategy="mirrored",
+                             devices=["/CPU:0", "/CPU:1"]))
+    assert single["step"] == mirrored["step"] == 3
+    assert mirrored["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
+    a, b = _weights(tmp_path / "single"), _weights(tmp_path / "mirrored")
+    initial_gap = 0.0
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=key)
+        initial_gap = max(initial_gap, float(np.abs(a[key]).max()))
+    assert initial_gap > 0
+
+
+def test_towers_trains_with_colocated_gradients(plain_data, tmp_path, monkeypatch):
+    calls = []
+    real = placement.colocated_gradients
+
+    def spy(loss, variables):
+        calls.append(len(variables))
+        return real(loss, variables)
+
+    monkeypatch.setattr(placement, "colocated_gradients", spy)
+    summary = train(_config(plain_data, tmp_path / "towers", strategy="towers",
+                            tower_devices=["/CPU:0", "/CPU:1"], max_steps=2))
+    assert summary["step"] == 2 and np.isfinite(summary["train_loss"])
+    assert calls and calls[0] == 32  # every trainable variable of the tiny model
+
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    from alexnet_tf import distribute
+    from alexnet_tf.config import ModelConfig, TrainConfig
+    from alexnet_tf.train import train
+
+    data_dir, model_dir, keep_dir = sys.argv[1:4]
+    # Keep the non-chief's throwaway checkpoint so the test can compare weights.
+    distribute.write_dir = lambda d, s: d if distribute.is_chief(s) else keep_dir
+    distribute.cleanup_write_dir = lambda path, d: None
+    summary = train(TrainConfig(
+        data_dir=data_dir, model_dir=model_dir, strategy="multi_worker", batch_size=8,
+        epochs=1, steps_per_epoch=3, validation_steps=1, log_every_steps=1,
+        shuffle_buffer=16, seed=7, model=ModelConfig(**json.loads(sys.argv[4]))))
+    print("SUMMARY", json.dumps({"step": summary["step"], "loss": summary["train_loss"]}))
+""")
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.timeout(400)
+def test_two_local_workers_finish_with_identical_weights(plain_data, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    model_dir, keep_dir = tmp_path / "run", tmp_path / "worker1"
+    keep_dir.mkdir()
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                         "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script), plain_data, str(model_dir), str(keep_dir),
+             json.dumps({**TINY_MODEL, "dropout": 0.0})],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=360)[0])
+    finally:
+        for process in processes:
+            process.kill()
+    for index, (process, out) in enumerate(zip(processes, outputs)):
+        assert process.returncode == 0, f"worker {index} failed:\n{out[-4000:]}"
+    summaries = [json.loads(out.split("SUMMARY", 1)[1]) for out in outputs]
+    assert summaries[0]["step"] == summaries[1]["step"] == 3
+    assert "Training finished" in outputs[0] and "Training finished" not in outputs[1]
+    chief, other = _weights(model_dir), _weights(keep_dir)
+    assert chief.keys() == other.keys()
+    for key in chief:
+        np.testing.assert_array_equal(other[key], chief[key], err_msg=key)
+    assert not os.path.exists(os.path.join(keep_dir, "model_config.json"))  # chief only

@@ -1,0 +1,66 @@
+"""alexnet_tf.records: the one TFRecord schema."""
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import records
+
+
+def _record(label=3, **kwargs):
+    fields = dict(encoded=b"\xff\xd8jpeg-bytes", height=256, width=256, label=label,
+                  synset="n01440764", text="tench, Tinca tinca", filename="a.JPEG")
+    fields.update(kwargs)
+    return records.ImageRecord(**fields)
+
+
+def test_keys_are_those_of_tensorflow_models():
+    assert set(records.FEATURE_SPEC) == {
+        "image/encoded", "image/format", "image/height", "image/width", "image/channels",
+        "image/colorspace", "image/class/label", "image/class/synset", "image/class/text",
+        "image/filename"}
+
+
+def test_serialize_parse_round_trip():
+    parsed = records.parse_example(tf.constant(records.serialize(_record())))
+    assert parsed[records.ENCODED].numpy() == b"\xff\xd8jpeg-bytes"
+    assert parsed[records.FORMAT].numpy() == b"JPEG"
+    assert parsed[records.COLORSPACE].numpy() == b"RGB"
+    assert int(parsed[records.HEIGHT]) == 256 and int(parsed[records.WIDTH]) == 256
+    assert int(parsed[records.CHANNELS]) == 3
+    assert int(parsed[records.LABEL]) == 3
+    assert parsed[records.SYNSET].numpy() == b"n01440764"
+    assert parsed[records.TEXT].numpy().decode() == "tench, Tinca tinca"
+    assert parsed[records.FILENAME].numpy() == b"a.JPEG"
+
+
+def test_non_ascii_text_survives():
+    parsed = records.parse_example(tf.constant(records.serialize(_record(text="pot'ter's wheel é"))))
+    assert parsed[records.TEXT].numpy().decode() == "pot'ter's wheel é"
+
+
+def test_label_offset_reads_one_based_records():
+    one_based = tf.constant(records.serialize(_record(label=1)))
+    assert int(records.parse_example(one_based, label_offset=1)[records.LABEL]) == 0
+    batch = tf.constant([records.serialize(_record(label=i)) for i in (1, 5, 1000)])
+    labels = records.parse_examples(batch, label_offset=1)[records.LABEL].numpy()
+    np.testing.assert_array_equal(labels, [0, 4, 999])
+    np.testing.assert_array_equal(records.parse_examples(batch)[records.LABEL].numpy(), [1, 5, 1000])
+
+
+def test_missing_fields_take_defaults():
+    minimal = tf.train.Example(features=tf.train.Features(feature={
+        records.ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
+    parsed = records.parse_example(tf.constant(minimal.SerializeToString()))
+    assert int(parsed[records.LABEL]) == -1
+    assert parsed[records.FORMAT].numpy() == b"JPEG"
+
+
+def test_shard_names_and_pattern(tmp_path):
+    assert records.shard_name("train", 0, 1024) == "train-00000-of-01024"
+    assert records.shard_name("validation", 127, 128) == "validation-00127-of-00128"
+    for name in ("train-00000-of-00002", "train-00001-of-00002", "train-00000-of-00002.tmp",
+                 "validation-00000-of-00001", "labels.txt"):
+        (tmp_path / name).write_bytes(b"")
+    matched = sorted(p.split("/")[-1] for p in tf.io.gfile.glob(
+        records.shard_pattern(str(tmp_path) + "/", records.TRAIN_PREFIX)))
+    assert matched == ["train-00000-of-00002", "train-00001-of-00002"]

@@ -1,0 +1,129 @@
+"""launch.serve: generated TF Serving configs, and the command it would run
+with the local binary, with Docker, and with neither (no server binary is
+installable here; runner discovery is tested with stand-in executables on
+the PATH and --dry_run)."""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from launch import serve
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def export_dir(tmp_path):
+    base = tmp_path / "saved_models" / "alexnet"
+    for version in (1, 2):
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / "saved_model.pb").write_bytes(b"")
+    (base / ".tmp-3-abc").mkdir()  # an export in progress: not a version
+    return base
+
+
+def _fake_bin(directory, name):
+    path = directory / name
+    path.write_text("#!/bin/sh\necho should not run >&2\nexit 9\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return directory
+
+
+def _run_serve(path_env, *args):
+    env = dict(os.environ, PATH=str(path_env))
+    return subprocess.run([sys.executable, "-m", "launch.serve", *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60)
+
+
+def test_model_config_parses_as_model_server_config():
+    text_format = pytest.importorskip("google.protobuf.text_format")
+    config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
+    text = serve.model_config_text("alexnet", "/models/alexnet", "specific:1,3")
+    config = text_format.Parse(text, config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == \
+        ("alexnet", "/models/alexnet", "tensorflow")
+    assert list(model.model_version_policy.specific.versions) == [1, 3]
+    latest = text_format.Parse(serve.model_config_text("m", "/m", "latest:2"),
+                               config_pb2.ModelServerConfig())
+    assert latest.model_config_list.config[0].model_version_policy.latest.num_versions == 2
+    every = text_format.Parse(serve.model_config_text("m", "/m", "all"),
+                              config_pb2.ModelServerConfig())
+    assert every.model_config_list.config[0].model_version_policy.HasField("all")
+
+
+@pytest.mark.parametrize("policy", ["latest:0", "newest", "specific:", "all:3", "specific:a"])
+def test_bad_version_policy_is_refused(policy):
+    with pytest.raises(ValueError):
+        serve.version_policy_text(policy)
+
+
+def test_batching_parameters_are_wrapped_values():
+    text = serve.batching_parameters_text(32, 5000, 2, 100)
+    fields = dict(re.findall(r"^(\w+) \{ value: (\d+) \}$", text, re.M))
+    assert fields == {"max_batch_size": "32", "batch_timeout_micros": "5000",
+                      "num_batch_threads": "2", "max_enqueued_batches": "100"}
+
+
+def test_find_runner_prefers_local_binary():
+    on_path = lambda names: (lambda name: f"/bin/{name}" if name in names else None)
+    assert serve.find_runner("auto", on_path({"tensorflow_model_server", "docker"})) == "local"
+    assert serve.find_runner("auto", on_path({"docker"})) == "docker"
+    assert serve.find_runner("local", on_path({"docker"})) is None
+    assert serve.find_runner("auto", on_path(set())) is None
+
+
+def test_dry_run_with_local_binary(export_dir, tmp_path):
+    bin_dir = _fake_bin(tmp_path, "tensorflow_model_server")
+    result = _run_serve(bin_dir, f"--export_dir={export_dir}", "--dry_run",
+                        "--versions=latest:2", "--num_batch_threads=3")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "versions on disk [1, 2]" in out and "runner: local" in out
+    config_dir = export_dir.parent / "alexnet_serving_config"
+    command = out.split("command: ")[1].splitlines()[0].split()
+    assert command == [
+        "tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
+        f"--model_config_file={config_dir}/local_models.config", "--enable_batching=true",
+        f"--batching_parameters_file={config_dir}/batching.config",
+        "--enable_model_warmup=true"]
+    local = (config_dir / "local_models.config").read_text()
+    assert f'base_path: "{export_dir}"' in local and "num_versions: 2" in local
+    assert "num_batch_threads { value: 3 }" in (config_dir / "batching.config").read_text()
+    assert "should not run" not in result.stderr
+
+
+def test_dry_run_falls_back_to_docker(export_dir, tmp_path):
+    bin_dir = _fake_bin(tmp_path, "docker")
+    config_dir = tmp_path / "cfg"
+    result = _run_serve(bin_dir, f"--export_dir={export_dir}", "--dry_run",
+                        f"--config_dir={config_dir}", "--model_name=net", "--rest_port=9501")
+    assert result.returncode == 0, result.stderr
+    assert "runner: docker" in result.stdout
+    command = result.stdout.split("command: ")[1].splitlines()[0].split()
+    assert command[:3] == ["docker", "run", "--rm"]
+    assert f"{export_dir}:/models/net:ro" in command and f"{config_dir}:/config:ro" in command
+    assert "9501:9501" in command and "8500:8500" in command
+    image_at = command.index("tensorflow/serving:latest")
+    assert command[image_at - 2:image_at] == ["--entrypoint", "tensorflow_model_server"]
+    assert "--model_config_file=/config/docker_models.config" in command
+    assert "--rest_api_port=9501" in command and "--enable_model_warmup=true" in command
+    assert 'base_path: "/models/net"' in (config_dir / "docker_models.config").read_text()
+
+
+def test_neither_runner_says_what_to_install(export_dir, tmp_path):
+    result = _run_serve(tmp_path / "empty_bin", f"--export_dir={export_dir}")
+    assert result.returncode == 2
+    assert "docker pull tensorflow/serving" in result.stderr
+    assert "apt-get install tensorflow-model-server" in result.stderr
+
+
+def test_no_exported_version_is_an_error(tmp_path):
+    bin_dir = _fake_bin(tmp_path, "tensorflow_model_server")
+    result = _run_serve(bin_dir, f"--export_dir={tmp_path / 'nothing'}", "--dry_run")
+    assert result.returncode == 1
+    assert "no exported versions" in result.stderr
