@@ -18,7 +18,8 @@ setup(
         "numpy>=1.26",
         "absl-py>=2.1",
         "pillow>=10.0",
-        "simplejpeg>=1.7",
+        "simplejpeg>=1.7",              # data prep: JPEG decode at 1/2, 1/4, 1/8 scale
+        "opencv-python-headless>=4.8",  # data prep: fast resize of the centre square
         "psutil>=5.9",
         "tensorboard>=2.16",  # tf.summary needs it; tensorflow-cpu 2.21 no longer pulls it in
     ],

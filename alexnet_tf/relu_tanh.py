@@ -120,7 +120,9 @@ class Run:
     seconds: list = dataclasses.field(default_factory=list)   # training time so far
     epochs_to_target: float | None = None
     seconds_to_target: float | None = None
-    stopped: str = ""  # "reached target", "max epochs", "diverged", "cannot beat best"
+    # "reached target", "max epochs", "diverged", "no progress",
+    # "cannot beat best", "pruned at epoch N", "interrupted at epoch N"
+    stopped: str = ""
 
 
 def epochs_to_target(epochs, errors, target: float) -> tuple[int, float] | None:
@@ -182,6 +184,10 @@ class TrainingRun:
     @property
     def epoch(self) -> float:
         return self._steps_done / self.steps_per_epoch
+
+    @property
+    def at_epoch_end(self) -> bool:
+        return self._slice == 0
 
     def advance(self) -> tuple[float, bool]:
         """Trains one slice; appends (epoch, error, seconds); returns (error, finite)."""
@@ -277,7 +283,7 @@ def race_learning_rates(images, labels, *, activation: str, condition: str,
             active = [leader]
         if on_slice is not None:
             on_slice([r.record for r in runs])
-        if runs[0].slices and runs[0]._slice == 0 or not active or winners:
+        if not active or winners or any(r.at_epoch_end for r in active):
             log(f"{condition}/{activation} epoch {runs[0].epoch:.1f}: " + ", ".join(
                 f"lr {r.record.learning_rate:g} error {r.record.errors[-1]:.4f}"
                 + (f" [{r.record.stopped}]" if r.record.stopped else "")

@@ -199,7 +199,12 @@ def _train(config: TrainConfig) -> dict:
         dataset = input_pipeline.make_eval_dataset(
             config.data_dir, batch, crops=1, label_offset=config.label_offset,
             input_context=context, num_classes=num_classes, crop_size=image_size)
-        return dataset.take(config.validation_steps) if config.validation_steps else dataset
+        if not config.validation_steps:
+            return dataset
+        # validation_steps counts global batches; this pipeline feeds
+        # num_replicas_in_sync / num_input_pipelines replicas.
+        replicas_here = max(1, context.num_replicas_in_sync // context.num_input_pipelines)
+        return dataset.take(config.validation_steps * replicas_here)
 
     train_batches = iter(strategy.distribute_datasets_from_function(train_input))
     eval_batches = strategy.distribute_datasets_from_function(eval_input)
@@ -231,9 +236,15 @@ def _train(config: TrainConfig) -> dict:
                 _topk_correct(labels_, logits, 5))
 
     def replica_eval_step(images, labels_):
-        losses, logits = per_example_figures(images, labels_, False)
-        return (tf.reduce_sum(losses), _topk_correct(labels_, logits, 1),
-                _topk_correct(labels_, logits, 5), tf.cast(tf.size(labels_), tf.float32))
+        # At the end of the validation split a replica can get an empty batch
+        # (tf.distribute's partial batches); oneDNN convolutions fail on those.
+        def figures():
+            losses, logits = per_example_figures(images, labels_, False)
+            return (tf.reduce_sum(losses), _topk_correct(labels_, logits, 1),
+                    _topk_correct(labels_, logits, 5))
+        zeros = (tf.constant(0.0),) * 3
+        sums = tf.cond(tf.size(labels_) > 0, figures, lambda: zeros)
+        return (*sums, tf.cast(tf.size(labels_), tf.float32))
 
     def summed(per_replica):
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]

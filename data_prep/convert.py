@@ -15,8 +15,10 @@ scale factor), the filter `alexnet_tf.preprocessing` uses at serving.
 
 The format is sniffed from the bytes, never from the file name. Grayscale,
 palette, CMYK/YCCK, alpha and 16-bit sources all come out as 8-bit RGB; the
-alpha channel is dropped, as the serving signature's `decode_rgb` does.
-Anything that cannot be decoded raises `ConversionError` with the reason.
+alpha channel is dropped, as the serving signature's `decode_rgb` does. EXIF
+orientation and ICC profiles are ignored, as TensorFlow's decoders (training,
+serving) ignore them. Truncated data is refused, not padded. Anything that
+cannot be decoded raises `ConversionError` with the reason.
 """
 
 from __future__ import annotations

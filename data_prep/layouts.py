@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import io
 import os
-import re
 import tarfile
 from typing import Iterator
 
@@ -40,7 +39,8 @@ VAL_SOLUTION = "LOC_val_solution.csv"
 DEVKIT_TAR = "ILSVRC2012_devkit_t12.tar.gz"
 DEVKIT_META = "meta.mat"
 DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
-_VAL_ID = re.compile(r"ILSVRC2012_val_(\d+)")
+# No real photo comes near this; a bigger input file is refused unread.
+MAX_FILE_BYTES = 256 << 20
 
 
 class LayoutError(ValueError):
@@ -69,8 +69,13 @@ class SourceFile:
     def filename(self) -> str:
         return os.path.basename(self.member or self.path)
 
-    def read(self) -> bytes:
+    def read(self, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+        """The file's bytes; OSError if unreadable, truncated or over `max_bytes`
+        (a bound on what one worker holds in memory at a time)."""
         with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size if self.offset < 0 else self.size
+            if size > max_bytes:
+                raise OSError(f"file too large ({size} bytes > {max_bytes})")
             if self.offset < 0:
                 return f.read()
             f.seek(self.offset)

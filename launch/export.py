@@ -16,30 +16,38 @@ import os
 
 from absl import app, flags, logging
 
-from alexnet_tf import export
 from alexnet_tf.labels import LABELS_FILENAME, LabelMap
 
+# TensorFlow is imported only after the flags are checked: a usage error
+# answers at once.
+DEFAULT_TOP_K = 5  # alexnet_tf.export.DEFAULT_TOP_K
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training model_dir (model_config.json, labels.txt, "
-                    "checkpoints); the usual source of the weights.")
-flags.DEFINE_enum("checkpoint", "best", ["latest", "best"],
-                  "Which checkpoint of --model_dir: best (by validation top-1) or latest.")
-flags.DEFINE_string("keras_model", None, "Export this .keras file instead of a model_dir.")
-flags.DEFINE_bool("untrained", False, "Export a freshly initialised AlexNet (sized by "
-                  "--labels) instead of trained weights: for trying the serving kit.")
-flags.DEFINE_string("labels", None, "labels.txt (index, wnid, name); default "
-                    "<model_dir>/labels.txt.")
-flags.DEFINE_string("export_dir", "saved_models/alexnet", "Model base path: versions go "
-                    "in numbered subdirectories, as TF Serving expects.")
-flags.DEFINE_integer("version", None, "Version number; default the next free integer. "
-                     "An existing version is never overwritten.", lower_bound=0)
-flags.DEFINE_integer("top_k", export.DEFAULT_TOP_K, "Classes in the top_k_* and classify "
-                     "outputs (fewer when the model has fewer classes).", lower_bound=1)
-flags.DEFINE_enum("classify_classes", "wnids", ["wnids", "names"],
-                  "What the classify signature's `classes` output holds. Names repeat in "
-                  "ILSVRC-2012 (two 'crane's), wnids never do.")
-flags.DEFINE_bool("warmup", True, "Write assets.extra/tf_serving_warmup_requests (needs "
-                  "the tensorflow-serving-api package).")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so that importing this module
+    (tests, other tools) cannot clash with another tool's flags."""
+    flags.DEFINE_string("model_dir", None, "Training model_dir (model_config.json, labels.txt, "
+                        "checkpoints); the usual source of the weights.")
+    flags.DEFINE_enum("checkpoint", "best", ["latest", "best"],
+                      "Which checkpoint of --model_dir: best (by validation top-1) or latest.")
+    flags.DEFINE_string("keras_model", None, "Export this .keras file instead of a model_dir.")
+    flags.DEFINE_bool("untrained", False, "Export a freshly initialised AlexNet (sized by "
+                      "--labels) instead of trained weights: for trying the serving kit.")
+    flags.DEFINE_string("labels", None, "labels.txt (index, wnid, name); default "
+                        "<model_dir>/labels.txt.")
+    flags.DEFINE_string("export_dir", "saved_models/alexnet", "Model base path: versions go "
+                        "in numbered subdirectories, as TF Serving expects.")
+    flags.DEFINE_integer("version", None, "Version number; default the next free integer. "
+                         "An existing version is never overwritten.", lower_bound=0)
+    flags.DEFINE_integer("top_k", DEFAULT_TOP_K, "Classes in the top_k_* and classify "
+                         "outputs (fewer when the model has fewer classes).", lower_bound=1)
+    flags.DEFINE_enum("classify_classes", "wnids", ["wnids", "names"],
+                      "What the classify signature's `classes` output holds. Names repeat in "
+                      "ILSVRC-2012 (two 'crane's), wnids never do.")
+    flags.DEFINE_bool("warmup", True, "Write assets.extra/tf_serving_warmup_requests (needs "
+                      "the tensorflow-serving-api package).")
 
 
 def load_model_and_labels():
@@ -74,6 +82,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     model, label_map = load_model_and_labels()
+    from alexnet_tf import export
     path = export.export_saved_model(
         model, label_map, FLAGS.export_dir, FLAGS.version, top_k=FLAGS.top_k,
         classify_classes=FLAGS.classify_classes, warmup=FLAGS.warmup)
@@ -83,4 +92,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

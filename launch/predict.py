@@ -24,17 +24,22 @@ IMAGE_BYTES = "image_bytes"  # alexnet_tf.export.IMAGE_BYTES; not imported: no T
 TOP_K_OUTPUTS = ("top_k_wnids", "top_k_names", "top_k_scores")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("server", None, "host:port of TF Serving: its REST port (default "
-                    "localhost:8501) or with --grpc its gRPC port (default localhost:8500).")
-flags.DEFINE_string("model_name", "alexnet", "Model name on the server.")
-flags.DEFINE_integer("model_version", None, "Ask for this version (default: the server's latest).")
-flags.DEFINE_string("signature_name", "serving_default", "Signature to run; it must take "
-                    "`image_bytes` and give top_k_wnids / top_k_names / top_k_scores.")
-flags.DEFINE_bool("grpc", False, "Use the gRPC PredictionService (needs the "
-                  "tensorflow-serving-api package, the 'serving' extra).")
-flags.DEFINE_string("saved_model", None, "Run this SavedModel version directory in-process "
-                    "instead of asking a server.")
-flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the server.")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so that importing this module
+    (tests, other tools) cannot clash with another tool's flags."""
+    flags.DEFINE_string("server", None, "host:port of TF Serving: its REST port (default "
+                        "localhost:8501) or with --grpc its gRPC port (default localhost:8500).")
+    flags.DEFINE_string("model_name", "alexnet", "Model name on the server.")
+    flags.DEFINE_integer("model_version", None, "Ask for this version (default: the server's latest).")
+    flags.DEFINE_string("signature_name", "serving_default", "Signature to run; it must take "
+                        "`image_bytes` and give top_k_wnids / top_k_names / top_k_scores.")
+    flags.DEFINE_bool("grpc", False, "Use the gRPC PredictionService (needs the "
+                      "tensorflow-serving-api package, the 'serving' extra).")
+    flags.DEFINE_string("saved_model", None, "Run this SavedModel version directory in-process "
+                        "instead of asking a server.")
+    flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the server.")
 
 
 class PredictError(RuntimeError):
@@ -187,4 +192,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -167,8 +167,9 @@ def run(config: QuickstartConfig) -> dict:
           f"{ten['top5_error']:.1%} (10 crops)")
     print(f"    SavedModel: {export_path}")
     base = os.path.abspath(config.export_dir)
-    print(f"    serve it:   bash launch/serve.sh --model_base_path={base} "
-          f"--model_name={os.path.basename(base)}")
+    print(f"    serve it:   python -m launch.serve --export_dir={base}")
+    print(f"    or without a server: python -m launch.predict --saved_model={export_path} "
+          "<image.jpg>")
     return results
 
 

@@ -1,11 +1,12 @@
-"""Reproduces the paper's Figure 1: ReLU vs tanh on CIFAR-10 (section 3.1).
+r"""Reproduces the paper's Figure 1: ReLU vs tanh on CIFAR-10 (section 3.1).
 
     python -m launch.reproduce_relu_tanh --data_dir=../shared/data/cifar10 \
         --out_dir=runs/relu_tanh
 
 `--data_dir` is either the data prep's TFRecords (train-*-of-* shards of
 32x32 images) or a raw folder with `train/<class>/*.jpg`; a raw folder is
-first converted to records under `<out_dir>/records` (reused on a rerun).
+first converted to 32x32 records under `<out_dir>/records` by
+`data_prep.build_tfrecords` (which resumes, so a rerun reuses them).
 Writes `results.json`, `results.md` (the table) and `figure1.png`.
 """
 
@@ -26,7 +27,7 @@ flags.DEFINE_string("out_dir", None, "Where results.json, results.md, figure1.pn
 flags.DEFINE_list("conditions", list(relu_tanh.CONDITIONS),
                   "Which conditions to run: 'paper' (N(0,0.01) init, 0..255 inputs "
                   "minus the mean image) and/or 'modern' (He/Glorot init, standardized inputs).")
-flags.DEFINE_list("paper_learning_rates", ["0.001", "0.003"],
+flags.DEFINE_list("paper_learning_rates", ["0.003", "0.01"],
                   "Candidate learning rates for the 'paper' condition (both activations).")
 flags.DEFINE_list("modern_learning_rates", ["0.01", "0.03"],
                   "Candidate learning rates for the 'modern' condition (both activations).")

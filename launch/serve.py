@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 
 from absl import app, flags
@@ -35,27 +36,32 @@ Without a server, `python -m launch.predict --saved_model=<export_dir>/<version>
 runs the same signature in-process."""
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("export_dir", "saved_models/alexnet",
-                    "Model base path holding numbered versions (launch.export's --export_dir).")
-flags.DEFINE_string("model_name", None, "Name clients use in URLs and ModelSpecs; default the "
-                    "export_dir's last component.")
-flags.DEFINE_integer("grpc_port", 8500, "gRPC port (PredictionService, ModelService).")
-flags.DEFINE_integer("rest_port", 8501, "REST port (/v1/models/<name>:predict, ...).")
-flags.DEFINE_string("versions", "latest:1", "Version policy: latest:N (the N highest), all, "
-                    "or specific:1,2 (only those).")
-flags.DEFINE_string("config_dir", None, "Where the generated config files go; default "
-                    "<export_dir>/../<model_name>_serving_config.")
-flags.DEFINE_enum("runner", "auto", ["auto", "local", "docker"],
-                  "auto: the local binary if on the PATH, else Docker.")
-flags.DEFINE_string("docker_image", "tensorflow/serving:latest",
-                    "Image for the Docker runner (use a -gpu tag with --docker_gpus).")
-flags.DEFINE_bool("docker_gpus", False, "Pass --gpus=all to docker run.")
-flags.DEFINE_integer("max_batch_size", 32, "Server-side batching: largest batch formed.")
-flags.DEFINE_integer("batch_timeout_micros", 5000, "Server-side batching: longest wait for a "
-                     "batch to fill, in microseconds.")
-flags.DEFINE_integer("num_batch_threads", None, "Threads running batches; default the CPU count.")
-flags.DEFINE_integer("max_enqueued_batches", 100, "Queue bound; beyond it requests are refused.")
-flags.DEFINE_bool("dry_run", False, "Write the configs and print the command, do not run it.")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so that importing this module
+    (tests, other tools) cannot clash with another tool's flags."""
+    flags.DEFINE_string("export_dir", "saved_models/alexnet",
+                        "Model base path holding numbered versions (launch.export's --export_dir).")
+    flags.DEFINE_string("model_name", None, "Name clients use in URLs and ModelSpecs; default the "
+                        "export_dir's last component.")
+    flags.DEFINE_integer("grpc_port", 8500, "gRPC port (PredictionService, ModelService).")
+    flags.DEFINE_integer("rest_port", 8501, "REST port (/v1/models/<name>:predict, ...).")
+    flags.DEFINE_string("versions", "latest:1", "Version policy: latest:N (the N highest), all, "
+                        "or specific:1,2 (only those).")
+    flags.DEFINE_string("config_dir", None, "Where the generated config files go; default "
+                        "<export_dir>/../<model_name>_serving_config.")
+    flags.DEFINE_enum("runner", "auto", ["auto", "local", "docker"],
+                      "auto: the local binary if on the PATH, else Docker.")
+    flags.DEFINE_string("docker_image", "tensorflow/serving:latest",
+                        "Image for the Docker runner (use a -gpu tag with --docker_gpus).")
+    flags.DEFINE_bool("docker_gpus", False, "Pass --gpus=all to docker run.")
+    flags.DEFINE_integer("max_batch_size", 32, "Server-side batching: largest batch formed.")
+    flags.DEFINE_integer("batch_timeout_micros", 5000, "Server-side batching: longest wait for a "
+                         "batch to fill, in microseconds.")
+    flags.DEFINE_integer("num_batch_threads", None, "Threads running batches; default the CPU count.")
+    flags.DEFINE_integer("max_enqueued_batches", 100, "Queue bound; beyond it requests are refused.")
+    flags.DEFINE_bool("dry_run", False, "Write the configs and print the command, do not run it.")
 
 
 def version_policy_text(policy: str) -> str:
@@ -116,6 +122,19 @@ def find_runner(requested: str, which=shutil.which) -> str | None:
     if requested in ("auto", "docker") and which("docker"):
         return "docker"
     return None
+
+
+def docker_daemon_problem(timeout: float = 20.0) -> str | None:
+    """None when `docker info` answers, else docker's own complaint (a
+    docker client without a running daemon is common on CI machines)."""
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, text=True,
+                                timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if result.returncode == 0:
+        return None
+    return (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
 
 
 def build_command(runner: str, *, export_dir: str, model_name: str, config_dir: str,
@@ -208,8 +227,15 @@ def main(argv):
     sys.stdout.flush()
     if FLAGS.dry_run:
         return 0
+    if runner == "docker":
+        problem = docker_daemon_problem()
+        if problem:
+            print(f"error: docker is installed but not usable: {problem}\n\n{INSTALL_HELP}",
+                  file=sys.stderr)
+            return 2
     os.execvp(command[0], command)  # the server takes over this process
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

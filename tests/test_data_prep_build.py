@@ -234,6 +234,7 @@ def test_cli_flagfile_and_strict_exit_code(synthetic, tmp_path):
     assert run.returncode == 1, run.stderr
     assert f"found {found} = written {found - 1} + skipped 1" in run.stderr
     assert "awkward_corrupt.JPEG" in run.stderr and "--strict" in run.stderr
+    assert f"{found}/{found} images" in run.stderr and "images/s, ETA" in run.stderr
     again = subprocess.run(
         [sys.executable, "-m", "data_prep.build_tfrecords", f"--flagfile={flagfile}"],
         cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)

@@ -216,3 +216,17 @@ def test_higher_quality_gives_larger_files():
     low = convert.convert(data, quality=50).encoded
     high = convert.convert(data, quality=95).encoded
     assert len(high) > len(low)
+
+
+def test_ycck_jpeg_in_the_adobe_convention():
+    """YCCK JPEGs (Adobe transform 2) as Photoshop writes them: inverted CMYK.
+    libjpeg-turbo writes YCCK from CMYK input; inverting first gives Adobe's
+    convention, which real CMYK/YCCK photos use."""
+    rgb = np.zeros((300, 400, 3), np.uint8)
+    rgb[:150], rgb[150:] = (20, 180, 60), COLOUR
+    cmyk = np.asarray(Image.fromarray(rgb).convert("CMYK"))
+    data = simplejpeg.encode_jpeg(np.ascontiguousarray(255 - cmyk), quality=95, colorspace="CMYK")
+    assert simplejpeg.decode_jpeg_header(data)[2] == "YCCK"
+    out = convert.convert(data, size=32).pixels.astype(np.float64)
+    np.testing.assert_allclose(out[2:14].reshape(-1, 3).mean(0), (20, 180, 60), atol=4)
+    np.testing.assert_allclose(out[18:30].reshape(-1, 3).mean(0), COLOUR, atol=4)

@@ -249,3 +249,11 @@ def test_truncated_archive_member_fails_to_read(tmp_path):
         f.truncate(last.offset + 3)
     with pytest.raises(OSError, match="truncated"):
         last.read()
+
+
+def test_oversized_file_is_refused_unread(tmp_path):
+    _write(tmp_path / "big.jpg", b"\xff\xd8\xff" + b"\0" * 1000)
+    source = layouts.SourceFile(str(tmp_path / "big.jpg"), "cat")
+    assert len(source.read()) == 1003
+    with pytest.raises(OSError, match="file too large"):
+        source.read(max_bytes=1000)

@@ -127,3 +127,11 @@ def test_no_exported_version_is_an_error(tmp_path):
     result = _run_serve(bin_dir, f"--export_dir={tmp_path / 'nothing'}", "--dry_run")
     assert result.returncode == 1
     assert "no exported versions" in result.stderr
+
+
+def test_docker_without_daemon_is_reported_not_run(export_dir, tmp_path):
+    bin_dir = _fake_bin(tmp_path, "docker")  # `docker info` fails like a client with no daemon
+    result = _run_serve(bin_dir, f"--export_dir={export_dir}")
+    assert result.returncode == 2
+    assert "docker is installed but not usable: should not run" in result.stderr
+    assert "command: docker run" in result.stdout  # said what it would have run

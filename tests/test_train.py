@@ -74,3 +74,14 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     # Resuming that model_dir with another architecture is refused up front.
     with pytest.raises(ValueError, match="model_config.json differs"):
         train(_config(data_dir, model_dir, model={"width": 0.125}))
+
+
+def test_mixed_float16_trains_with_loss_scaling(data_dir, tmp_path):
+    summary = train(_config(data_dir, tmp_path / "run", steps_per_epoch=2,
+                            validation_steps=1, mixed_precision="mixed_float16"))
+    assert summary["step"] == 2 and math.isfinite(summary["train_loss"])
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "run")))
+    scale_keys = [k for k, _ in tf.train.list_variables(tf.train.latest_checkpoint(
+        str(tmp_path / "run"))) if "dynamic_scale" in k]
+    assert scale_keys  # the loss scale is part of the checkpoint
+    assert all(v.dtype == "float32" for v in [reader.get_tensor(k) for k in scale_keys])

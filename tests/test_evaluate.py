@@ -1,0 +1,96 @@
+"""Evaluation: 1-crop and 10-crop top-1/top-5 error and the ensemble average,
+checked against the same figures computed by hand in numpy."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import checkpoints, input_pipeline, labels, preprocessing
+from alexnet_tf.evaluate import evaluate
+from alexnet_tf.model import build_alexnet
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+NUM_CLASSES = 6  # more than 5, so top-5 is not trivially right
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data_dir = write_tiny_dataset(root / "data", num_classes=NUM_CLASSES, train_per_class=1,
+                                  val_per_class=3, size=80)
+    model_dirs = []
+    for seed in (1, 2):  # two untrained He-initialized models: varied predictions
+        keras.utils.set_random_seed(seed)
+        config = {"num_classes": NUM_CLASSES, **TINY_MODEL, "init": "he"}
+        model = build_alexnet(**config)
+        model_dir = str(root / f"model{seed}")
+        os.makedirs(os.path.join(model_dir, "best"))
+        checkpoints.write_model_config(model_dir, config)
+        tf.train.Checkpoint(model=model).save(os.path.join(model_dir, "best", "ckpt"))
+        model_dirs.append(model_dir)
+    return data_dir, model_dirs
+
+
+def _by_hand(data_dir, model_dirs, crops):
+    """Softmax per model (averaged over crops made here in numpy), then errors."""
+    size = TINY_MODEL["image_size"]
+    images, targets = [], []
+    raw = tf.data.TFRecordDataset(input_pipeline.list_shards(data_dir, "validation"))
+    for record in raw:
+        example = tf.train.Example.FromString(record.numpy())
+        encoded = example.features.feature["image/encoded"].bytes_list.value[0]
+        targets.append(example.features.feature["image/class/label"].int64_list.value[0])
+        image = preprocessing.resize_shorter_side(tf.io.decode_jpeg(encoded, channels=3)).numpy()
+        h, w = image.shape[:2]
+        boxes = [((h - size) // 2, (w - size) // 2)]
+        if crops == 10:
+            boxes = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size)] + boxes
+        views = [image[t:t + size, l:l + size] for t, l in boxes]
+        if crops == 10:
+            views += [v[:, ::-1] for v in views]
+        images.append(np.stack(views))
+    images, targets = np.stack(images), np.array(targets)
+    per_model = []
+    for model_dir in model_dirs:
+        model = checkpoints.restore_model(model_dir, "best")
+        probs = model.predict(images.reshape(-1, size, size, 3), verbose=0)
+        per_model.append(probs.reshape(len(targets), crops, -1).mean(axis=1))
+
+    def errors(probs):
+        ranked = np.argsort(-probs, axis=1)
+        return (float(np.mean(ranked[:, 0] != targets)),
+                float(np.mean([t not in r[:5] for t, r in zip(targets, ranked)])))
+    return [errors(p) for p in per_model], errors(np.mean(per_model, axis=0)), len(targets)
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_errors_match_a_by_hand_computation(setup, crops, tmp_path):
+    data_dir, model_dirs = setup
+    out = str(tmp_path / "eval.json")
+    result = evaluate(data_dir, model_dirs, crops=crops, batch_size=5, output_json=out)
+    singles, ensemble, count = _by_hand(data_dir, model_dirs, crops)
+    assert result["images"] == count == NUM_CLASSES * 3
+    for row, (top1, top5) in zip(result["models"], singles):
+        assert (row["top1_error"], row["top5_error"]) == pytest.approx((top1, top5))
+        assert "/best/ckpt-1" in row["checkpoint"]
+    assert (result["ensemble"]["top1_error"], result["ensemble"]["top5_error"]) == \
+        pytest.approx(ensemble)
+    assert result["ensemble"]["models"] == 2
+    assert "2 CNNs" in result["table"] and "Top-5 (val)" in result["table"]
+    with open(out) as f:
+        assert json.load(f)["models"][0]["checkpoint"] == result["models"][0]["checkpoint"]
+
+
+def test_a_model_with_other_classes_is_refused(setup, tmp_path):
+    data_dir, model_dirs = setup
+    other = labels.LabelMap.from_wnids([f"n9{i:07d}" for i in range(NUM_CLASSES)])
+    other.write(os.path.join(model_dirs[0], labels.LABELS_FILENAME))
+    try:
+        with pytest.raises(ValueError, match="differ from the data's"):
+            evaluate(data_dir, model_dirs[:1], crops=1)
+    finally:
+        os.remove(os.path.join(model_dirs[0], labels.LABELS_FILENAME))

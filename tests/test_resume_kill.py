@@ -1,0 +1,75 @@
+"""Kill -9 a training run mid-way, run the same command again: it resumes
+from the latest checkpoint, the step count continues, and the finished run's
+loss curve (from its TensorBoard logs) has no jump back to the start."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import tb_logs
+from tiny_data import write_tiny_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 40
+KILL_AFTER_CHECKPOINT = 10
+
+
+def _command(data_dir, model_dir):
+    # He init at lr 0.001: the loss spikes in the first steps, then falls; a
+    # run restarted from scratch would show that spike again.
+    return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
+            f"--steps_per_epoch={TOTAL_STEPS}", "--validation_steps=1",
+            "--checkpoint_every_steps=5", "--log_every_steps=1", "--keep_checkpoints=2",
+            "--image_size=67", "--width=0.0625", "--init=he", "--dropout=0",
+            "--learning_rate=0.001", "--shuffle_buffer=64", "--seed=1"]
+
+
+def _latest_step(model_dir):
+    path = tf.train.latest_checkpoint(model_dir)
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_then_rerun_resumes_without_a_jump(tmp_path):
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+    model_dir = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    command = _command(data_dir, model_dir)
+
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while _latest_step(model_dir) < KILL_AFTER_CHECKPOINT:
+        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint appeared in time"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = _latest_step(model_dir)
+    assert KILL_AFTER_CHECKPOINT <= killed_at < TOTAL_STEPS
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resumed_at = int(second.stdout.split("resuming at step ", 1)[1].split()[0])
+    assert resumed_at == killed_at
+    assert f"step {TOTAL_STEPS}/{TOTAL_STEPS}" in second.stdout
+
+    final = tf.train.latest_checkpoint(model_dir)
+    assert final.endswith(f"ckpt-{TOTAL_STEPS}")
+    reader = tf.train.load_checkpoint(final)
+    # The optimizer's own counter ran on from the checkpoint, not from zero.
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == TOTAL_STEPS
+
+    curve = dict(tb_logs.read_scalars(os.path.join(model_dir, "logs"))["train"]["loss"])
+    assert sorted(curve) == list(range(1, TOTAL_STEPS + 1))
+    start_spike = max(curve[s] for s in range(1, 8))
+    after_resume = max(curve[s] for s in range(resumed_at + 1, min(resumed_at + 8, TOTAL_STEPS + 1)))
+    assert after_resume < 0.25 * start_spike, (start_spike, after_resume)
+    assert curve[TOTAL_STEPS] < 0.25 * start_spike
