@@ -3,7 +3,8 @@
 #   make test         install into .venv, then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= cpu,test
+EXTRAS ?= cpu,figures,serving,test
+SERVING_API ?= tensorflow-serving-api==2.21.*
 PY := $(VENV)/bin/python
 ARGS ?=
 
@@ -15,6 +16,8 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	# --no-deps: it asks for the full `tensorflow`; tensorflow-cpu provides the same module.
+	$(PY) -m pip install --quiet --no-deps '$(SERVING_API)'
 	touch $@
 
 quickstart: install

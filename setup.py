@@ -28,6 +28,12 @@ setup(
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "devkit": ["scipy>=1.10"],        # reads the ILSVRC devkit's meta.mat
         "figures": ["matplotlib>=3.7"],   # launch.figures, launch.reproduce_relu_tanh
-        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.10", "matplotlib>=3.7"],
+        # The gRPC client and the export's warm-up file also need
+        # tensorflow-serving-api, installed with --no-deps (see the Makefile):
+        # it declares a dependency on the full `tensorflow` package, which
+        # would pull a second TensorFlow next to tensorflow-cpu.
+        "serving": ["grpcio>=1.24.3", "protobuf>=6.31.1,<8"],
+        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.10", "matplotlib>=3.7",
+                 "grpcio>=1.24.3", "protobuf>=6.31.1,<8"],
     },
 )

@@ -58,6 +58,9 @@ INITS = ("paper", "caffe", "he")
 # Paper section 5: biases 1 in these layers ("accelerates the early stages of
 # learning by providing the ReLUs with positive inputs"), 0 elsewhere.
 _POSITIVE_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
+# ImageNet's per-channel pixel standard deviation on the 0..255 scale
+# (about 0.226 * 255), for the "he" initialization of conv1.
+_PIXEL_STD = 57.6
 
 
 def _initializers(init: str, layer: str):
@@ -70,6 +73,13 @@ def _initializers(init: str, layer: str):
         return (keras.initializers.RandomNormal(0.0, 0.01),
                 keras.initializers.Constant(0.1 if positive else 0.0))
     if init == "he":
+        if layer == "conv1":
+            # He et al. assume unit-scale inputs; this model sees 0..255 pixels
+            # minus the mean. Plain He would carry that scale (~60) through
+            # every layer, and SGD at the paper's lr 0.01 diverged to NaN in a
+            # few steps; dividing by the pixel std makes conv1's output unit-scale.
+            return (keras.initializers.VarianceScaling(2.0 / _PIXEL_STD ** 2, "fan_in"),
+                    keras.initializers.Zeros())
         if layer == "fc8":  # small logits at the start: loss near log(classes)
             return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Zeros()
         return keras.initializers.HeNormal(), keras.initializers.Zeros()

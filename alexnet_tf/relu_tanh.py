@@ -156,7 +156,9 @@ class TrainingRun:
         self.optimizer = keras.optimizers.SGD(learning_rate, momentum=MOMENTUM)
         self._mean = tf.constant(norm.mean_image)
         self._inv_scale = tf.constant(1.0 / norm.scale)
-        self._train_step = tf.function(self._step)
+        # No tensor-dependent Python control flow in the step, so no autograph
+        # (which would also re-read this file's source when it traces).
+        self._train_step = tf.function(self._step, autograph=False)
         self.images, self.labels = images, labels
         self.batch_size = min(batch_size, len(images))
         self.steps_per_epoch = len(images) // self.batch_size

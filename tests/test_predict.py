@@ -185,7 +185,7 @@ def test_saved_model_in_process_matches_server_path(saved_model, rest_server, im
     for a, b in zip(local, remote):
         assert a["top_k_wnids"] == b["top_k_wnids"]
         np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-6)
-    with pytest.raises(predict.PredictError, match="empty string"):
+    with pytest.raises(predict.PredictError, match="empty string|Input is empty"):
         predict.saved_model_predict(saved_model, [b""])
 
 

@@ -31,8 +31,8 @@ def encode(array, fmt="JPEG", **kwargs) -> bytes:
 
 
 def decoded(jpeg: bytes) -> np.ndarray:
-    """The reference full decode (same libjpeg as every op under test)."""
-    return tf.io.decode_jpeg(jpeg, channels=3).numpy()
+    """The reference full decode (same libjpeg and IDCT as every op under test)."""
+    return tf.io.decode_jpeg(jpeg, channels=3, dct_method=pp.JPEG_DCT_METHOD).numpy()
 
 
 def in_tf_data(fn, *values):

@@ -24,24 +24,28 @@ def _config(data_dir, model_dir, **overrides):
                   checkpoint_every_steps=100, shuffle_buffer=64, seed=1,
                   learning_rate=0.001)
     values.update(overrides)
-    # He init learns the colours within a few dozen steps at lr 0.001; the
-    # model's default init starts flat (see alexnet_tf.model).
+    # He init learns the colours within a few dozen steps at a small rate;
+    # the model's default init starts flat (see alexnet_tf.model).
     return TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
                        model=ModelConfig(**{**TINY_MODEL, "init": "he", "dropout": 0.0,
                                             **model}), **values)
 
 
-def test_loss_falls_and_the_run_is_logged(data_dir, tmp_path, capsys):
+def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
+    # Images at the input size, light noise, no PCA lighting: little left to
+    # chance, so the run learns the same way every time.
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, size=67, noise=10.0)
     model_dir = tmp_path / "run"
-    summary = train(_config(data_dir, model_dir, steps_per_epoch=40))
+    summary = train(_config(data_dir, model_dir, steps_per_epoch=40, learning_rate=0.0003,
+                            lighting_stddev=0.0))
 
     assert summary["step"] == 40
     curve = tb_logs.read_scalars(str(model_dir / "logs"))
     losses = [v for _, v in curve["train"]["loss"]]
     assert [s for s, _ in curve["train"]["loss"]] == list(range(5, 41, 5))
     chance = math.log(3)
-    # Below the loss of a chance-level guess, and far below the start.
-    assert losses[-1] < 0.8 * chance < losses[0], losses
+    # Well below the loss of a chance-level guess, and far below the start.
+    assert losses[-1] < 0.5 * chance < losses[0], losses
     assert summary["val_top1_error"] < 0.5  # chance is 2/3
     for tag in ("top1_error", "top5_error", "learning_rate", "images_per_second"):
         assert tag in curve["train"], tag
