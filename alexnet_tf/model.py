@@ -35,7 +35,7 @@ for it, and XLA-compiled graphs break TensorFlow Serving.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import keras
 from absl import logging
@@ -75,9 +75,9 @@ def _initializers(init: str, layer: str):
     if init == "he":
         if layer == "conv1":
             # He et al. assume unit-scale inputs; this model sees 0..255 pixels
-            # minus the mean. Plain He would carry that scale (~60) through
-            # every layer, and SGD at the paper's lr 0.01 diverged to NaN in a
-            # few steps; dividing by the pixel std makes conv1's output unit-scale.
+            # minus the mean. Plain He carries that scale (~60) through every
+            # layer (initial logit std ~10); dividing by the pixel std makes
+            # conv1's output, and so every later layer's, unit-scale.
             return (keras.initializers.VarianceScaling(2.0 / _PIXEL_STD ** 2, "fan_in"),
                     keras.initializers.Zeros())
         if layer == "fc8":  # small logits at the start: loss near log(classes)
@@ -114,11 +114,16 @@ class AlexNet(keras.Model):
       init: "caffe" (default): N(0, 0.01) weights, biases 0.1 where the paper
         uses 1. "paper": section 5's N(0, 0.01), biases 1 in conv2, conv4,
         conv5, fc6, fc7, 0 elsewhere. "he": He-normal weights, zero biases,
-        N(0, 0.01) fc8. The default is caffe's because the paper's init did
-        not learn in short runs: on 10 ImageNet classes it stayed at chance
-        for about 10 epochs (biases of 1 feed constant activations forward
-        while the 0.01 weights shrink the image signal layer after layer),
-        whereas caffe's learned from epoch 1 and He from the first epochs.
+        conv1 scaled for 0..255 inputs, N(0, 0.01) fc8. The default is
+        caffe's because it is the one that learned here. The paper's stayed at chance for about 10 epochs on 10
+        ImageNet classes (issue 3's prototype); at init its fc7 features
+        barely depend on the image (biases of 1 dominate while the 0.01
+        weights shrink the image signal layer by layer: between-image std
+        0.017 against a mean of 1.04), and 25 SGD steps (lr 0.01, momentum
+        0.9, batch 20, 40 Imagenette images) ended at chance. Caffe's
+        reached 40% training accuracy in the same 25 steps. "he" diverged to
+        NaN at lr 0.01 in that check (so did plain He-normal, which also
+        died at chance at lr 0.001): it needs a smaller learning rate.
       tower_devices: None (no placement), "auto" (see
         `placement.resolve_tower_devices`) or one device per tower. Not part
         of `get_config`: placement is a property of the running process, so
@@ -279,21 +284,31 @@ class _Builder:
                 outputs.append(OnDevice(make(name), device, name=name)(x))
         return outputs
 
+    # Initializers are made afresh for every tower: an unseeded Keras
+    # initializer instance returns the same values each time it is called, so
+    # sharing one would start both towers as identical twins.
     def conv(self, layer, xs, filters, kernel, strides=1, padding="same"):
         # conv6 (extra_conv) is initialised like the conv5 it follows.
-        kernel_init, bias_init = _initializers(self.init, "conv5" if layer == "conv6" else layer)
+        init_layer = "conv5" if layer == "conv6" else layer
         per_tower = filters // self.towers
-        return self._apply(lambda name: keras.layers.Conv2D(
-            per_tower, kernel, strides=strides, padding=padding,
-            activation=self.activation, kernel_initializer=kernel_init,
-            bias_initializer=bias_init, name=name), layer, xs)
+
+        def make(name):
+            kernel_init, bias_init = _initializers(self.init, init_layer)
+            return keras.layers.Conv2D(
+                per_tower, kernel, strides=strides, padding=padding,
+                activation=self.activation, kernel_initializer=kernel_init,
+                bias_initializer=bias_init, name=name)
+        return self._apply(make, layer, xs)
 
     def dense(self, layer, x, units, activation):
-        kernel_init, bias_init = _initializers(self.init, layer)
         sizes = iter(_split(units, self.towers))
-        return self._apply(lambda name: keras.layers.Dense(
-            next(sizes), activation=activation, kernel_initializer=kernel_init,
-            bias_initializer=bias_init, name=name), layer, [x] * self.towers)
+
+        def make(name):
+            kernel_init, bias_init = _initializers(self.init, layer)
+            return keras.layers.Dense(
+                next(sizes), activation=activation, kernel_initializer=kernel_init,
+                bias_initializer=bias_init, name=name)
+        return self._apply(make, layer, [x] * self.towers)
 
     def pool(self, layer, xs):
         return self._apply(lambda name: keras.layers.MaxPooling2D(

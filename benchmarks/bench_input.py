@@ -6,7 +6,7 @@ the way data prep stores them (shorter side to 256 antialiased, centre crop
 or `--records_dir` with existing `train-*` shards.
 
 Pipelines (batch 128, from the shard files, repeated):
-  baseline      parse + full decode_jpeg + random 224 crop + flip
+  baseline      parse + full decode_jpeg (same IDCT) + random 224 crop + flip
   fused_crop    parse + decode_and_crop_jpeg (random 224 window) + flip
   training      `input_pipeline.make_train_dataset` as training runs it:
                 file shuffle, interleave, 10k shuffle buffer, label check,
@@ -37,7 +37,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -111,7 +110,8 @@ def baseline(data_dir: str, batch_size: int, fused: bool) -> tf.data.Dataset:
         if fused:
             image = preprocessing.random_crop_jpeg(encoded)
         else:
-            image = tf.image.decode_jpeg(encoded, channels=3)
+            image = tf.image.decode_jpeg(encoded, channels=3,
+                                         dct_method=preprocessing.JPEG_DCT_METHOD)
             image = tf.image.random_crop(image, [224, 224, 3])
             image = tf.cast(image, tf.float32)
         return preprocessing.random_flip(image), tf.cast(parsed[records.LABEL], tf.int32)

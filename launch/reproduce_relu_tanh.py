@@ -21,41 +21,46 @@ from alexnet_tf import records, relu_tanh
 from data_prep import build_tfrecords
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "CIFAR-10 TFRecords dir, or a raw folder with "
-                    "train/<class>/*.jpg (converted into <out_dir>/records first by data_prep.build_tfrecords).")
-flags.DEFINE_string("out_dir", None, "Where results.json, results.md, figure1.png go.")
-flags.DEFINE_list("conditions", list(relu_tanh.CONDITIONS),
-                  "Which conditions to run: 'paper' (N(0,0.01) init, 0..255 inputs "
-                  "minus the mean image) and/or 'modern' (He/Glorot init, standardized inputs).")
-flags.DEFINE_list("paper_learning_rates", ["0.003", "0.01"],
-                  "Candidate learning rates for the 'paper' condition (both activations).")
-flags.DEFINE_list("modern_learning_rates", ["0.01", "0.03"],
-                  "Candidate learning rates for the 'modern' condition (both activations).")
-flags.DEFINE_float("target_error", 0.25, "Training error to reach (Figure 1: 25%).")
-flags.DEFINE_float("max_epochs", 20, "Epoch cap per run; a run that misses it counts "
-                   "as not reaching the target.")
-flags.DEFINE_integer("batch_size", 128, "Minibatch size (the paper's 128).")
-flags.DEFINE_integer("evals_per_epoch", 5, "Training-error measurements per epoch "
-                     "(5 = cuda-convnet's 10,000-image batches on 50,000 images).")
-flags.DEFINE_float("prune_after_epochs", None, "If set, after this many epochs only "
-                   "the learning rate with the lowest training error trains on (a cheaper "
-                   "sweep); default: every rate races to the target.")
-flags.DEFINE_integer("max_train_images", None, "Use a random subset of this many "
-                     "training images (quick runs); default: all.")
-flags.DEFINE_integer("init_seed", 0, "Seed of the weight init, the minibatch order and "
-                     "the --max_train_images subset (the same for every run).")
-flags.DEFINE_integer("image_size", 32, "Side of the stored images (CIFAR-10: 32); passed "
-                     "to the data prep when converting a raw folder.")
-flags.DEFINE_integer("train_shards", 16, "Training shards when converting a raw folder.")
-flags.DEFINE_integer("validation_shards", 4, "Validation shards when converting a raw folder.")
-flags.DEFINE_list("merge_from", None, "Instead of training: merge the results.json of "
-                  "these out_dirs (e.g. one per --conditions, run in parallel) into "
-                  "--out_dir and redraw the table and figure; a results.json saved mid-run "
-                  "counts as far as it got (unfinished runs marked 'interrupted').")
-flags.mark_flags_as_required(["out_dir"])
-flags.register_multi_flags_validator(
-    ["data_dir", "merge_from"], lambda v: v["data_dir"] is not None or bool(v["merge_from"]),
-    message="--data_dir is required (unless --merge_from is given)")
+
+
+def define_flags() -> None:
+    """Defined only when run as a program (no clash with other tools' flags)."""
+    flags.DEFINE_string("data_dir", None, "CIFAR-10 TFRecords dir, or a raw folder with "
+                        "train/<class>/*.jpg (converted into <out_dir>/records first by data_prep.build_tfrecords).")
+    flags.DEFINE_string("out_dir", None, "Where results.json, results.md, figure1.png go.")
+    flags.DEFINE_list("conditions", list(relu_tanh.CONDITIONS),
+                      "Which conditions to run: 'paper' (N(0,0.01) init, 0..255 inputs "
+                      "minus the mean image) and/or 'modern' (He/Glorot init, standardized inputs).")
+    flags.DEFINE_list("paper_learning_rates", ["0.003", "0.01"],
+                      "Candidate learning rates for the 'paper' condition (both activations).")
+    flags.DEFINE_list("modern_learning_rates", ["0.01", "0.03"],
+                      "Candidate learning rates for the 'modern' condition (both activations).")
+    flags.DEFINE_float("target_error", 0.25, "Training error to reach (Figure 1: 25%).")
+    flags.DEFINE_float("max_epochs", 20, "Epoch cap per run; a run that misses it counts "
+                       "as not reaching the target.")
+    flags.DEFINE_integer("batch_size", 128, "Minibatch size (the paper's 128).")
+    flags.DEFINE_integer("evals_per_epoch", 5, "Training-error measurements per epoch "
+                         "(5 = cuda-convnet's 10,000-image batches on 50,000 images).")
+    flags.DEFINE_float("prune_after_epochs", None, "If set, after this many epochs only "
+                       "the learning rate with the lowest training error trains on (a cheaper "
+                       "sweep); default: every rate races to the target.")
+    flags.DEFINE_integer("max_train_images", None, "Use a random subset of this many "
+                         "training images (quick runs); default: all.")
+    flags.DEFINE_integer("init_seed", 0, "Seed of the weight init, the minibatch order and "
+                         "the --max_train_images subset (the same for every run).")
+    flags.DEFINE_integer("image_size", 32, "Side of the stored images (CIFAR-10: 32); passed "
+                         "to the data prep when converting a raw folder.")
+    flags.DEFINE_integer("train_shards", 16, "Training shards when converting a raw folder.")
+    flags.DEFINE_integer("validation_shards", 4, "Validation shards when converting a raw folder.")
+    flags.DEFINE_list("merge_from", None, "Instead of training: merge the results.json of "
+                      "these out_dirs (e.g. one per --conditions, run in parallel) into "
+                      "--out_dir and redraw the table and figure; a results.json saved mid-run "
+                      "counts as far as it got (unfinished runs marked 'interrupted').")
+    flags.mark_flags_as_required(["out_dir"])
+    flags.register_multi_flags_validator(
+        ["data_dir", "merge_from"], lambda v: v["data_dir"] is not None or bool(v["merge_from"]),
+        message="--data_dir is required (unless --merge_from is given)")
+
 
 def has_records(data_dir: str) -> bool:
     return bool(glob.glob(records.shard_pattern(data_dir, records.TRAIN_PREFIX)))
@@ -135,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

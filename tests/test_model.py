@@ -180,6 +180,11 @@ def test_initializations(init, positive_bias, kernel_std):
     assert model.get_layer("fc8_a").layer.kernel.numpy().std() == pytest.approx(0.01, rel=0.1)
 
 
+def test_he_init_scales_conv1_for_0_255_pixels():
+    kernel = build_alexnet(init="he", **SMALL).get_layer("conv1_a").layer.kernel.numpy()
+    assert kernel.std() == pytest.approx(math.sqrt(2 / (11 * 11 * 3)) / 57.6, rel=0.1)
+
+
 def test_default_init_is_caffe():
     assert build_alexnet(**SMALL).get_config()["init"] == "caffe"
 
@@ -216,3 +221,13 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     assert loaded.get_config() == model.get_config()
     x = np.random.default_rng(1).uniform(0, 255, (3, 67, 67, 3)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_towers_start_from_different_random_weights():
+    """Each tower draws its own initial weights (a shared unseeded Keras
+    initializer would hand both towers the same values)."""
+    model = build_alexnet(num_classes=10, image_size=67, width=0.0625)
+    for layer in ("conv1", "conv3", "fc6", "fc7", "fc8"):
+        a = model.get_layer(f"{layer}_a").get_weights()[0]
+        b = model.get_layer(f"{layer}_b").get_weights()[0]
+        assert a.shape == b.shape and not np.array_equal(a, b), layer
