@@ -30,10 +30,12 @@ def _check_labels(model_dir: str, data_labels: labels.LabelMap, num_classes: int
 
 
 def _correct(probabilities: np.ndarray, labels_: np.ndarray, k: int) -> int:
-    """How many labels are among the k most probable classes."""
-    k = min(k, probabilities.shape[-1])
-    top = np.argpartition(-probabilities, k - 1, axis=-1)[:, :k]
-    return int(np.sum(np.any(top == labels_[:, None], axis=-1)))
+    """How many labels are among the k most probable classes. Ties count in
+    the label's favour, as `tf.math.in_top_k` (used in training) does:
+    right when fewer than k classes are strictly more probable."""
+    label_probs = probabilities[np.arange(len(labels_)), labels_]
+    above = np.sum(probabilities > label_probs[:, None], axis=-1)
+    return int(np.sum(above < k))
 
 
 def evaluate(data_dir: str, model_dirs: Sequence[str], *, crops: int = 10,

@@ -27,9 +27,24 @@ def conv1_kernels(model: keras.Model) -> list[np.ndarray]:
     return [model.get_layer(n).get_weights()[0] for n in towers]
 
 
+def spread_over_classes(labels: np.ndarray, count: int) -> list[int]:
+    """Indices of `count` examples taking the classes in turn (validation
+    shards may be sorted by class: the first few images would all be one)."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    queues = list(by_class.values())
+    chosen = []
+    while len(chosen) < min(count, len(labels)):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return chosen
+
+
 def render(model: keras.Model, data_dir: str, out_dir: str, model_dir: str | None = None,
            num_top5: int = 8, num_queries: int = 5, num_neighbours: int = 6,
-           max_train_images: int | None = None) -> dict[str, str]:
+           max_train_images: int | None = None, candidate_pool: int = 256) -> dict[str, str]:
     """Writes every figure it can; returns {figure name: png path}."""
     os.makedirs(out_dir, exist_ok=True)
     label_map = labels.LabelMap.read(os.path.join(model_dir or data_dir, labels.LABELS_FILENAME))
@@ -44,11 +59,12 @@ def render(model: keras.Model, data_dir: str, out_dir: str, model_dir: str | Non
     emit("figure3_kernels", figures.kernel_grid(conv1_kernels(model)))
 
     crop_size = model.input_shape[1]
-    images, truth = next(iter(input_pipeline.make_eval_dataset(data_dir, num_top5,
-                                                               crop_size=crop_size)))
+    pool_images, pool_labels = next(iter(input_pipeline.make_eval_dataset(
+        data_dir, candidate_pool, crop_size=crop_size)))
+    chosen = spread_over_classes(pool_labels.numpy(), num_top5)
+    images, truth = pool_images.numpy()[chosen], pool_labels.numpy()[chosen]
     probs = model(images, training=False).numpy()
-    emit("figure4_top5", figures.top5_figure(images.numpy(), probs, truth.numpy(),
-                                             label_map.names))
+    emit("figure4_top5", figures.top5_figure(images, probs, truth, label_map.names))
 
     feature_dir = os.path.join(out_dir, "features")
     try:
@@ -57,7 +73,7 @@ def render(model: keras.Model, data_dir: str, out_dir: str, model_dir: str | Non
         features.extract_features(model, data_dir, "train", feature_dir,
                                   max_images=max_train_images)
         db, db_rows = features.load_features(feature_dir, "train")
-    query_images = images.numpy()[:num_queries]
+    query_images = images[:num_queries]
     query_feats = features.feature_model(model)(query_images, training=False).numpy()
     nearest, _ = features.nearest_neighbours(query_feats, db, k=min(num_neighbours, len(db)))
     neighbour_images = np.stack([features.read_record_images(

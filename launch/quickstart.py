@@ -33,7 +33,7 @@ def define_flags() -> None:
                         "(default: a synthetic one is made in <out_dir>/raw).")
     flags.DEFINE_string("export_dir", "saved_models/alexnet_quickstart",
                         "SavedModel base folder; the next free version is written under it.")
-    flags.DEFINE_integer("epochs", 6, "Training epochs.")
+    flags.DEFINE_integer("epochs", 8, "Training epochs.")
     flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
     flags.DEFINE_integer("batch_size", 32, "Training batch size (the paper's is 128).")
     flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate (the paper's).")
@@ -51,7 +51,7 @@ class QuickstartConfig:
     out_dir: str = "quickstart_out"
     data_dir: str | None = None
     export_dir: str = "saved_models/alexnet_quickstart"
-    epochs: int = 6
+    epochs: int = 8
     steps_per_epoch: int | None = None
     batch_size: int = 32
     learning_rate: float = 0.01

@@ -47,3 +47,9 @@ def test_render_writes_every_figure_from_a_tiny_model(tmp_path):
             tags.update(v.tag for v in event.summary.value
                         if v.metadata.plugin_data.plugin_name == "images")
     assert tags == set(written)
+
+
+def test_spread_over_classes_takes_classes_in_turn():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    assert paper_figures.spread_over_classes(labels, 5) == [0, 4, 6, 1, 5]
+    assert paper_figures.spread_over_classes(labels, 10) == [0, 4, 6, 1, 5, 2, 3]
