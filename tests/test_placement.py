@@ -182,7 +182,9 @@ def test_weights_move_between_placed_and_unplaced_builds(placed_model, tmp_path)
 
 
 def test_resolve_tower_devices(caplog):
-    caplog.set_level(logging.INFO)
+    # The absl logger's own level too: a test that parsed absl flags earlier in
+    # this process has set it from --verbosity (WARNING by default).
+    caplog.set_level(logging.INFO, logger="absl")
     if not tf.config.list_logical_devices("GPU"):
         assert placement.resolve_tower_devices("auto") is None
         assert "Tower placement: none" in caplog.text
