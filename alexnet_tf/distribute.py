@@ -24,11 +24,22 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 
+def mirrored_strategy(devices: Sequence[str] = ()) -> tf.distribute.MirroredStrategy:
+    """A MirroredStrategy whose collective keys cannot collide with an earlier
+    one's in this process. Every MirroredStrategy starts its group and instance
+    keys at the same numbers, and the collective executor remembers a key's
+    tensor shape: a second strategy over the same devices (a second run, a
+    test) then fails with "Shape mismatch in the collective instance 100".
+    TensorFlow's own tests move the key base the same way."""
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    return tf.distribute.MirroredStrategy(devices=list(devices) or None)
+
+
 def make_strategy(name: str, devices: Sequence[str] = ()) -> tf.distribute.Strategy:
     if name in ("default", "towers"):
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices=list(devices) or None)
+        return mirrored_strategy(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "

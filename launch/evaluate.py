@@ -15,21 +15,26 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data_dir", None, "Folder with the TFRecord shards and labels.txt.",
-                    required=True)
-flags.DEFINE_multi_string("model_dir", None, "A training model_dir; repeat the flag to "
-                          "average several models' softmax outputs.", required=True)
-flags.DEFINE_enum("crops", "10", ["1", "10"], "1: the centre crop; 10: four corners, "
-                  "centre and their mirror images, softmax averaged (section 4.1).")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of each model_dir: the "
-                  "best by validation top-1 error, or the latest.")
-flags.DEFINE_enum("split", "validation", ["validation", "train"], "Split to evaluate.")
-flags.DEFINE_integer("batch_size", 128, "Images per batch (times 10 with --crops=10).")
-flags.DEFINE_integer("label_offset", 0, "Subtracted from stored labels: 1 reads "
-                     "tensorflow/models' 1-based records.")
-flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches.")
-flags.DEFINE_string("output_json", None, "Where the figures go; default "
-                    "<first model_dir>/eval_<split>_<crops>crop.json.")
+
+def define_flags() -> None:
+    """Defined only when run as a program, so importing this module cannot
+    clash with another tool's flags in the same process."""
+
+    flags.DEFINE_string("data_dir", None, "Folder with the TFRecord shards and labels.txt.",
+                        required=True)
+    flags.DEFINE_multi_string("model_dir", None, "A training model_dir; repeat the flag to "
+                              "average several models' softmax outputs.", required=True)
+    flags.DEFINE_enum("crops", "10", ["1", "10"], "1: the centre crop; 10: four corners, "
+                      "centre and their mirror images, softmax averaged (section 4.1).")
+    flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of each model_dir: the "
+                      "best by validation top-1 error, or the latest.")
+    flags.DEFINE_enum("split", "validation", ["validation", "train"], "Split to evaluate.")
+    flags.DEFINE_integer("batch_size", 128, "Images per batch (times 10 with --crops=10).")
+    flags.DEFINE_integer("label_offset", 0, "Subtracted from stored labels: 1 reads "
+                         "tensorflow/models' 1-based records.")
+    flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches.")
+    flags.DEFINE_string("output_json", None, "Where the figures go; default "
+                        "<first model_dir>/eval_<split>_<crops>crop.json.")
 
 
 def main(argv):
@@ -48,4 +53,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -17,75 +17,80 @@ from alexnet_tf.config import LR_SCHEDULES, MIXED_PRECISION, STRATEGIES, ModelCo
 
 FLAGS = flags.FLAGS
 
-# Data and output.
-flags.DEFINE_string("data_dir", None, "Folder with the data prep's TFRecord shards, "
-                    "labels.txt and stats.json.", required=True)
-flags.DEFINE_string("model_dir", None, "Folder for checkpoints, TensorBoard logs "
-                    "(logs/train, logs/validation) and model_config.json; an existing "
-                    "one is resumed.", required=True)
-flags.DEFINE_integer("label_offset", 0, "Subtracted from stored labels: 1 reads "
-                     "tensorflow/models' 1-based records.")
-flags.DEFINE_float("lighting_stddev", 0.1, "Std of the PCA lighting's alpha (section "
-                   "4.1); 0 turns the colour augmentation off.")
-flags.DEFINE_integer("shuffle_buffer", 10_000, "Training examples in the shuffle buffer.")
-flags.DEFINE_integer("seed", None, "Seeds the file order and the shuffle buffer.")
 
-# Optimizer and schedule (section 5).
-flags.DEFINE_integer("batch_size", 128, "Global batch size (summed over replicas).")
-flags.DEFINE_integer("epochs", 90, "Training epochs.")
-flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 0.0005, "Weight decay, applied as the paper's rule "
-                   "v <- 0.9 v - wd * lr * w - lr * grad.")
-flags.DEFINE_enum("lr_schedule", "plateau", LR_SCHEDULES, "plateau: divide the rate by 10 "
-                  "when the validation top-1 error stops improving; step: at --step_epochs.")
-flags.DEFINE_integer("plateau_patience", 3, "Epochs without a better validation top-1 "
-                     "error before the rate is divided by 10.")
-flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest drop of the validation error "
-                   "that counts as an improvement.")
-flags.DEFINE_integer("max_lr_drops", 3, "At most this many divisions by 10 (the paper: 3).")
-flags.DEFINE_list("step_epochs", ["30", "60", "80"], "Epochs where the step schedule "
-                  "divides the rate by 10.")
+def define_flags() -> None:
+    """Defined only when run as a program, so importing this module cannot
+    clash with another tool's flags in the same process."""
 
-# Run length, checkpoints, logs.
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: training "
-                     "images // batch_size.")
-flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (short runs).")
-flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; default: "
-                     "the whole validation split.")
-flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint interval in steps "
-                     "(a checkpoint is also written at each epoch end).")
-flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept (plus the best).")
-flags.DEFINE_integer("log_every_steps", 100, "Progress line and TensorBoard interval.")
+    # Data and output.
+    flags.DEFINE_string("data_dir", None, "Folder with the data prep's TFRecord shards, "
+                        "labels.txt and stats.json.", required=True)
+    flags.DEFINE_string("model_dir", None, "Folder for checkpoints, TensorBoard logs "
+                        "(logs/train, logs/validation) and model_config.json; an existing "
+                        "one is resumed.", required=True)
+    flags.DEFINE_integer("label_offset", 0, "Subtracted from stored labels: 1 reads "
+                         "tensorflow/models' 1-based records.")
+    flags.DEFINE_float("lighting_stddev", 0.1, "Std of the PCA lighting's alpha (section "
+                       "4.1); 0 turns the colour augmentation off.")
+    flags.DEFINE_integer("shuffle_buffer", 10_000, "Training examples in the shuffle buffer.")
+    flags.DEFINE_integer("seed", None, "Seeds the file order and the shuffle buffer.")
 
-# Parallelism and numerics.
-flags.DEFINE_enum("strategy", "default", STRATEGIES, "default: one device; towers: the "
-                  "paper's two-tower model parallelism; mirrored: data parallel over "
-                  "local GPUs; multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
-flags.DEFINE_list("devices", [], "mirrored: the devices to use (default: all local GPUs).")
-flags.DEFINE_list("tower_devices", [], "towers: the two devices of towers A and B "
-                  "(default: /GPU:0,/GPU:1 when visible).")
-flags.DEFINE_enum("mixed_precision", "", MIXED_PRECISION, "Keras dtype policy; "
-                  "mixed_float16 adds loss scaling. Off by default (CPU).")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+    # Optimizer and schedule (section 5).
+    flags.DEFINE_integer("batch_size", 128, "Global batch size (summed over replicas).")
+    flags.DEFINE_integer("epochs", 90, "Training epochs.")
+    flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.")
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_float("weight_decay", 0.0005, "Weight decay, applied as the paper's rule "
+                       "v <- 0.9 v - wd * lr * w - lr * grad.")
+    flags.DEFINE_enum("lr_schedule", "plateau", LR_SCHEDULES, "plateau: divide the rate by 10 "
+                      "when the validation top-1 error stops improving; step: at --step_epochs.")
+    flags.DEFINE_integer("plateau_patience", 3, "Epochs without a better validation top-1 "
+                         "error before the rate is divided by 10.")
+    flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest drop of the validation error "
+                       "that counts as an improvement.")
+    flags.DEFINE_integer("max_lr_drops", 3, "At most this many divisions by 10 (the paper: 3).")
+    flags.DEFINE_list("step_epochs", ["30", "60", "80"], "Epochs where the step schedule "
+                      "divides the rate by 10.")
 
-# Fine-tuning (section 6).
-flags.DEFINE_string("init_from", "", "Start from this checkpoint (model_dir, best/ or "
-                    "prefix) or .keras file: compatible layers are copied, the "
-                    "classifier re-initialized when the class count differs.")
+    # Run length, checkpoints, logs.
+    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: training "
+                         "images // batch_size.")
+    flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (short runs).")
+    flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; default: "
+                         "the whole validation split.")
+    flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint interval in steps "
+                         "(a checkpoint is also written at each epoch end).")
+    flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints kept (plus the best).")
+    flags.DEFINE_integer("log_every_steps", 100, "Progress line and TensorBoard interval.")
 
-# Model (None keeps build_alexnet's default).
-flags.DEFINE_enum("activation", None, ["relu", "tanh"], "Activation (model default relu).")
-flags.DEFINE_bool("lrn", None, "Local response normalization (model default on).")
-flags.DEFINE_bool("overlapping_pool", None, "3x3/2 pooling, else 2x2/2 (model default on).")
-flags.DEFINE_integer("towers", None, "2 towers as the paper, or 1 column (model default 2).")
-flags.DEFINE_float("width", None, "Scales the conv1-conv4 kernel counts (model default 1).")
-flags.DEFINE_float("dropout", None, "Dropout rate of fc6/fc7 (model default 0.5).")
-flags.DEFINE_bool("extra_conv", None, "Section 6's sixth convolutional layer (model "
-                  "default off).")
-flags.DEFINE_string("init", None, "Weight initialization: paper, caffe or he (model "
-                    "default: see alexnet_tf.model).")
-flags.DEFINE_integer("image_size", None, "Input size (model default 224).")
+    # Parallelism and numerics.
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "default: one device; towers: the "
+                      "paper's two-tower model parallelism; mirrored: data parallel over "
+                      "local GPUs; multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+    flags.DEFINE_list("devices", [], "mirrored: the devices to use (default: all local GPUs).")
+    flags.DEFINE_list("tower_devices", [], "towers: the two devices of towers A and B "
+                      "(default: /GPU:0,/GPU:1 when visible).")
+    flags.DEFINE_enum("mixed_precision", "", MIXED_PRECISION, "Keras dtype policy; "
+                      "mixed_float16 adds loss scaling. Off by default (CPU).")
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+
+    # Fine-tuning (section 6).
+    flags.DEFINE_string("init_from", "", "Start from this checkpoint (model_dir, best/ or "
+                        "prefix) or .keras file: compatible layers are copied, the "
+                        "classifier re-initialized when the class count differs.")
+
+    # Model (None keeps build_alexnet's default).
+    flags.DEFINE_enum("activation", None, ["relu", "tanh"], "Activation (model default relu).")
+    flags.DEFINE_bool("lrn", None, "Local response normalization (model default on).")
+    flags.DEFINE_bool("overlapping_pool", None, "3x3/2 pooling, else 2x2/2 (model default on).")
+    flags.DEFINE_integer("towers", None, "2 towers as the paper, or 1 column (model default 2).")
+    flags.DEFINE_float("width", None, "Scales the conv1-conv4 kernel counts (model default 1).")
+    flags.DEFINE_float("dropout", None, "Dropout rate of fc6/fc7 (model default 0.5).")
+    flags.DEFINE_bool("extra_conv", None, "Section 6's sixth convolutional layer (model "
+                      "default off).")
+    flags.DEFINE_string("init", None, "Weight initialization: paper, caffe or he (model "
+                        "default: see alexnet_tf.model).")
+    flags.DEFINE_integer("image_size", None, "Input size (model default 224).")
 
 
 def config_from_flags() -> TrainConfig:
@@ -119,4 +124,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -64,11 +64,22 @@ def _by_hand(data_dir, model_dirs, crops):
         per_model.append(probs.reshape(len(targets), crops, -1).mean(axis=1))
 
     def errors(probs):
-        # rank of the true class = classes strictly more probable (ties count
-        # in its favour, as tf.math.in_top_k does)
-        ranks = [int(np.sum(p > p[t])) for p, t in zip(probs, targets)]
-        return float(np.mean([r >= 1 for r in ranks])), float(np.mean([r >= 5 for r in ranks]))
+        """(top-1, top-5) error as (low, high) bounds: a class within 1e-6 of
+        the true one's probability may rank either way, since the model's
+        float sums differ in the last bits between batch sizes; ties count
+        in the true class's favour, as tf.math.in_top_k does."""
+        gap = 1e-6
+        strict = np.array([int(np.sum(p > p[t] + gap)) for p, t in zip(probs, targets)])
+        loose = np.array([int(np.sum(p > p[t] - gap)) - 1  # minus the true class itself
+                          for p, t in zip(probs, targets)])
+        return [(float(np.mean(strict >= k)), float(np.mean(loose >= k))) for k in (1, 5)]
     return [errors(p) for p in per_model], errors(np.mean(per_model, axis=0)), len(targets)
+
+
+def _assert_within(row, bounds, count):
+    for key, (low, high) in zip(("top1_error", "top5_error"), bounds):
+        assert high - low <= 1.0 / count + 1e-9, f"{key}: too many near-ties to check"
+        assert low - 1e-9 <= row[key] <= high + 1e-9, (key, row[key], low, high)
 
 
 @pytest.mark.parametrize("crops", [1, 10])
@@ -78,11 +89,10 @@ def test_errors_match_a_by_hand_computation(setup, crops, tmp_path):
     result = evaluate(data_dir, model_dirs, crops=crops, batch_size=5, output_json=out)
     singles, ensemble, count = _by_hand(data_dir, model_dirs, crops)
     assert result["images"] == count == NUM_CLASSES * 3
-    for row, (top1, top5) in zip(result["models"], singles):
-        assert (row["top1_error"], row["top5_error"]) == pytest.approx((top1, top5))
+    for row, bounds in zip(result["models"], singles):
+        _assert_within(row, bounds, count)
         assert "/best/ckpt-1" in row["checkpoint"]
-    assert (result["ensemble"]["top1_error"], result["ensemble"]["top5_error"]) == \
-        pytest.approx(ensemble)
+    _assert_within(result["ensemble"], ensemble, count)
     assert result["ensemble"]["models"] == 2
     assert "2 CNNs" in result["table"] and "Top-5 (val)" in result["table"]
     with open(out) as f:

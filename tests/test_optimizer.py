@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from alexnet_tf import distribute
 from alexnet_tf.optimizer import PaperSGD
 
 LR, MOMENTUM, WD = 0.1, 0.9, 0.05  # a large decay so its effect is far above float error
@@ -168,7 +169,7 @@ def test_mirrored_strategy_matches_one_device():
         grads = tape.gradient(loss, single.trainable_variables)
         single_opt.apply_gradients(zip(grads, single.trainable_variables))
 
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = distribute.mirrored_strategy(devices)
     with strategy.scope():
         mirrored = tiny_model()
         mirrored_opt = PaperSGD(LR, momentum=MOMENTUM, weight_decay=WD)
