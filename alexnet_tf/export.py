@@ -87,7 +87,7 @@ class ServingModule(tf.Module):
         # One functional view sharing the model's layers (and so its
         # variables): probabilities and fc7 from a single forward pass.
         self._model = _Untracked(keras.Model(
-            model.inputs,
+            model.input,
             {"probabilities": model.output,
              FEATURES: model.get_layer(FEATURES_LAYER).output},
             name=f"{model.name}_serving"))

@@ -24,7 +24,7 @@ FEATURES_LAYER = "fc7"
 
 def feature_model(model: keras.Model) -> keras.Model:
     """The trained model cut at fc7 (post-ReLU, before dropout)."""
-    return keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output,
+    return keras.Model(model.input, model.get_layer(FEATURES_LAYER).output,
                        name=f"{model.name}_fc7")
 
 

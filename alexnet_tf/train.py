@@ -175,7 +175,7 @@ def _train(config: TrainConfig) -> dict:
         model = checkpoints.build_model_from_config(model_kwargs, tower_devices)
         optimizer = make_optimizer(config)
         optimizer.build(model.trainable_variables)
-    logits_model = keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
+    logits_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
     schedule = schedules.make_schedule(config)
     ckpts = checkpoints.TrainingCheckpoints(config.model_dir, model, optimizer, schedule,
                                             keep=config.keep_checkpoints, write_dir=out_dir)
