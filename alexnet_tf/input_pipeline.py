@@ -1,9 +1,10 @@
 """tf.data input pipelines over the TFRecord shards (training and evaluation).
 
 Training (section 4.1 augmentation): seeded file-level shuffle -> parallel
-interleave of the shards -> shuffle buffer -> parse + `train_image` (random
-224 crop decoded with `decode_and_crop_jpeg`, random flip, PCA lighting) ->
-batch (drop_remainder) -> prefetch, AUTOTUNE throughout and repeated forever.
+interleave of the shards -> shuffle buffer -> parse + random 224 crop decoded
+with `decode_and_crop_jpeg` + random flip (uint8) -> batch (drop_remainder)
+-> PCA lighting per batch (one alpha per image; also the float cast) ->
+prefetch, AUTOTUNE throughout and repeated forever.
 
 Evaluation: the shards in file order, not shuffled nor repeated, parse +
 `eval_image` (centre crop) or `ten_crops` (section 4.1's test-time crops),
@@ -207,21 +208,23 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
 
     stats = resolve_rgb_stats(data_dir, rgb_stats) if lighting_stddev > 0 else None
 
-    def augment(path, serialized):
+    def crop_and_flip(path, serialized):
         encoded, label = _parse(path, serialized, label_offset=label_offset,
                                 num_classes=num_classes)
-        if stats is None:
-            image = preprocessing.train_image(encoded, crop_size=crop_size)
-        else:
-            image = preprocessing.train_image(
-                encoded, stats.eigval, stats.eigvec, crop_size=crop_size,
-                lighting_stddev=lighting_stddev)
-        return image, label
+        return preprocessing.random_crop_and_flip(encoded, crop_size), label
 
-    dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE,
+    def light(images, labels_):
+        # Per batch (one alpha per image): see preprocessing.pca_lighting_batch.
+        if stats is None:
+            return tf.cast(images, tf.float32), labels_
+        return preprocessing.pca_lighting_batch(
+            images, stats.eigval, stats.eigvec, lighting_stddev), labels_
+
+    dataset = dataset.map(crop_and_flip, num_parallel_calls=AUTOTUNE,
                           deterministic=deterministic)
     dataset = dataset.batch(per_replica_batch_size(batch_size, input_context),
                             drop_remainder=True)
+    dataset = dataset.map(light, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return _finish(dataset, deterministic=deterministic,
                    own_sharding=input_context is not None)
 

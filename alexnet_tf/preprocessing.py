@@ -153,42 +153,60 @@ def random_flip(image: tf.Tensor, seed=None) -> tf.Tensor:
 
 def pca_lighting(image: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
                  seed=None) -> tf.Tensor:
-    """Section 4.1's colour augmentation: adds sum_i p_i * alpha_i * lambda_i
-    to every pixel, alpha_i ~ N(0, stddev) drawn once per image.
+    """Section 4.1's colour augmentation on one image [H, W, 3]: adds
+    sum_i p_i * alpha_i * lambda_i to every pixel, alpha_i ~ N(0, stddev)
+    drawn once per image. float32.
 
     `eigval` (3,) and `eigvec` (3, 3, columns are p_i) as in
     `dataset_stats.RGBStats` (data prep's stats.json): eigval is on the
     lighting scale fixed there, so the shift is in 0..255 pixel units.
     """
+    return pca_lighting_batch(image[tf.newaxis], eigval, eigvec, stddev, seed)[0]
+
+
+def pca_lighting_batch(images: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
+                       seed=None) -> tf.Tensor:
+    """`pca_lighting` for a batch [B, H, W, 3] (uint8 or float), one alpha per
+    image; float32. The training pipeline runs it after batching: one cast and
+    one add per batch cost far less than per-image ops, and the batch is
+    assembled from uint8 crops (a quarter of the bytes of float32)."""
     eigval = tf.constant(eigval, tf.float32)
     eigvec = tf.constant(eigvec, tf.float32)
-    alpha = tf.random.normal([3], stddev=stddev, seed=seed)
-    delta = tf.linalg.matvec(eigvec, alpha * eigval)  # [3]: one RGB shift
-    return _add_rgb(image, delta)
+    alpha = tf.random.normal([tf.shape(images)[0], 3], stddev=stddev, seed=seed)
+    delta = tf.linalg.matmul(alpha * eigval, eigvec, transpose_b=True)  # [B, 3] RGB shifts
+    return _add_rgb(tf.cast(images, tf.float32), delta)
 
 
-def _add_rgb(image: tf.Tensor, rgb: tf.Tensor) -> tf.Tensor:
-    """image [H, W, 3] + rgb [3] at every pixel.
+def _add_rgb(images: tf.Tensor, rgb: tf.Tensor) -> tf.Tensor:
+    """images [B, H, W, 3] + rgb [B, 3] at every pixel of each image.
 
-    Done as [H, W*3] + a tiled [W*3] row: TF's CPU kernel for broadcasting a
-    3-vector over [H, W, 3] costs about as much as decoding the crop, while
-    broadcasting a long row is as cheap as a scalar add (bench_input.py).
+    Done as [B, H, W*3] + a tiled [B, 1, W*3] row: TF's CPU kernel for
+    broadcasting a 3-vector over [..., W, 3] costs about as much as decoding
+    the crop, while broadcasting a long row is as cheap as a scalar add
+    (bench_input.py).
     """
-    width = tf.shape(image)[-2]
-    rows = tf.reshape(image, [-1, width * 3])
-    result = tf.reshape(rows + tf.tile(rgb, [width]), tf.shape(image))
-    result.set_shape(image.shape)
+    width = tf.shape(images)[2]
+    rows = tf.reshape(images, [tf.shape(images)[0], -1, width * 3])
+    shifted = rows + tf.tile(rgb, [1, width])[:, tf.newaxis, :]
+    result = tf.reshape(shifted, tf.shape(images))
+    result.set_shape(images.shape)
     return result
+
+
+def random_crop_and_flip(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
+                         seed=None) -> tf.Tensor:
+    """The geometric part of the training view, uint8: a random crop_size
+    square (decode_and_crop_jpeg) and a random horizontal flip."""
+    return random_flip(_random_crop_jpeg_uint8(image_bytes, crop_size, seed), seed)
 
 
 def train_image(image_bytes: tf.Tensor, eigval=None, eigvec=None,
                 crop_size: int = CROP_SIZE, lighting_stddev: float = 0.1,
                 seed=None) -> tf.Tensor:
-    """The training view: random crop, random flip, PCA lighting (if given).
-    float32 0..255 (the lighting can take values a little outside it)."""
-    # Flipped while still uint8: cheaper, and the same pixels.
-    image = random_flip(_random_crop_jpeg_uint8(image_bytes, crop_size, seed), seed)
-    image = tf.cast(image, tf.float32)
+    """The training view of one image: random crop, random flip, PCA lighting
+    (if given). float32 0..255 (the lighting can go a little outside it). The
+    input pipeline runs the same two steps, the lighting per batch."""
+    image = random_crop_and_flip(image_bytes, crop_size, seed)
     if eigval is not None and lighting_stddev > 0:
-        image = pca_lighting(image, eigval, eigvec, lighting_stddev, seed)
-    return image
+        return pca_lighting(image, eigval, eigvec, lighting_stddev, seed)
+    return tf.cast(image, tf.float32)

@@ -6,11 +6,13 @@ the way data prep stores them (shorter side to 256 antialiased, centre crop
 or `--records_dir` with existing `train-*` shards.
 
 Pipelines (batch 128, from the shard files, repeated):
-  baseline      parse + full decode_jpeg (same IDCT) + random 224 crop + flip
-  fused_crop    parse + decode_and_crop_jpeg (random 224 window) + flip
+  baseline      parse + full decode_jpeg (same IDCT) + random 224 crop + flip,
+                batched as uint8 (no float cast)
+  fused_crop    parse + decode_and_crop_jpeg (random 224 window) + flip, uint8
   training      `input_pipeline.make_train_dataset` as training runs it:
                 file shuffle, interleave, 10k shuffle buffer, label check,
-                decode_and_crop_jpeg, flip, PCA lighting.
+                decode_and_crop_jpeg, flip, then per batch the float cast
+                and the PCA lighting.
 
 Per core: the process is pinned to one CPU (`os.sched_setaffinity`), TF's
 inter/intra-op pools get one thread, and every dataset gets
@@ -101,20 +103,20 @@ def one_core_options() -> tf.data.Options:
 
 
 def baseline(data_dir: str, batch_size: int, fused: bool) -> tf.data.Dataset:
-    """The plain pipeline: parse, decode (whole or fused crop), crop, flip."""
+    """The plain pipeline: parse, decode (whole or fused crop), crop, flip;
+    uint8 out (no cast, no lighting): the cheapest a reader can be."""
     files = input_pipeline.list_shards(data_dir, "train")
 
     def prepare(serialized):
         parsed = records.parse_example(serialized)
         encoded = parsed[records.ENCODED]
         if fused:
-            image = preprocessing.random_crop_jpeg(encoded)
+            image = preprocessing.random_crop_and_flip(encoded)
         else:
             image = tf.image.decode_jpeg(encoded, channels=3,
                                          dct_method=preprocessing.JPEG_DCT_METHOD)
-            image = tf.image.random_crop(image, [224, 224, 3])
-            image = tf.cast(image, tf.float32)
-        return preprocessing.random_flip(image), tf.cast(parsed[records.LABEL], tf.int32)
+            image = preprocessing.random_flip(tf.image.random_crop(image, [224, 224, 3]))
+        return image, tf.cast(parsed[records.LABEL], tf.int32)
 
     dataset = tf.data.TFRecordDataset(files).repeat()
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
