@@ -8,7 +8,7 @@ SERVING_API ?= tensorflow-serving-api==2.21.*
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install quickstart test bench clean
+.PHONY: install quickstart test clean
 
 install: $(VENV)/.installed
 
