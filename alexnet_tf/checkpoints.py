@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from typing import Optional
 
 import keras
@@ -138,10 +137,6 @@ def read_best_info(model_dir: str) -> dict:
         return {}
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def remove_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
