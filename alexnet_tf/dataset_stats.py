@@ -59,6 +59,19 @@ class RGBStats:
                    tuple(tuple(float(v) for v in row) for row in eigvec))
 
 
+def split_counts_to_json(images: int, per_class: dict[str, int]) -> dict:
+    """One split's entry of stats.json's "splits" section (data prep writes it)."""
+    return {"images": int(images), "per_class": dict(per_class)}
+
+
+def split_image_count(stats: dict, split: str) -> int | None:
+    """Images of `split` ('train' / 'validation') in a stats.json dict, from
+    its "splits" section: {"splits": {split: {"images": N, ...}}}; None when
+    the file does not say."""
+    entry = stats.get("splits", {}).get(split)
+    return int(entry["images"]) if isinstance(entry, dict) and "images" in entry else None
+
+
 def read_stats(path: str) -> dict:
     """The whole stats.json as a dict (counts and RGB figures)."""
     if os.path.isdir(path):

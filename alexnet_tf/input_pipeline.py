@@ -86,17 +86,7 @@ def _count_from_stats(data_dir: str, split: str) -> int | None:
     path = os.path.join(data_dir, dataset_stats.STATS_FILENAME)
     if not tf.io.gfile.exists(path):
         return None
-    stats = dataset_stats.read_stats(path)
-    # Accepted layouts: {"counts": {"train": N}} / {"splits": {"train": N}} /
-    # {"splits"|"counts": {"train": {"images"|"count"|"total": N}}} / {"train": {...}}.
-    for section in (stats.get("counts"), stats.get("splits"), stats):
-        entry = section.get(split) if isinstance(section, dict) else None
-        if isinstance(entry, dict):
-            entry = next((entry[k] for k in ("images", "count", "total", "num_examples")
-                          if isinstance(entry.get(k), int)), None)
-        if isinstance(entry, int) and not isinstance(entry, bool):
-            return entry
-    return None
+    return dataset_stats.split_image_count(dataset_stats.read_stats(path), split)
 
 
 def resolve_rgb_stats(data_dir: str, rgb_stats=None) -> dataset_stats.RGBStats:

@@ -36,7 +36,7 @@ from typing import TextIO
 from absl import app, flags
 
 from alexnet_tf import records
-from alexnet_tf.dataset_stats import STATS_FILENAME, rgb_stats_to_json
+from alexnet_tf.dataset_stats import STATS_FILENAME, rgb_stats_to_json, split_counts_to_json
 from alexnet_tf.labels import LABELS_FILENAME
 from data_prep import convert, layouts, sharding, stats, writer
 
@@ -344,9 +344,9 @@ def _finish(config: BuildConfig, listing: layouts.Listing,
     listing.label_map.write(os.path.join(out, LABELS_FILENAME))
     stats_json = {
         "image_size": config.image_size,
-        "splits": {split: {"images": per_split[split]["written"],
-                           "per_class": {w: class_counts.get(split, {}).get(w, 0)
-                                         for w in listing.label_map.wnids}}
+        "splits": {split: split_counts_to_json(
+            per_split[split]["written"],
+            {w: class_counts.get(split, {}).get(w, 0) for w in listing.label_map.wnids})
                    for split in per_split},
         "num_classes": len(listing.label_map),
     }

@@ -55,3 +55,11 @@ def test_imagenet_defaults_are_orthonormal():
     v = np.asarray(dataset_stats.IMAGENET_EIGVEC)
     np.testing.assert_allclose(v.T @ v, np.eye(3), atol=2e-3)
     assert RGBStats().mean_rgb == dataset_stats.IMAGENET_MEAN_RGB
+
+
+def test_split_image_count_reads_the_splits_section():
+    from alexnet_tf.dataset_stats import split_counts_to_json, split_image_count
+    stats = {"splits": {"train": split_counts_to_json(12, {"n1": 5, "n2": 7})}}
+    assert split_image_count(stats, "train") == 12
+    assert split_image_count(stats, "validation") is None
+    assert split_image_count({}, "train") is None

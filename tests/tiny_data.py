@@ -59,6 +59,6 @@ def write_tiny_dataset(data_dir, num_classes: int = 3, train_per_class: int = 16
     stats = dataset_stats.RGBStats.from_moments(count, pixel_sum, outer_sum)
     with open(os.path.join(data_dir, dataset_stats.STATS_FILENAME), "w") as f:
         json.dump({"rgb": dataset_stats.rgb_stats_to_json(stats),
-                   "counts": {"train": num_classes * train_per_class,
-                              "validation": num_classes * val_per_class}}, f)
+                   "splits": {"train": {"images": num_classes * train_per_class},
+                              "validation": {"images": num_classes * val_per_class}}}, f)
     return data_dir
