@@ -3,8 +3,10 @@
 Training (section 4.1 augmentation): seeded file-level shuffle -> parallel
 interleave of the shards -> shuffle buffer -> parse + random 224 crop decoded
 with `decode_and_crop_jpeg` + random flip (uint8) -> batch (drop_remainder)
--> PCA lighting per batch (one alpha per image; also the float cast) ->
-prefetch, AUTOTUNE throughout and repeated forever.
+-> the PCA lighting's per-image RGB shifts drawn per batch -> prefetch,
+AUTOTUNE throughout and repeated forever. Batches leave as uint8 crops plus
+their [B, 3] shifts; the train step adds them (`training_images`), so the
+float cast and the add run on the accelerator, not in the input threads.
 
 Evaluation: the shards in file order, not shuffled nor repeated, parse +
 `eval_image` (centre crop) or `ten_crops` (section 4.1's test-time crops),
@@ -43,6 +45,10 @@ DEFAULT_SHUFFLE_BUFFER = 10_000
 DEFAULT_CYCLE_LENGTH = 16
 _READ_BUFFER_BYTES = 8 << 20
 _READ_BLOCK = 16  # records handed over at a time by each shard reader
+
+# Keys of a training batch's features (see make_train_dataset).
+IMAGE = "image"
+LIGHTING = "lighting"
 
 _PREFIXES = {"train": records.TRAIN_PREFIX,
              "validation": records.VALIDATION_PREFIX}
@@ -168,7 +174,10 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
                        num_classes: int | None = None,
                        lighting_stddev: float = 0.1,
                        cycle_length: int = DEFAULT_CYCLE_LENGTH) -> tf.data.Dataset:
-    """The training input: repeated (float32 [B, crop, crop, 3] 0..255, int32 [B]).
+    """The training input, repeated: (features, int32 labels [B]) with
+    features {IMAGE: uint8 [B, crop, crop, 3], LIGHTING: float32 [B, 3]}, the
+    crops and their PCA lighting shifts in 0..255 pixel units. Turn them into
+    the model's float32 input with `training_images` (in the train step).
 
     Args:
         data_dir: folder with `train-?????-of-?????` shards (and stats.json).
@@ -203,20 +212,26 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
                                 num_classes=num_classes)
         return preprocessing.random_crop_and_flip(encoded, crop_size), label
 
-    def light(images, labels_):
-        # Per batch (one alpha per image): see preprocessing.pca_lighting_batch.
-        if stats is None:
-            return tf.cast(images, tf.float32), labels_
-        return preprocessing.pca_lighting_batch(
-            images, stats.eigval, stats.eigvec, lighting_stddev), labels_
+    def add_lighting(images, labels_):
+        count = tf.shape(images)[0]
+        shifts = (tf.zeros([count, 3]) if stats is None else preprocessing.lighting_shifts(
+            count, stats.eigval, stats.eigvec, lighting_stddev))
+        return {IMAGE: images, LIGHTING: shifts}, labels_
 
     dataset = dataset.map(crop_and_flip, num_parallel_calls=AUTOTUNE,
                           deterministic=deterministic)
     dataset = dataset.batch(per_replica_batch_size(batch_size, input_context),
                             drop_remainder=True)
-    dataset = dataset.map(light, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.map(add_lighting, num_parallel_calls=AUTOTUNE,
+                          deterministic=deterministic)
     return _finish(dataset, deterministic=deterministic,
                    own_sharding=input_context is not None)
+
+
+def training_images(features) -> tf.Tensor:
+    """A training batch's features -> the model's float32 input: the crops
+    with their lighting shifts added, section 4.1's training view."""
+    return preprocessing.apply_lighting(features[IMAGE], features[LIGHTING])
 
 
 def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,

@@ -161,20 +161,29 @@ def pca_lighting(image: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
     `dataset_stats.RGBStats` (data prep's stats.json): eigval is on the
     lighting scale fixed there, so the shift is in 0..255 pixel units.
     """
-    return pca_lighting_batch(image[tf.newaxis], eigval, eigvec, stddev, seed)[0]
+    shift = lighting_shifts(1, eigval, eigvec, stddev, seed)
+    return apply_lighting(image[tf.newaxis], shift)[0]
 
 
-def pca_lighting_batch(images: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
-                       seed=None) -> tf.Tensor:
-    """`pca_lighting` for a batch [B, H, W, 3] (uint8 or float), one alpha per
-    image; float32. The training pipeline runs it after batching: one cast and
-    one add per batch cost far less than per-image ops, and the batch is
-    assembled from uint8 crops (a quarter of the bytes of float32)."""
+def lighting_shifts(batch_size, eigval, eigvec, stddev: float = 0.1,
+                    seed=None) -> tf.Tensor:
+    """Section 4.1's per-image RGB shifts, float32 [B, 3]: sum_i p_i * alpha_i
+    * lambda_i with alpha_i ~ N(0, stddev) drawn once per image.
+
+    The training input draws these in tf.data and leaves the per-pixel add
+    to the train step (`apply_lighting`, on the accelerator): the input
+    threads then move uint8 crops only, a quarter of float32's bytes.
+    """
     eigval = tf.constant(eigval, tf.float32)
     eigvec = tf.constant(eigvec, tf.float32)
-    alpha = tf.random.normal([tf.shape(images)[0], 3], stddev=stddev, seed=seed)
-    delta = tf.linalg.matmul(alpha * eigval, eigvec, transpose_b=True)  # [B, 3] RGB shifts
-    return _add_rgb(tf.cast(images, tf.float32), delta)
+    alpha = tf.random.normal([batch_size, 3], stddev=stddev, seed=seed)
+    return tf.linalg.matmul(alpha * eigval, eigvec, transpose_b=True)
+
+
+def apply_lighting(images: tf.Tensor, shifts: tf.Tensor) -> tf.Tensor:
+    """images [B, H, W, 3] (uint8 or float) + shifts [B, 3] -> float32: the
+    float cast and the lighting's add in one pass over the batch."""
+    return _add_rgb(tf.cast(images, tf.float32), tf.cast(shifts, tf.float32))
 
 
 def _add_rgb(images: tf.Tensor, rgb: tf.Tensor) -> tf.Tensor:

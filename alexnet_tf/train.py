@@ -219,7 +219,8 @@ def _train(config: TrainConfig) -> dict:
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels_, logits)
         return losses, logits
 
-    def replica_train_step(images, labels_):
+    def replica_train_step(features, labels_):
+        images = input_pipeline.training_images(features)
         if use_towers:  # graph gradients colocated with the tower's forward ops
             losses, logits = per_example_figures(images, labels_, True)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=batch)

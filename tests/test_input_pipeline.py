@@ -68,11 +68,18 @@ def context(pipelines, pipeline_id):
 def test_train_batches_shapes_and_labels(data_dir):
     dataset = input_pipeline.make_train_dataset(
         data_dir, 5, seed=0, shuffle_buffer=8, lighting_stddev=0.0, num_classes=NUM_TRAIN)
-    assert dataset.element_spec[0].shape.as_list() == [5, 224, 224, 3]  # drop_remainder
-    assert dataset.element_spec[1].dtype == tf.int32
+    features, labels_spec = dataset.element_spec
+    # uint8 crops (drop_remainder: a static batch) and their lighting shifts.
+    assert features[input_pipeline.IMAGE].shape.as_list() == [5, 224, 224, 3]
+    assert features[input_pipeline.IMAGE].dtype == tf.uint8
+    assert features[input_pipeline.LIGHTING].shape.as_list() == [5, 3]
+    assert labels_spec.dtype == tf.int32
     seen = []
-    for images, labels in dataset.take(6):  # 30 images > 12 records: it repeats
+    for features, labels in dataset.take(6):  # 30 images > 12 records: it repeats
+        images = input_pipeline.training_images(features)
         assert images.dtype == tf.float32 and images.shape == (5, 224, 224, 3)
+        np.testing.assert_array_equal(images, tf.cast(features[input_pipeline.IMAGE],
+                                                      tf.float32))  # lighting off
         assert_images_match_labels(images, labels)
         seen.extend(labels.numpy())
     assert set(seen) == set(range(NUM_TRAIN))
@@ -82,13 +89,22 @@ def test_train_lighting_shifts_colour_per_image(data_dir):
     stats = dataset_stats.RGBStats()
     plain = input_pipeline.make_train_dataset(data_dir, 4, seed=0, lighting_stddev=0.0)
     lit = input_pipeline.make_train_dataset(data_dir, 4, seed=0, rgb_stats=stats)
-    plain_images, plain_labels = next(iter(plain))
-    lit_images, lit_labels = next(iter(lit))
+    plain_features, plain_labels = next(iter(plain))
+    lit_features, lit_labels = next(iter(lit))
     np.testing.assert_array_equal(plain_labels, lit_labels)  # same order: same seed
-    shift = (lit_images - plain_images).numpy()
-    # One RGB shift per image, the same at every pixel (crops of a flat image).
-    assert np.abs(shift - shift[:, :1, :1, :]).max() < 1e-3
-    assert np.abs(shift[:, 0, 0, :]).max() > 0.1
+    np.testing.assert_array_equal(plain_features[input_pipeline.LIGHTING], 0.0)
+    shifts = lit_features[input_pipeline.LIGHTING].numpy()
+    assert np.abs(shifts).max() > 0.1
+    # Every shift lies in the span of the eigenvectors weighted by eigenvalues:
+    # shift = eigvec @ (alpha * eigval), so alpha is recoverable and finite.
+    alpha = np.linalg.solve(np.array(stats.eigvec), shifts.T).T / np.array(stats.eigval)
+    assert np.abs(alpha).max() < 1.0  # N(0, 0.1) draws
+    # training_images adds one RGB shift per image, the same at every pixel
+    # (crops of a flat image).
+    shift = (input_pipeline.training_images(lit_features)
+             - input_pipeline.training_images(plain_features)).numpy()
+    np.testing.assert_allclose(shift, np.broadcast_to(shifts[:, None, None, :], shift.shape),
+                               atol=1e-3)
 
 
 def test_rgb_stats_are_read_from_stats_json(tmp_path):
@@ -153,7 +169,7 @@ def test_per_worker_shards_are_disjoint_and_cover(data_dir, pipelines, part_size
         train = input_pipeline.make_train_dataset(
             data_dir, 2 * pipelines, seed=3, shuffle_buffer=1, input_context=ctx,
             lighting_stddev=0.0, **small)
-        assert train.element_spec[0].shape[0] == 2  # per-replica batch
+        assert train.element_spec[1].shape[0] == 2  # per-replica batch
         train_parts.append(set(labels_of(train, 6).tolist()))  # 12 images: > 1 pass
     assert [len(part) for part in eval_parts] == part_sizes
     all_eval = np.concatenate(eval_parts)

@@ -284,3 +284,17 @@ def test_pca_lighting_alpha_is_normal_with_stddev_point_one():
     np.testing.assert_allclose(alphas.std(axis=0), 0.1, rtol=0.06)
     np.testing.assert_allclose(alphas.mean(axis=0), 0.0, atol=0.008)
     assert abs(np.corrcoef(alphas.T)[0, 1]) < 0.08  # independent per component
+
+
+def test_lighting_shifts_and_apply_lighting_split_pca_lighting_in_two():
+    # The training input draws the shifts in tf.data, the train step adds them.
+    tf.random.set_seed(5)
+    shifts = pp.lighting_shifts(4, EIGVAL, EIGVEC, stddev=0.1, seed=2).numpy()
+    tf.random.set_seed(5)  # the same draw, made by hand
+    alpha = tf.random.normal([4, 3], stddev=0.1, seed=2).numpy()
+    np.testing.assert_allclose(shifts, (EIGVEC @ (alpha * EIGVAL).T).T, rtol=1e-5, atol=1e-4)
+    crops = np.random.default_rng(0).integers(0, 256, (4, 7, 5, 3), dtype=np.uint8)
+    lit = pp.apply_lighting(tf.constant(crops), tf.constant(shifts))
+    assert lit.dtype == tf.float32
+    np.testing.assert_allclose(lit, crops.astype(np.float32) + shifts[:, None, None, :],
+                               rtol=1e-6, atol=1e-4)
