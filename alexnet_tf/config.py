@@ -22,7 +22,8 @@ class ModelConfig:
 
     `None` keeps the model's own default, so the model module stays the one
     source of truth for the architecture. `num_classes` comes from the data's
-    labels.txt and `mean_rgb` from its stats.json, not from here.
+    labels.txt and `mean_rgb` / `std_rgb` from its stats.json, not from here;
+    `standardize=False` leaves `std_rgb` out (the paper's mean-only input).
     """
 
     activation: Optional[str] = None
@@ -34,9 +35,12 @@ class ModelConfig:
     extra_conv: Optional[bool] = None
     init: Optional[str] = None
     image_size: Optional[int] = None
+    standardize: Optional[bool] = None  # None: True (the model's default)
 
     def to_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """build_alexnet kwargs, without `standardize` (see train.model_kwargs_for)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None and k != "standardize"}
 
 
 @dataclasses.dataclass

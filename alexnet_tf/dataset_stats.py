@@ -1,6 +1,8 @@
 """Dataset statistics (`stats.json`): what data prep measures, training reads.
 
-Pixel scale is 0..255 throughout. The model subtracts `mean_rgb`. The PCA
+Pixel scale is 0..255 throughout. The model subtracts `mean_rgb` (and, by
+default, divides by `std_rgb`, the per-channel standard deviation that the
+covariance below gives). The PCA
 lighting of section 4.1 needs the eigenvectors p_i and eigenvalues lambda_i of
 the 3x3 covariance of the training RGB pixels, and adds sum_i p_i alpha_i
 lambda_i to each pixel. That formula is not scale-free (lambda carries pixel
@@ -58,6 +60,18 @@ class RGBStats:
                    tuple(float(max(v, 0.0)) for v in eigval),
                    tuple(tuple(float(v) for v in row) for row in eigvec))
 
+    @property
+    def std_rgb(self) -> tuple[float, float, float]:
+        """Per-channel pixel standard deviation, 0..255 scale: the square root
+        of the covariance's diagonal, cov = P diag(eigval * 255) P^T."""
+        eigvec = np.asarray(self.eigvec, np.float64)
+        variance = (eigvec ** 2) @ (np.asarray(self.eigval, np.float64) * 255.0)
+        return tuple(float(v) for v in np.sqrt(variance))
+
+
+# The per-channel std the published PCA figures imply (about 72, 70, 74).
+IMAGENET_STD_RGB = RGBStats().std_rgb
+
 
 def split_counts_to_json(images: int, per_class: dict[str, int]) -> dict:
     """One split's entry of stats.json's "splits" section (data prep writes it)."""
@@ -95,4 +109,5 @@ def rgb_stats_to_json(stats: RGBStats) -> dict:
     """The 'rgb' section of stats.json."""
     return {"mean": list(stats.mean_rgb), "eigval": list(stats.eigval),
             "eigvec": [list(r) for r in stats.eigvec],
+            "std": list(stats.std_rgb),  # derived, for readers; not read back
             "scale": "0..255", "eigvec_layout": "columns are eigenvectors"}

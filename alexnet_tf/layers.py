@@ -58,17 +58,26 @@ class LocalResponseNormalization(keras.layers.Layer):
 
 @_register
 class MeanSubtraction(keras.layers.Layer):
-    """Subtracts a fixed per-channel mean (the training set's mean RGB, 0..255).
+    """Subtracts a fixed per-channel mean (the training set's mean RGB,
+    0..255) and, when `std` is given, divides by a fixed per-channel std.
 
-    The paper's only preprocessing besides resizing (section 2). The values
-    are a constant stored in the config, not a variable: they travel with the
+    Mean subtraction is the paper's only preprocessing besides resizing
+    (section 2); the division gives the unit-scale input that He
+    initialization assumes (see `AlexNet`'s `std_rgb`). The values are
+    constants stored in the config, not variables: they travel with the
     `.keras` file and are baked into an exported SavedModel graph, and they
     never show up among the weights a checkpoint restores.
     """
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN_RGB, **kwargs):
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN_RGB,
+                 std: Optional[Sequence[float]] = None, **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
+        if self.std is not None and (len(self.std) != len(self.mean)
+                                     or min(self.std) <= 0):
+            raise ValueError(f"{self.name}: std must be {len(self.mean)} positive "
+                             f"values, got {self.std}")
 
     def build(self, input_shape):
         if input_shape[-1] != len(self.mean):
@@ -78,13 +87,18 @@ class MeanSubtraction(keras.layers.Layer):
 
     def call(self, inputs):
         inputs = ops.cast(inputs, self.compute_dtype)
-        return inputs - ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        centred = inputs - ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        if self.std is None:
+            return centred
+        inverse = tuple(1.0 / v for v in self.std)
+        return centred * ops.convert_to_tensor(inverse, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "mean": list(self.mean)}
+        return {**super().get_config(), "mean": list(self.mean),
+                "std": None if self.std is None else list(self.std)}
 
 
 def device_scope(device: Optional[str]):

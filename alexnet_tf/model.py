@@ -5,7 +5,7 @@ Layer table for 1,000 classes (two towers, `_a` / `_b`; joins where the paper
 crosses towers)::
 
     image            224x224x3, RGB 0..255
-    mean_subtraction fixed training-set mean RGB (section 2)
+    mean_subtraction fixed training-set mean RGB (section 2), then / std RGB
     conv1_pad        2 px zeros -> 228x228 (see below)
     conv1_a/b        48+48 kernels 11x11x3 stride 4, ReLU   -> 55x55x96
     lrn1_a/b, pool1_a/b  LRN, max pool 3/2                   -> 27x27x96
@@ -35,13 +35,13 @@ for it, and XLA-compiled graphs break TensorFlow Serving.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import keras
 from absl import logging
 
 from alexnet_tf import placement
-from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB
+from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from alexnet_tf.layers import LocalResponseNormalization, MeanSubtraction, OnDevice
 
 # The layers to re-initialise when fine-tuning to a different class count
@@ -58,10 +58,6 @@ INITS = ("paper", "caffe", "he")
 # Paper section 5: biases 1 in these layers ("accelerates the early stages of
 # learning by providing the ReLUs with positive inputs"), 0 elsewhere.
 _POSITIVE_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
-# ImageNet's per-channel pixel standard deviation on the 0..255 scale
-# (about 0.226 * 255), for the "he" initialization of conv1.
-_PIXEL_STD = 57.6
-
 
 def _initializers(init: str, layer: str):
     """(kernel_initializer, bias_initializer) for one paper layer."""
@@ -72,14 +68,7 @@ def _initializers(init: str, layer: str):
     if init == "caffe":
         return (keras.initializers.RandomNormal(0.0, 0.01),
                 keras.initializers.Constant(0.1 if positive else 0.0))
-    if init == "he":
-        if layer == "conv1":
-            # He et al. assume unit-scale inputs; this model sees 0..255 pixels
-            # minus the mean. Plain He carries that scale (~60) through every
-            # layer (initial logit std ~10); dividing by the pixel std makes
-            # conv1's output, and so every later layer's, unit-scale.
-            return (keras.initializers.VarianceScaling(2.0 / _PIXEL_STD ** 2, "fan_in"),
-                    keras.initializers.Zeros())
+    if init == "he":  # for unit-scale inputs: see AlexNet's std_rgb
         if layer == "fc8":  # small logits at the start: loss near log(classes)
             return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Zeros()
         return keras.initializers.HeNormal(), keras.initializers.Zeros()
@@ -96,6 +85,10 @@ class AlexNet(keras.Model):
         tests, at least 67 so that pool5 is not empty).
       mean_rgb: per-channel mean (0..255 scale) the model subtracts; pass the
         training set's from the data prep's stats.json.
+      std_rgb: per-channel std (0..255 scale) the model then divides by, for
+        the unit-scale input "he" initialization assumes; pass
+        `RGBStats.std_rgb` of the training set. None: subtract the mean only,
+        as the paper did (use it with init="paper" or "caffe").
       activation: "relu" (section 3.1) or "tanh" (Figure 1's comparison).
       lrn: local response normalization after conv1 and conv2 (section 3.3).
       overlapping_pool: 3x3 stride-2 max pooling (section 3.4) or 2x2 stride
@@ -111,19 +104,21 @@ class AlexNet(keras.Model):
       extra_conv: section 6's variant (Table 2's "1 CNN*"): a sixth
         convolutional layer, 256 kernels 3x3 (128 per tower, own tower), after
         the last pooling layer. The paper gives no size; this is a choice.
-      init: "caffe" (default): N(0, 0.01) weights, biases 0.1 where the paper
-        uses 1. "paper": section 5's N(0, 0.01), biases 1 in conv2, conv4,
-        conv5, fc6, fc7, 0 elsewhere. "he": He-normal weights, zero biases,
-        conv1 scaled for 0..255 inputs, N(0, 0.01) fc8. The default is
-        caffe's because it is the one that learned here. The paper's stayed at chance for about 10 epochs on 10
-        ImageNet classes (issue 3's prototype); at init its fc7 features
-        barely depend on the image (biases of 1 dominate while the 0.01
-        weights shrink the image signal layer by layer: between-image std
-        0.017 against a mean of 1.04), and 25 SGD steps (lr 0.01, momentum
-        0.9, batch 20, 40 Imagenette images) ended at chance. Caffe's
-        reached 40% training accuracy in the same 25 steps. "he" diverged to
-        NaN at lr 0.01 in that check (so did plain He-normal, which also
-        died at chance at lr 0.001): it needs a smaller learning rate.
+      init: "he" (default): He-normal weights, zero biases, N(0, 0.01) fc8
+        (initial loss near log(classes)), on standardized input (std_rgb).
+        "paper": section 5's N(0, 0.01), biases 1 in conv2, conv4, conv5,
+        fc6, fc7, 0 elsewhere. "caffe": N(0, 0.01), biases 0.1 where the
+        paper has 1 (Caffe's reference AlexNet). Why "he" is the default:
+        on Imagenette (10 classes, 2,000 images, the paper's SGD at lr
+        0.01, benchmarks/bench_learn.py) the paper's init stays near chance
+        for about 10 epochs (at init its fc7 features barely depend on the
+        image: the biases of 1 dominate while the 0.01 weights shrink the
+        image signal layer by layer), "caffe" reached 45.6% validation
+        top-1 error in 15 epochs and "he" on standardized input reaches the
+        lower figures the README lists. He init on the paper's 0..255 input
+        diverges at lr 0.01: conv1's gradient scales with the pixel values,
+        so its effective learning rate is std**2 (~5,000) times larger;
+        the model logs a warning for that combination.
       tower_devices: None (no placement), "auto" (see
         `placement.resolve_tower_devices`) or one device per tower. Not part
         of `get_config`: placement is a property of the running process, so
@@ -134,6 +129,7 @@ class AlexNet(keras.Model):
                  num_classes: int = 1000,
                  image_size: int = 224,
                  mean_rgb: Sequence[float] = IMAGENET_MEAN_RGB,
+                 std_rgb: Optional[Sequence[float]] = IMAGENET_STD_RGB,
                  activation: str = "relu",
                  lrn: bool = True,
                  overlapping_pool: bool = True,
@@ -141,7 +137,7 @@ class AlexNet(keras.Model):
                  width: float = 1.0,
                  dropout: float = 0.5,
                  extra_conv: bool = False,
-                 init: str = "caffe",
+                 init: str = "he",
                  tower_devices=None,
                  name: str = "alexnet",
                  **kwargs):
@@ -155,7 +151,11 @@ class AlexNet(keras.Model):
         builder = _Builder(towers, devices, activation, lrn, overlapping_pool, init)
 
         inputs = keras.Input((image_size, image_size, 3), name="image")
-        x = MeanSubtraction(mean_rgb, name="mean_subtraction")(inputs)
+        if (init == "he") != (std_rgb is not None):
+            logging.warning("init=%r with std_rgb=%s: 'he' is meant for standardized "
+                            "input (std_rgb set), 'paper' and 'caffe' for the paper's "
+                            "mean-subtracted 0..255 input (std_rgb=None)", init, std_rgb)
+        x = MeanSubtraction(mean_rgb, std_rgb, name="mean_subtraction")(inputs)
         x = keras.layers.ZeroPadding2D(2, name="conv1_pad")(x)
         filters = [_scaled(f, width, towers) for f in CONV_FILTERS[:4]]
         filters.append(CONV_FILTERS[4])
@@ -185,6 +185,7 @@ class AlexNet(keras.Model):
         self.num_classes = num_classes
         self.image_size = image_size
         self.mean_rgb = tuple(float(m) for m in mean_rgb)
+        self.std_rgb = None if std_rgb is None else tuple(float(v) for v in std_rgb)
         self.activation = activation
         self.lrn = lrn
         self.overlapping_pool = overlapping_pool
@@ -202,6 +203,7 @@ class AlexNet(keras.Model):
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "mean_rgb": list(self.mean_rgb),
+            "std_rgb": None if self.std_rgb is None else list(self.std_rgb),
             "activation": self.activation,
             "lrn": self.lrn,
             "overlapping_pool": self.overlapping_pool,
@@ -215,7 +217,8 @@ class AlexNet(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # A config without std_rgb predates input standardization: mean only.
+        return cls(**{"std_rgb": None, **config})
 
 
 def build_alexnet(num_classes: int = 1000, **kwargs) -> AlexNet:

@@ -52,9 +52,11 @@ class NonFiniteLossError(FloatingPointError):
 # Set-up helpers
 
 def model_kwargs_for(config: TrainConfig, label_map: labels.LabelMap, rgb) -> dict:
-    """build_alexnet kwargs: classes from labels.txt, mean from stats.json."""
+    """build_alexnet kwargs: classes from labels.txt, mean (and std unless
+    `model.standardize` is False) from stats.json."""
+    std = None if config.model.standardize is False else [float(v) for v in rgb.std_rgb]
     return {"num_classes": len(label_map), "mean_rgb": [float(m) for m in rgb.mean_rgb],
-            **config.model.to_kwargs()}
+            "std_rgb": std, **config.model.to_kwargs()}
 
 
 def prepare_model_dir(config: TrainConfig, model_kwargs: dict) -> None:

@@ -88,8 +88,11 @@ def define_flags() -> None:
     flags.DEFINE_float("dropout", None, "Dropout rate of fc6/fc7 (model default 0.5).")
     flags.DEFINE_bool("extra_conv", None, "Section 6's sixth convolutional layer (model "
                       "default off).")
-    flags.DEFINE_string("init", None, "Weight initialization: paper, caffe or he (model "
-                        "default: see alexnet_tf.model).")
+    flags.DEFINE_string("init", None, "Weight initialization: he, paper or caffe (model "
+                        "default he: see alexnet_tf.model).")
+    flags.DEFINE_bool("standardize", None, "Divide the mean-subtracted input by the training "
+                      "set's per-channel std (stats.json), as 'he' init assumes (default on). "
+                      "--init=paper --nostandardize is the paper's set-up.")
     flags.DEFINE_integer("image_size", None, "Input size (model default 224).")
 
 
@@ -98,7 +101,7 @@ def config_from_flags() -> TrainConfig:
                         overlapping_pool=FLAGS.overlapping_pool, towers=FLAGS.towers,
                         width=FLAGS.width, dropout=FLAGS.dropout,
                         extra_conv=FLAGS.extra_conv, init=FLAGS.init,
-                        image_size=FLAGS.image_size)
+                        image_size=FLAGS.image_size, standardize=FLAGS.standardize)
     return TrainConfig(
         data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir, batch_size=FLAGS.batch_size,
         epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,

@@ -121,11 +121,16 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     source = checkpoints.restore_model(model_dir, "best")
     path = str(tmp_path / "source.keras")
     source.save(path)
-    target = build_alexnet(num_classes=3, **TINY_MODEL)
+    # The input constants (mean, std) belong to the target's data, not to
+    # the weights; the same ones here, so the outputs must match.
+    target = build_alexnet(num_classes=3, mean_rgb=source.mean_rgb, std_rgb=source.std_rgb,
+                           **TINY_MODEL)
     report = checkpoints.init_from_pretrained(target, path)
     assert report["reinitialized"] == []
     x = np.random.default_rng(0).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
-    np.testing.assert_allclose(target(x), source(x), rtol=1e-5, atol=1e-6)
+    expected = source(x).numpy()
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3  # the net reads its input
+    np.testing.assert_allclose(target(x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
@@ -138,3 +143,9 @@ def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
     assert checkpoints.read_model_config(str(tmp_path / "tuned"))["num_classes"] == 5
     with pytest.raises(FileNotFoundError, match="--init_from=.*no checkpoint"):
         checkpoints.load_source_model(str(tmp_path / "nothing-here"))
+
+
+def test_model_config_from_before_standardization_builds_mean_only_input():
+    config = {"num_classes": 3, "mean_rgb": [1.0, 2.0, 3.0], "init": "caffe", **TINY_MODEL}
+    model = checkpoints.build_model_from_config(config)  # no "std_rgb": the first release
+    assert model.get_layer("mean_subtraction").std is None

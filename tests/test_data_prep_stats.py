@@ -47,6 +47,8 @@ def test_moments_equal_numpy_on_the_same_pixels(stride):
     v = np.asarray(rgb.eigvec)
     np.testing.assert_allclose(v @ np.diag(np.asarray(rgb.eigval) * 255) @ v.T, cov,
                                rtol=1e-8, atol=1e-8)
+    # The per-channel std the model standardizes with is numpy's.
+    np.testing.assert_allclose(rgb.std_rgb, pixels.std(axis=0, ddof=1), rtol=1e-8)
 
 
 def test_merging_workers_equals_one_pass():

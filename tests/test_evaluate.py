@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import checkpoints, input_pipeline, labels, preprocessing
+from alexnet_tf.dataset_stats import IMAGENET_STD_RGB
 from alexnet_tf.evaluate import evaluate
 from alexnet_tf.model import build_alexnet
 from tiny_data import TINY_MODEL, write_tiny_dataset
@@ -25,7 +26,8 @@ def setup(tmp_path_factory):
     model_dirs = []
     for seed in (1, 2):  # two untrained He-initialized models: varied predictions
         keras.utils.set_random_seed(seed)
-        config = {"num_classes": NUM_CLASSES, **TINY_MODEL, "init": "he"}
+        config = {"num_classes": NUM_CLASSES, **TINY_MODEL, "init": "he",
+                  "std_rgb": list(IMAGENET_STD_RGB)}
         model = build_alexnet(**config)
         model_dir = str(root / f"model{seed}")
         os.makedirs(os.path.join(model_dir, "best"))

@@ -394,7 +394,8 @@ def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     from alexnet_tf import checkpoints
     model_dir = tmp_path / "run"
     (model_dir / "best").mkdir(parents=True)
-    config = {"num_classes": 3, "image_size": 67, "towers": 1, "dropout": 0.0}
+    config = {"num_classes": 3, "image_size": 67, "towers": 1, "dropout": 0.0,
+              "std_rgb": [60.0, 62.0, 64.0]}
     checkpoints.write_model_config(str(model_dir), config)
     LabelMap(("n1", "n2", "n3"), ("one", "two", "three")).write(str(model_dir / "labels.txt"))
     best = build_alexnet(**config)

@@ -68,6 +68,16 @@ def test_mean_subtraction_subtracts_fixed_mean_and_has_no_weights():
     assert MeanSubtraction().mean == tuple(IMAGENET_MEAN_RGB)
 
 
+def test_mean_subtraction_divides_by_std_when_given():
+    layer = MeanSubtraction((10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0))
+    out = layer(np.full((1, 2, 2, 3), 100, np.uint8)).numpy()
+    np.testing.assert_allclose(out[0, 1, 1], [45.0, 20.0, 14.0], rtol=1e-6)
+    assert MeanSubtraction.from_config(layer.get_config()).std == (2.0, 4.0, 5.0)
+    assert MeanSubtraction().std is None  # the paper's: the mean only
+    with pytest.raises(ValueError, match="positive"):
+        MeanSubtraction((1.0, 2.0, 3.0), std=(1.0, 0.0, 1.0))
+
+
 def test_mean_subtraction_rejects_wrong_channel_count():
     with pytest.raises(ValueError, match="4 channels"):
         MeanSubtraction()(np.zeros((1, 2, 2, 4), np.float32))

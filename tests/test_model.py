@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from alexnet_tf.layers import LocalResponseNormalization, OnDevice
 from alexnet_tf.model import CLASSIFIER_LAYERS, AlexNet, build_alexnet
 
@@ -180,13 +181,29 @@ def test_initializations(init, positive_bias, kernel_std):
     assert model.get_layer("fc8_a").layer.kernel.numpy().std() == pytest.approx(0.01, rel=0.1)
 
 
-def test_he_init_scales_conv1_for_0_255_pixels():
-    kernel = build_alexnet(init="he", **SMALL).get_layer("conv1_a").layer.kernel.numpy()
-    assert kernel.std() == pytest.approx(math.sqrt(2 / (11 * 11 * 3)) / 57.6, rel=0.1)
+def test_he_init_is_plain_he_in_conv1_on_standardized_input():
+    model = build_alexnet(init="he", **SMALL)
+    kernel = model.get_layer("conv1_a").layer.kernel.numpy()
+    assert kernel.std() == pytest.approx(math.sqrt(2 / (11 * 11 * 3)), rel=0.1)
+    # The default input is standardized: (x - mean) / std, per channel.
+    layer = model.get_layer("mean_subtraction")
+    assert layer.std == pytest.approx(IMAGENET_STD_RGB)
+    x = np.array(IMAGENET_MEAN_RGB, np.float32) + np.array(IMAGENET_STD_RGB, np.float32)
+    np.testing.assert_allclose(layer(x.reshape(1, 1, 1, 3)).numpy().ravel(), 1.0, rtol=1e-6)
 
 
-def test_default_init_is_caffe():
-    assert build_alexnet(**SMALL).get_config()["init"] == "caffe"
+def test_default_init_is_he_on_standardized_input():
+    config = build_alexnet(**SMALL).get_config()
+    assert config["init"] == "he"
+    assert config["std_rgb"] == pytest.approx(IMAGENET_STD_RGB)
+
+
+def test_paper_setup_subtracts_the_mean_only():
+    model = build_alexnet(init="paper", std_rgb=None, **SMALL)
+    assert model.get_config()["std_rgb"] is None
+    x = np.full((1, 1, 1, 3), 200.0, np.float32)
+    np.testing.assert_allclose(model.get_layer("mean_subtraction")(x).numpy().ravel(),
+                               200.0 - np.array(IMAGENET_MEAN_RGB), rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -203,7 +220,8 @@ def test_bad_configuration_is_refused(bad, message):
 
 def test_config_round_trip():
     model = build_alexnet(num_classes=7, image_size=99, mean_rgb=(1.0, 2.0, 3.0),
-                          activation="tanh", lrn=False, overlapping_pool=False,
+                          std_rgb=(4.0, 5.0, 6.0), activation="tanh", lrn=False,
+                          overlapping_pool=False,
                           dropout=0.2, extra_conv=True, init="he")
     config = model.get_config()
     assert config["tower_devices"] is None
@@ -231,3 +249,9 @@ def test_towers_start_from_different_random_weights():
         a = model.get_layer(f"{layer}_a").get_weights()[0]
         b = model.get_layer(f"{layer}_b").get_weights()[0]
         assert a.shape == b.shape and not np.array_equal(a, b), layer
+
+
+def test_a_config_from_before_standardization_keeps_mean_only_input():
+    config = build_alexnet(init="caffe", std_rgb=None, **SMALL).get_config()
+    del config["std_rgb"]  # as written by the first release
+    assert AlexNet.from_config(config).get_config()["std_rgb"] is None

@@ -4,6 +4,7 @@ non-finite loss stops it at once naming the step."""
 import math
 import re
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -89,3 +90,17 @@ def test_mixed_float16_trains_with_loss_scaling(data_dir, tmp_path):
         str(tmp_path / "run"))) if "dynamic_scale" in k]
     assert scale_keys  # the loss scale is part of the checkpoint
     assert all(v.dtype == "float32" for v in [reader.get_tensor(k) for k in scale_keys])
+
+
+def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_path):
+    from alexnet_tf import dataset_stats, labels
+    from alexnet_tf.train import model_kwargs_for
+    rgb = dataset_stats.RGBStats((10.0, 20.0, 30.0), (4.0, 1.0, 0.5),
+                                 ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+    label_map = labels.LabelMap(("n01", "n02"), ("a", "b"))
+    on = model_kwargs_for(TrainConfig(data_dir="d", model_dir="m"), label_map, rgb)
+    assert on["mean_rgb"] == [10.0, 20.0, 30.0] and on["num_classes"] == 2
+    np.testing.assert_allclose(on["std_rgb"], np.sqrt([4.0 * 255, 1.0 * 255, 0.5 * 255]))
+    off = model_kwargs_for(TrainConfig(data_dir="d", model_dir="m", model=ModelConfig(
+        init="paper", standardize=False)), label_map, rgb)
+    assert off["std_rgb"] is None and off["init"] == "paper" and "standardize" not in off
