@@ -15,20 +15,19 @@ from alexnet_tf import tb_logs
 from tiny_data import write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOTAL_STEPS = 40
-KILL_AFTER_CHECKPOINT = 10
+TOTAL_STEPS = 50
+KILL_AFTER_CHECKPOINT = 25
 
 
 def _command(data_dir, model_dir):
-    # He init at lr 0.003: the loss starts near log(3) and spikes in the
-    # first steps, then falls below 0.3 by step 10; a run restarted from
-    # scratch would show that start again.
+    # He init at lr 0.01: the loss starts near log(3) and is below 0.3 by
+    # step 25; a run restarted from scratch would show that start again.
     return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
             f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
             f"--steps_per_epoch={TOTAL_STEPS}", "--validation_steps=1",
             "--checkpoint_every_steps=5", "--log_every_steps=1", "--keep_checkpoints=2",
             "--image_size=67", "--width=0.0625", "--init=he", "--dropout=0",
-            "--learning_rate=0.003", "--shuffle_buffer=64", "--seed=1"]
+            "--learning_rate=0.01", "--shuffle_buffer=64", "--seed=1"]
 
 
 def _latest_step(model_dir):
@@ -72,5 +71,5 @@ def test_sigkill_then_rerun_resumes_without_a_jump(tmp_path):
     assert sorted(curve) == list(range(1, TOTAL_STEPS + 1))
     start_spike = max(curve[s] for s in range(1, 8))
     after_resume = max(curve[s] for s in range(resumed_at + 1, min(resumed_at + 8, TOTAL_STEPS + 1)))
-    assert after_resume < 0.4 * start_spike, (start_spike, after_resume)
+    assert after_resume < 0.5 * start_spike, (start_spike, after_resume)
     assert curve[TOTAL_STEPS] < 0.25 * start_spike
