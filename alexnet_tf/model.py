@@ -72,7 +72,7 @@ def _initializers(init: str, layer: str):
         if layer.startswith("fc"):
             # He in the 4,096-wide layers makes fc7's features unit-scale;
             # one SGD step at lr 0.01 then moves the logits by lr * |fc7|^2
-            # (~40) times the softmax error: measured, the loss jumped from
+            # (tens) times the softmax error: measured, the loss jumped from
             # 2.7 to 3.3 in the first steps and the net spent about two
             # epochs shrinking its features to ~0.1. N(0, 0.01) starts fc7
             # near 0.2 and the logits near zero.
@@ -114,17 +114,18 @@ class AlexNet(keras.Model):
         connected layers, zero biases, on standardized input (std_rgb).
         "paper": section 5's N(0, 0.01), biases 1 in conv2, conv4, conv5,
         fc6, fc7, 0 elsewhere. "caffe": N(0, 0.01), biases 0.1 where the
-        paper has 1 (the biases of Caffe's reference AlexNet). Why "he" is the default:
-        on Imagenette (10 classes, 2,000 images, the paper's SGD at lr
-        0.01, benchmarks/bench_learn.py) the paper's init stays near chance
-        for about 10 epochs (at init its fc7 features barely depend on the
-        image: the biases of 1 dominate while the 0.01 weights shrink the
-        image signal layer by layer), "caffe" reached 45.6% validation
-        top-1 error in 15 epochs and "he" on standardized input reaches the
-        lower figures the README lists. He init on the paper's 0..255 input
-        diverges at lr 0.01: conv1's gradient scales with the pixel values,
-        so its effective learning rate is std**2 (~5,000) times larger;
-        the model logs a warning for that combination.
+        paper has 1 (the biases of Caffe's reference AlexNet).
+        Why "he" is the default: on Imagenette (10 classes, 2,000 images,
+        the paper's SGD at lr 0.01, benchmarks/bench_learn.py) the paper's
+        init ended a 25-step check at chance (issue 3's prototype saw about
+        10 flat epochs; at init its fc7 features barely depend on the image:
+        the biases of 1 dominate while the 0.01 weights shrink the image
+        signal layer by layer), "caffe"
+        reached 45.6% validation top-1 error in 15 epochs and "he" on
+        standardized input 38.4-40.6% in three runs. He init on the paper's
+        0..255 input diverges at lr 0.01: conv1's gradient scales with the
+        pixel values, so its effective learning rate is std**2 (~5,000)
+        times larger; the model logs a warning for that combination.
       tower_devices: None (no placement), "auto" (see
         `placement.resolve_tower_devices`) or one device per tower. Not part
         of `get_config`: placement is a property of the running process, so

@@ -95,10 +95,10 @@ def test_train_lighting_shifts_colour_per_image(data_dir):
     np.testing.assert_array_equal(plain_features[input_pipeline.LIGHTING], 0.0)
     shifts = lit_features[input_pipeline.LIGHTING].numpy()
     assert np.abs(shifts).max() > 0.1
-    # Every shift lies in the span of the eigenvectors weighted by eigenvalues:
-    # shift = eigvec @ (alpha * eigval), so alpha is recoverable and finite.
+    # The alphas recovered from shift = eigvec @ (alpha * eigval) are of
+    # N(0, 0.1)'s size (a shift on another scale would give far larger ones).
     alpha = np.linalg.solve(np.array(stats.eigvec), shifts.T).T / np.array(stats.eigval)
-    assert np.abs(alpha).max() < 1.0  # N(0, 0.1) draws
+    assert np.abs(alpha).max() < 1.0
     # training_images adds one RGB shift per image, the same at every pixel
     # (crops of a flat image).
     shift = (input_pipeline.training_images(lit_features)
