@@ -122,7 +122,7 @@ class AlexNet(keras.Model):
         the biases of 1 dominate while the 0.01 weights shrink the image
         signal layer by layer), "caffe"
         reached 45.6% validation top-1 error in 15 epochs and "he" on
-        standardized input 38.4-40.6% in four runs. He init on the paper's
+        standardized input 38.4-41.4% in five runs. He init on the paper's
         0..255 input diverges at lr 0.01: conv1's gradient scales with the
         pixel values, so its effective learning rate is std**2 (~5,000)
         times larger; the model logs a warning for that combination.
