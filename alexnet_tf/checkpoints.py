@@ -69,10 +69,9 @@ def _jsonable(value):
 
 def build_model_from_config(config: dict, tower_devices=None) -> keras.Model:
     """`build_alexnet(**config)`, placed on `tower_devices` or nowhere."""
-    from alexnet_tf.model import build_alexnet  # the model module is the one source
-    kwargs = dict(config)
+    from alexnet_tf.model import build_alexnet, saved_config_defaults  # the one source
+    kwargs = saved_config_defaults(config)
     kwargs.pop("tower_devices", None)  # placement is never part of a saved config
-    kwargs.setdefault("std_rgb", None)  # written before input standardization existed
     if tower_devices:
         kwargs["tower_devices"] = list(tower_devices)
     return build_alexnet(**kwargs)

@@ -224,8 +224,13 @@ class AlexNet(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        # A config without std_rgb predates input standardization: mean only.
-        return cls(**{"std_rgb": None, **config})
+        return cls(**saved_config_defaults(config))
+
+
+def saved_config_defaults(config: dict) -> dict:
+    """A saved model config with the fields added since it may have been
+    written: one without std_rgb predates input standardization (mean only)."""
+    return {"std_rgb": None, **config}
 
 
 def build_alexnet(num_classes: int = 1000, **kwargs) -> AlexNet:
