@@ -163,8 +163,10 @@ def _train(config: TrainConfig) -> dict:
 
     num_classes = len(label_map)
     batch = config.batch_size
+    # An epoch is a full pass: the last, partial batch is rounded up (the
+    # stream repeats, so it is filled from the next pass), never dropped.
     steps_per_epoch = config.steps_per_epoch or max(
-        1, input_pipeline.count_records(config.data_dir, "train") // batch)
+        1, math.ceil(input_pipeline.count_records(config.data_dir, "train") / batch))
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)

@@ -54,7 +54,7 @@ def define_flags() -> None:
 
     # Run length, checkpoints, logs.
     flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: training "
-                         "images // batch_size.")
+                         "images / batch_size rounded up (one full pass).")
     flags.DEFINE_integer("max_steps", None, "Stop after this many steps in total (short runs).")
     flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; default: "
                          "the whole validation split.")

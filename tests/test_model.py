@@ -169,7 +169,7 @@ def test_extra_conv_adds_a_sixth_convolution_after_the_last_pool():
 
 
 @pytest.mark.parametrize("init, positive_bias, kernel_std", [
-    ("paper", 1.0, 0.01), ("caffe", 0.1, 0.01), ("he", 0.0, math.sqrt(2 / (5 * 5 * 48)))])
+    ("paper", 1.0, 0.01), ("caffe", 0.1, 0.01), ("he", 0.1, math.sqrt(2 / (5 * 5 * 48)))])
 def test_initializations(init, positive_bias, kernel_std):
     model = build_alexnet(init=init, **SMALL)
     conv2 = model.get_layer("conv2_a").layer

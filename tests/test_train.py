@@ -60,6 +60,12 @@ def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     assert "step 40/40" in out and "Training finished" in out
 
 
+def test_an_epoch_is_a_full_pass_with_the_last_partial_batch_rounded_up(data_dir, tmp_path):
+    # 48 training images at batch 10: 4.8 batches, so 5 steps, not 4.
+    summary = train(_config(data_dir, tmp_path / "run", batch_size=10, steps_per_epoch=None))
+    assert summary["steps_per_epoch"] == 5 and summary["step"] == 5
+
+
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         data_dir, tmp_path):
     model_dir = tmp_path / "run"
