@@ -59,30 +59,27 @@ INITS = ("paper", "caffe", "he")
 # learning by providing the ReLUs with positive inputs"), 0 elsewhere.
 _POSITIVE_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
+# The bias of those layers per init. "caffe" and "he" use Caffe's reference
+# AlexNet's 0.1: on "he"'s unit-scale net the paper's 1 was still at chance
+# after 60 steps (measured).
+_POSITIVE_BIAS = {"paper": 1.0, "caffe": 0.1, "he": 0.1}
+
+
 def _initializers(init: str, layer: str):
     """(kernel_initializer, bias_initializer) for one paper layer."""
-    positive = layer in _POSITIVE_BIAS_LAYERS
-    if init == "paper":
-        return (keras.initializers.RandomNormal(0.0, 0.01),
-                keras.initializers.Constant(1.0 if positive else 0.0))
-    if init == "caffe":
-        return (keras.initializers.RandomNormal(0.0, 0.01),
-                keras.initializers.Constant(0.1 if positive else 0.0))
-    if init == "he":  # for unit-scale inputs: see AlexNet's std_rgb
-        # The paper's positive biases, scaled to this net's unit-scale
-        # pre-activations: 0.1 (as Caffe's reference AlexNet). With the
-        # paper's 1 this net was still at chance after 60 steps (measured).
-        bias = keras.initializers.Constant(0.1 if positive else 0.0)
-        if layer.startswith("fc"):
-            # He in the 4,096-wide layers makes fc7's features unit-scale;
-            # one SGD step at lr 0.01 then moves the logits by lr * |fc7|^2
-            # (tens) times the softmax error: measured, the loss jumped from
-            # 2.7 to 3.3 in the first steps and the net spent about two
-            # epochs shrinking its features to ~0.1. N(0, 0.01) starts fc7
-            # near 0.2 and the logits near zero.
-            return keras.initializers.RandomNormal(0.0, 0.01), bias
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    bias = keras.initializers.Constant(
+        _POSITIVE_BIAS[init] if layer in _POSITIVE_BIAS_LAYERS else 0.0)
+    if init == "he" and not layer.startswith("fc"):  # for unit-scale inputs: see std_rgb
         return keras.initializers.HeNormal(), bias
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    # N(0, 0.01): the paper's, and "he"'s in the FC layers too. He in the
+    # 4,096-wide layers makes fc7's features unit-scale; one SGD step at lr
+    # 0.01 then moves the logits by lr * |fc7|^2 (tens) times the softmax
+    # error: measured, the loss jumped from 2.7 to 3.3 in the first steps and
+    # the net spent about two epochs shrinking its features to ~0.1. N(0, 0.01)
+    # starts fc7 near 0.2 and the logits near zero.
+    return keras.initializers.RandomNormal(0.0, 0.01), bias
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
