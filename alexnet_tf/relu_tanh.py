@@ -286,7 +286,8 @@ def race_learning_rates(images, labels, *, activation: str, condition: str,
         if on_slice is not None:
             on_slice([r.record for r in runs])
         if not active or winners or any(r.at_epoch_end for r in active):
-            log(f"{condition}/{activation} epoch {runs[0].epoch:.1f}: " + ", ".join(
+            # The run furthest along is the one still training (pruned runs stopped).
+            log(f"{condition}/{activation} epoch {max(r.epoch for r in runs):.1f}: " + ", ".join(
                 f"lr {r.record.learning_rate:g} error {r.record.errors[-1]:.4f}"
                 + (f" [{r.record.stopped}]" if r.record.stopped else "")
                 for r in runs))
@@ -296,7 +297,8 @@ def race_learning_rates(images, labels, *, activation: str, condition: str,
     return Sweep([r.record for r in runs], best)
 
 
-def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dict,
+def run_experiment(images, labels, *, conditions=CONDITIONS, activations=ACTIVATIONS,
+                   learning_rates: dict,
                    target_error: float = 0.25, max_epochs: float = 30,
                    batch_size: int = 128, evals_per_epoch: int = 5, seed: int = 0,
                    prune_after_epochs: float | None = None, log=print,
@@ -306,6 +308,9 @@ def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dic
     `on_progress(result)` is called after every slice with the partial result
     (`"complete": False`), so a long run can save what it has so far.
     """
+    for activation in activations:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
     for condition in conditions:
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
@@ -322,7 +327,7 @@ def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dic
         norm = InputNormalization.fit(images, condition)
         section = {"learning_rates": [float(lr) for lr in learning_rates[condition]]}
         result["conditions"][condition] = section
-        for activation in ACTIVATIONS:
+        for activation in activations:
             sweep = race_learning_rates(
                 images, labels, activation=activation, condition=condition,
                 learning_rates=learning_rates[condition], max_epochs=max_epochs,
@@ -332,8 +337,9 @@ def run_experiment(images, labels, *, conditions=CONDITIONS, learning_rates: dic
                 on_slice=None if on_progress is None else _progress_hook(
                     result, section, activation, on_progress))
             section[activation] = _sweep_json(sweep)
-        section["ratio_epochs"] = _ratio(section, "epochs_to_target")
-        section["ratio_seconds"] = _ratio(section, "seconds_to_target")
+        if all(a in section for a in ACTIVATIONS):
+            section["ratio_epochs"] = _ratio(section, "epochs_to_target")
+            section["ratio_seconds"] = _ratio(section, "seconds_to_target")
     result["complete"] = True
     return result
 

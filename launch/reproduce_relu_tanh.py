@@ -31,6 +31,9 @@ def define_flags() -> None:
     flags.DEFINE_list("conditions", list(relu_tanh.CONDITIONS),
                       "Which conditions to run: 'paper' (N(0,0.01) init, 0..255 inputs "
                       "minus the mean image) and/or 'modern' (He/Glorot init, standardized inputs).")
+    flags.DEFINE_list("activations", list(relu_tanh.ACTIVATIONS),
+                      "Which activations to train (e.g. one per run, to repeat a winning "
+                      "learning rate with another --init_seed).")
     flags.DEFINE_list("paper_learning_rates", ["0.003", "0.01"],
                       "Candidate learning rates for the 'paper' condition (both activations).")
     flags.DEFINE_list("modern_learning_rates", ["0.01", "0.03"],
@@ -129,7 +132,8 @@ def main(argv):
     learning_rates = {"paper": [float(x) for x in FLAGS.paper_learning_rates],
                       "modern": [float(x) for x in FLAGS.modern_learning_rates]}
     result = relu_tanh.run_experiment(
-        images, labels, conditions=FLAGS.conditions, learning_rates=learning_rates,
+        images, labels, conditions=FLAGS.conditions, activations=FLAGS.activations,
+        learning_rates=learning_rates,
         target_error=FLAGS.target_error, max_epochs=FLAGS.max_epochs,
         batch_size=FLAGS.batch_size, evals_per_epoch=FLAGS.evals_per_epoch,
         seed=FLAGS.init_seed, prune_after_epochs=FLAGS.prune_after_epochs,
