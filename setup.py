@@ -10,7 +10,8 @@ setup(
     description="ImageNet data prep, training and TF Serving export of the 2012 AlexNet paper",
     python_requires=">=3.11",
     packages=find_packages(include=["alexnet_tf", "alexnet_tf.*", "data_prep",
-                                    "data_prep.*", "launch", "launch.*"]),
+                                    "data_prep.*", "launch", "launch.*",
+                                    "experiments", "experiments.*"]),
     package_data={"launch": ["*.sh"]},
     # TensorFlow comes from an extra so the user picks the build: `cpu` for
     # laptops and CI, `gpu` for CUDA machines (Keras 3 comes bundled with it).

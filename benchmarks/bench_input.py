@@ -48,7 +48,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from alexnet_tf import dataset_stats, input_pipeline, preprocessing, records  # noqa: E402
+from alexnet_tf.data import dataset_stats, input_pipeline, preprocessing, records  # noqa: E402
 
 FLAGS = flags.FLAGS
 _DEFAULT_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",

@@ -48,7 +48,7 @@ def build_records(input_dir: str, records_dir: str) -> None:
 
 
 def report(model_dir: str) -> list[tuple[int, float]]:
-    from alexnet_tf import tb_logs
+    from alexnet_tf.figures import tb_logs
     scalars = tb_logs.read_scalars(os.path.join(model_dir, "logs"))
     val = scalars.get("validation", {}).get("top1_error", [])
     train_err = dict(scalars.get("train", {}).get("top1_error", []))
@@ -71,8 +71,8 @@ def report(model_dir: str) -> list[tuple[int, float]]:
 
 def report_best(records_dir: str, model_dir: str) -> None:
     """The best checkpoint scored with the centre crop and with 10 crops."""
-    from alexnet_tf import checkpoints
-    from alexnet_tf.evaluate import evaluate
+    from alexnet_tf.training import checkpoints
+    from alexnet_tf.training.evaluate import evaluate
     if not checkpoints.read_best_info(model_dir):
         print("no best checkpoint yet (written after the first epoch)")
         return
@@ -89,8 +89,8 @@ def main(argv):
     records_dir = FLAGS.records_dir or os.path.join(FLAGS.work_dir, "records")
     model_dir = os.path.join(FLAGS.work_dir, "model")
     if not FLAGS.report_only:
-        from alexnet_tf.config import TrainConfig
-        from alexnet_tf.train import train
+        from alexnet_tf.training.config import TrainConfig
+        from alexnet_tf.training.train import train
         build_records(FLAGS.input_dir, records_dir)
         train(TrainConfig(data_dir=records_dir, model_dir=model_dir, epochs=FLAGS.epochs,
                           batch_size=FLAGS.batch_size, log_every_steps=5,

@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from alexnet_tf.layers import LocalResponseNormalization, MeanSubtraction  # noqa: E402
-from alexnet_tf.model import build_alexnet  # noqa: E402
+from alexnet_tf.model.layers import LocalResponseNormalization, MeanSubtraction  # noqa: E402
+from alexnet_tf.model.alexnet import build_alexnet  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["32", "128"], "Batch sizes to measure.")

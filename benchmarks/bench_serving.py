@@ -27,9 +27,10 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, preprocessing
-from alexnet_tf.labels import LabelMap
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.serving import export
+from alexnet_tf.data import preprocessing
+from alexnet_tf.data.labels import LabelMap
+from alexnet_tf.model.alexnet import build_alexnet
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import tempfile
 import time
 
@@ -30,9 +31,13 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, export_probe, preprocessing
-from alexnet_tf.labels import LabelMap
+from alexnet_tf.data import preprocessing
+from alexnet_tf.data.labels import LabelMap
+from alexnet_tf.serving import export
 from data_prep import convert
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import export_probe  # noqa: E402  the test fixture: a model whose fc7 is its input pixels
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",

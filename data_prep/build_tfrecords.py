@@ -35,9 +35,9 @@ from typing import TextIO
 
 from absl import app, flags
 
-from alexnet_tf import records
-from alexnet_tf.dataset_stats import STATS_FILENAME, rgb_stats_to_json, split_counts_to_json
-from alexnet_tf.labels import LABELS_FILENAME
+from alexnet_tf.data import records
+from alexnet_tf.data.dataset_stats import STATS_FILENAME, rgb_stats_to_json, split_counts_to_json
+from alexnet_tf.data.labels import LABELS_FILENAME
 from data_prep import convert, layouts, sharding, stats, writer
 
 MANIFEST_FILENAME = "manifest.json"

@@ -26,7 +26,7 @@ import os
 import tarfile
 from typing import Iterator
 
-from alexnet_tf.labels import LabelMap
+from alexnet_tf.data.labels import LabelMap
 
 LAYOUTS = ("imagefolder", "ilsvrc_tar", "kaggle")
 TRAIN, VALIDATION = "train", "validation"

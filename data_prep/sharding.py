@@ -14,7 +14,7 @@ import hashlib
 import random
 from typing import Sequence
 
-from alexnet_tf import records
+from alexnet_tf.data import records
 from data_prep.layouts import SourceFile
 
 DEFAULT_SEED = 0

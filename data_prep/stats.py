@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from alexnet_tf.dataset_stats import RGBStats
+from alexnet_tf.data.dataset_stats import RGBStats
 
 DEFAULT_PIXEL_STRIDE = 8
 

@@ -22,8 +22,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from alexnet_tf import records
-from alexnet_tf.labels import LabelMap
+from alexnet_tf.data import records
+from alexnet_tf.data.labels import LabelMap
 from data_prep import convert
 from data_prep.sharding import ShardPlan
 from data_prep.stats import DEFAULT_PIXEL_STRIDE, PixelMoments

@@ -40,7 +40,7 @@ def define_flags() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from alexnet_tf.evaluate import evaluate
+    from alexnet_tf.training.evaluate import evaluate
     crops = int(FLAGS.crops)
     output = FLAGS.output_json or os.path.join(
         FLAGS.model_dir[0], f"eval_{FLAGS.split}_{crops}crop.json")

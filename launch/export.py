@@ -16,7 +16,7 @@ import os
 
 from absl import app, flags, logging
 
-from alexnet_tf.labels import LABELS_FILENAME, LabelMap
+from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
 
 # TensorFlow is imported only after the flags are checked: a usage error
 # answers at once.
@@ -63,17 +63,17 @@ def load_model_and_labels():
         raise app.UsageError(f"label map {labels_path} not found")
     label_map = LabelMap.read(labels_path)
     if FLAGS.model_dir:
-        from alexnet_tf.checkpoints import restore_model
+        from alexnet_tf.training.checkpoints import restore_model
         model = restore_model(FLAGS.model_dir, FLAGS.checkpoint)
         logging.info("weights from %s", getattr(model, "checkpoint_path", FLAGS.model_dir))
     elif FLAGS.keras_model:
         import keras
-        import alexnet_tf.model  # noqa: F401  registers AlexNet for deserialisation
+        import alexnet_tf.model.alexnet  # noqa: F401  registers AlexNet for deserialisation
         if not os.path.exists(FLAGS.keras_model):
             raise app.UsageError(f"--keras_model={FLAGS.keras_model}: file not found")
         model = keras.saving.load_model(FLAGS.keras_model, compile=False)
     else:
-        from alexnet_tf.model import build_alexnet
+        from alexnet_tf.model.alexnet import build_alexnet
         model = build_alexnet(len(label_map))
     return model, label_map
 
@@ -82,7 +82,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     model, label_map = load_model_and_labels()
-    from alexnet_tf import export
+    from alexnet_tf.serving import export
     path = export.export_saved_model(
         model, label_map, FLAGS.export_dir, FLAGS.version, top_k=FLAGS.top_k,
         classify_classes=FLAGS.classify_classes, warmup=FLAGS.warmup)

@@ -6,7 +6,8 @@
 
 from absl import app, flags, logging
 
-from alexnet_tf import checkpoints, paper_figures
+from alexnet_tf.training import checkpoints
+from alexnet_tf.figures import paper_figures
 
 FLAGS = flags.FLAGS
 

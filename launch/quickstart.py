@@ -76,8 +76,10 @@ def _done(started: float, where: str) -> None:
 def run(config: QuickstartConfig) -> dict:
     """Runs the chain; returns the figures each step reached."""
     # Imported here so `--help` answers without loading TensorFlow.
-    from alexnet_tf import checkpoints, evaluate, export, labels, preprocessing, train
-    from alexnet_tf.config import ModelConfig, TrainConfig
+    from alexnet_tf.training import checkpoints, evaluate, train
+    from alexnet_tf.serving import export
+    from alexnet_tf.data import labels, preprocessing
+    from alexnet_tf.training.config import ModelConfig, TrainConfig
     from data_prep import build_tfrecords, make_synthetic
 
     out = os.path.abspath(config.out_dir)
@@ -152,7 +154,7 @@ def run(config: QuickstartConfig) -> dict:
     _done(t, export_path)
 
     if config.figures:
-        from alexnet_tf import paper_figures
+        from alexnet_tf.figures import paper_figures
         fig_dir = os.path.join(out, "figures")
         try:
             results["figures"] = paper_figures.render(model, records_dir, fig_dir, model_dir)

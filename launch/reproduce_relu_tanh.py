@@ -17,7 +17,8 @@ import os
 
 from absl import app, flags, logging
 
-from alexnet_tf import records, relu_tanh
+from alexnet_tf.data import records
+from experiments.figure1_relu_tanh import relu_tanh
 from data_prep import build_tfrecords
 
 FLAGS = flags.FLAGS

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from alexnet_tf.config import LR_SCHEDULES, MIXED_PRECISION, STRATEGIES, ModelConfig, TrainConfig
+from alexnet_tf.training.config import LR_SCHEDULES, MIXED_PRECISION, STRATEGIES, ModelConfig, TrainConfig
 
 FLAGS = flags.FLAGS
 
@@ -122,7 +122,7 @@ def config_from_flags() -> TrainConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from alexnet_tf.train import train  # TensorFlow loads after flags are parsed
+    from alexnet_tf.training.train import train  # TensorFlow loads after flags are parsed
     train(config_from_flags())
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import checkpoints, schedules, tb_logs
-from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.model import build_alexnet
-from alexnet_tf.train import make_optimizer, train
+from alexnet_tf.training import checkpoints, schedules
+from alexnet_tf.figures import tb_logs
+from alexnet_tf.training.config import ModelConfig, TrainConfig
+from alexnet_tf.model.alexnet import build_alexnet
+from alexnet_tf.training.train import make_optimizer, train
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.training.config import ModelConfig, TrainConfig
 
 
 def test_defaults_are_the_papers():

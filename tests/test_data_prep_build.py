@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import records
-from alexnet_tf.dataset_stats import read_rgb_stats, read_stats
-from alexnet_tf.labels import LabelMap
+from alexnet_tf.data import records
+from alexnet_tf.data.dataset_stats import read_rgb_stats, read_stats
+from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, convert, layouts, make_synthetic, writer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,8 +6,8 @@ import os
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import records
-from alexnet_tf.labels import LabelMap
+from alexnet_tf.data import records
+from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, make_synthetic, sharding, writer
 from data_prep.layouts import SourceFile
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from alexnet_tf import dataset_stats
-from alexnet_tf.dataset_stats import RGBStats
+from alexnet_tf.data import dataset_stats
+from alexnet_tf.data.dataset_stats import RGBStats
 
 
 def _moments(pixels):
@@ -58,7 +58,7 @@ def test_imagenet_defaults_are_orthonormal():
 
 
 def test_split_image_count_reads_the_splits_section():
-    from alexnet_tf.dataset_stats import split_counts_to_json, split_image_count
+    from alexnet_tf.data.dataset_stats import split_counts_to_json, split_image_count
     stats = {"splits": {"train": split_counts_to_json(12, {"n1": 5, "n2": 7})}}
     assert split_image_count(stats, "train") == 12
     assert split_image_count(stats, "validation") is None

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import distribute, placement
-from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.train import train
+from alexnet_tf.training import distribute
+from alexnet_tf.model import placement
+from alexnet_tf.training.config import ModelConfig, TrainConfig
+from alexnet_tf.training.train import train
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,9 +85,9 @@ def test_towers_trains_with_colocated_gradients(plain_data, tmp_path, monkeypatc
 
 WORKER = textwrap.dedent("""
     import json, sys
-    from alexnet_tf import distribute
-    from alexnet_tf.config import ModelConfig, TrainConfig
-    from alexnet_tf.train import train
+    from alexnet_tf.training import distribute
+    from alexnet_tf.training.config import ModelConfig, TrainConfig
+    from alexnet_tf.training.train import train
 
     data_dir, model_dir, keep_dir = sys.argv[1:4]
     # Keep the non-chief's throwaway checkpoint so the test can compare weights.

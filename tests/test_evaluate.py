@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import checkpoints, input_pipeline, labels, preprocessing
-from alexnet_tf.dataset_stats import IMAGENET_STD_RGB
-from alexnet_tf.evaluate import evaluate
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.training import checkpoints
+from alexnet_tf.data import input_pipeline, labels, preprocessing
+from alexnet_tf.data.dataset_stats import IMAGENET_STD_RGB
+from alexnet_tf.training.evaluate import evaluate
+from alexnet_tf.model.alexnet import build_alexnet
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 NUM_CLASSES = 6  # more than 5, so top-5 is not trivially right

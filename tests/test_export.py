@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import export, export_probe, preprocessing, records
-from alexnet_tf.features import feature_model
-from alexnet_tf.input_pipeline import make_eval_dataset
-from alexnet_tf.labels import LabelMap
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.serving import export
+import export_probe
+from alexnet_tf.data import preprocessing, records
+from alexnet_tf.figures.features import feature_model
+from alexnet_tf.data.input_pipeline import make_eval_dataset
+from alexnet_tf.data.labels import LabelMap
+from alexnet_tf.model.alexnet import build_alexnet
 from data_prep import convert
 
 SIZE = preprocessing.CROP_SIZE
@@ -391,7 +393,7 @@ def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     """The CLI on a training-style model_dir: model_config.json, labels.txt,
     a latest and a best checkpoint with different weights; --checkpoint=best
     exports the best one."""
-    from alexnet_tf import checkpoints
+    from alexnet_tf.training import checkpoints
     model_dir = tmp_path / "run"
     (model_dir / "best").mkdir(parents=True)
     config = {"num_classes": 3, "image_size": 67, "towers": 1, "dropout": 0.0,

@@ -5,7 +5,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import features, records
+from alexnet_tf.figures import features
+from alexnet_tf.data import records
 
 
 def _write_shard(path, count, seed):

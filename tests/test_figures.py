@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from alexnet_tf import figures
+from alexnet_tf.figures import render as figures
 
 
 def test_kernel_grid_puts_tower_a_above_tower_b_and_normalizes_each_kernel():

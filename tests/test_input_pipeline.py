@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import dataset_stats, input_pipeline, records
+from alexnet_tf.data import dataset_stats, input_pipeline, records
 
 SIZE = 256
 TRAIN_SHARDS, PER_SHARD = 3, 4

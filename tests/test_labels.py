@@ -2,7 +2,7 @@
 
 import pytest
 
-from alexnet_tf.labels import LABELS_FILENAME, LabelMap
+from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
 
 
 def test_from_wnids_sorts_and_names():

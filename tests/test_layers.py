@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB
-from alexnet_tf.layers import LocalResponseNormalization, MeanSubtraction, OnDevice
+from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB
+from alexnet_tf.model.layers import LocalResponseNormalization, MeanSubtraction, OnDevice
 
 
 def paper_lrn(a: np.ndarray, k=2.0, n=5, alpha=1e-4, beta=0.75) -> np.ndarray:

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from alexnet_tf.layers import LocalResponseNormalization, OnDevice
-from alexnet_tf.model import CLASSIFIER_LAYERS, AlexNet, build_alexnet
+from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from alexnet_tf.model.layers import LocalResponseNormalization, OnDevice
+from alexnet_tf.model.alexnet import CLASSIFIER_LAYERS, AlexNet, build_alexnet
 
 SMALL = dict(num_classes=10, image_size=67)
 PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")

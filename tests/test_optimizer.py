@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from alexnet_tf import distribute
-from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.training import distribute
+from alexnet_tf.training.optimizer import PaperSGD
 
 LR, MOMENTUM, WD = 0.1, 0.9, 0.05  # a large decay so its effect is far above float error
 

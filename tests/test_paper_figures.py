@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import features, model as model_lib, paper_figures
+from alexnet_tf.figures import features, paper_figures
+from alexnet_tf.model import alexnet as model_lib
 import tiny_data
 
 pytest.importorskip("matplotlib")

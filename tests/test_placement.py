@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import placement
-from alexnet_tf.layers import OnDevice
-from alexnet_tf.model import build_alexnet
+from alexnet_tf.model import placement
+from alexnet_tf.model.layers import OnDevice
+from alexnet_tf.model.alexnet import build_alexnet
 
 DEVICES = ("/CPU:0", "/CPU:1")
 SMALL = dict(num_classes=10, image_size=67)

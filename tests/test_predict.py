@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import export, export_probe
-from alexnet_tf.labels import LabelMap
+from alexnet_tf.serving import export
+import export_probe
+from alexnet_tf.data.labels import LabelMap
 from launch import predict
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import dataset_stats, preprocessing as pp
+from alexnet_tf.data import dataset_stats, preprocessing as pp
 
 EIGVAL = np.array(dataset_stats.IMAGENET_EIGVAL, np.float32)
 EIGVEC = np.array(dataset_stats.IMAGENET_EIGVEC, np.float32)

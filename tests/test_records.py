@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import records
+from alexnet_tf.data import records
 
 
 def _record(label=3, **kwargs):

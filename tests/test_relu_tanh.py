@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_tf import records, relu_tanh
-from alexnet_tf.relu_tanh import InputNormalization, epochs_to_target
+from alexnet_tf.data import records
+from experiments.figure1_relu_tanh import relu_tanh
+from experiments.figure1_relu_tanh.relu_tanh import InputNormalization, epochs_to_target
 from launch import reproduce_relu_tanh
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import tb_logs
+from alexnet_tf.figures import tb_logs
 from tiny_data import write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,8 +4,8 @@ step option, and their state surviving a checkpoint."""
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import schedules
-from alexnet_tf.config import TrainConfig
+from alexnet_tf.training import schedules
+from alexnet_tf.training.config import TrainConfig
 
 
 def test_plateau_divides_by_ten_after_patience_epochs_without_improvement():

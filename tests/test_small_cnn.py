@@ -4,7 +4,7 @@ import numpy as np
 import keras
 import pytest
 
-from alexnet_tf.small_cnn import build_small_cnn
+from experiments.figure1_relu_tanh.small_cnn import build_small_cnn
 
 
 def _conv_layers(model):

@@ -1,6 +1,6 @@
 import tensorflow as tf
 
-from alexnet_tf import tb_logs
+from alexnet_tf.figures import tb_logs
 
 
 def test_read_scalars_returns_series_per_run_and_last_value_per_step(tmp_path):

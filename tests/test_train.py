@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import checkpoints, tb_logs
-from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.train import NonFiniteLossError, train
+from alexnet_tf.training import checkpoints
+from alexnet_tf.figures import tb_logs
+from alexnet_tf.training.config import ModelConfig, TrainConfig
+from alexnet_tf.training.train import NonFiniteLossError, train
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 
@@ -99,8 +100,8 @@ def test_mixed_float16_trains_with_loss_scaling(data_dir, tmp_path):
 
 
 def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_path):
-    from alexnet_tf import dataset_stats, labels
-    from alexnet_tf.train import model_kwargs_for
+    from alexnet_tf.data import dataset_stats, labels
+    from alexnet_tf.training.train import model_kwargs_for
     rgb = dataset_stats.RGBStats((10.0, 20.0, 30.0), (4.0, 1.0, 0.5),
                                  ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
     label_map = labels.LabelMap(("n01", "n02"), ("a", "b"))

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, labels, records
+from alexnet_tf.data import dataset_stats, labels, records
 
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (40, 220, 220))
 # The smallest AlexNet the model accepts: 67x67 input (pool5 is 1x1), a

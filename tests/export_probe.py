@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from alexnet_tf import preprocessing
+from alexnet_tf.data import preprocessing
 
 
 def build_probe_model(num_classes: int, image_size: int = preprocessing.CROP_SIZE,

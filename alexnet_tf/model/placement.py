@@ -3,7 +3,7 @@ follow the towers (paper section 3.2: one tower per GPU).
 
 `resolve_tower_devices` picks the devices: the caller's, else `/GPU:0` and
 `/GPU:1` when two GPUs are visible, else None (no placement, everything on
-the default device). `alexnet_tf.layers.OnDevice` applies the choice to the
+the default device). `alexnet_tf.model.layers.OnDevice` applies the choice to the
 forward pass. `colocated_gradients` keeps the backward pass there too.
 """
 

@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import checkpoints, input_pipeline, labels
+from alexnet_tf.training import checkpoints
+from alexnet_tf.data import input_pipeline, labels
 
 
 def _check_labels(model_dir: str, data_labels: labels.LabelMap, num_classes: int) -> None:

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB
+from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB
 
 _register = keras.saving.register_keras_serializable(package="alexnet_tf")
 

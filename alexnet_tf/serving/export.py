@@ -37,8 +37,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from alexnet_tf import preprocessing, records
-from alexnet_tf.labels import LABELS_FILENAME, LabelMap
+from alexnet_tf.data import preprocessing, records
+from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"

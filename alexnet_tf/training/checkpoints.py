@@ -69,7 +69,7 @@ def _jsonable(value):
 
 def build_model_from_config(config: dict, tower_devices=None) -> keras.Model:
     """`build_alexnet(**config)`, placed on `tower_devices` or nowhere."""
-    from alexnet_tf.model import build_alexnet, saved_config_defaults  # the one source
+    from alexnet_tf.model.alexnet import build_alexnet, saved_config_defaults  # the one source
     kwargs = saved_config_defaults(config)
     kwargs.pop("tower_devices", None)  # placement is never part of a saved config
     if tower_devices:
@@ -184,7 +184,7 @@ def load_source_model(init_from: str) -> keras.Model:
     if init_from.endswith(".keras"):
         if not os.path.exists(init_from):
             raise FileNotFoundError(f"--init_from={init_from}: file not found")
-        import alexnet_tf.model  # noqa: F401  registers the custom layers
+        import alexnet_tf.model.alexnet  # noqa: F401  registers the custom layers
         return keras.saving.load_model(init_from, compile=False)
     prefix, model_dir = _resolve_checkpoint(init_from)
     model = build_model_from_config(read_model_config(model_dir))
@@ -197,7 +197,7 @@ def init_from_pretrained(model: keras.Model, init_from: str) -> dict[str, list[s
     layer name and shapes match; when the class counts differ the classifier
     layers (`model.CLASSIFIER_LAYERS`) keep their fresh initialization.
     Returns {"kept": [...], "reinitialized": [...]} layer names, and logs it."""
-    from alexnet_tf.model import CLASSIFIER_LAYERS
+    from alexnet_tf.model.alexnet import CLASSIFIER_LAYERS
     source = load_source_model(init_from)
     source_layers = {layer.name: layer for layer in source.layers if layer.weights}
     new_classes = model.output_shape[-1] != source.output_shape[-1]

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import preprocessing, records
+from alexnet_tf.data import preprocessing, records
 
 FEATURES_LAYER = "fc7"
 

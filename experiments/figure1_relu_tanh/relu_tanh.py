@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from alexnet_tf import preprocessing, records
-from alexnet_tf.small_cnn import build_small_cnn
+from alexnet_tf.data import preprocessing, records
+from experiments.figure1_relu_tanh.small_cnn import build_small_cnn
 
 ACTIVATIONS = ("relu", "tanh")
 CONDITIONS = ("paper", "modern")

@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from alexnet_tf import features, figures, input_pipeline, labels, tb_logs
+from alexnet_tf.figures import features, render as figures, tb_logs
+from alexnet_tf.data import input_pipeline, labels
 
 
 def conv1_kernels(model: keras.Model) -> list[np.ndarray]:

@@ -33,10 +33,12 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from alexnet_tf import checkpoints, distribute, input_pipeline, labels, placement, schedules
-from alexnet_tf.config import TrainConfig
-from alexnet_tf.dataset_stats import STATS_FILENAME
-from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.training import checkpoints, distribute, schedules
+from alexnet_tf.data import input_pipeline, labels
+from alexnet_tf.model import placement
+from alexnet_tf.training.config import TrainConfig
+from alexnet_tf.data.dataset_stats import STATS_FILENAME
+from alexnet_tf.training.optimizer import PaperSGD
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from typing import Optional, Sequence
 import keras
 from absl import logging
 
-from alexnet_tf import placement
-from alexnet_tf.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from alexnet_tf.layers import LocalResponseNormalization, MeanSubtraction, OnDevice
+from alexnet_tf.model import placement
+from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from alexnet_tf.model.layers import LocalResponseNormalization, MeanSubtraction, OnDevice
 
 # The layers to re-initialise when fine-tuning to a different class count
 # (whichever of them the model has: "fc8" for one column, "fc8_a"/"fc8_b" for

@@ -37,7 +37,7 @@ import os
 
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, preprocessing, records
+from alexnet_tf.data import dataset_stats, preprocessing, records
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 10_000

@@ -1,0 +1,1 @@
+"""Export for TensorFlow Serving: the serving module, signatures and SavedModel checks."""

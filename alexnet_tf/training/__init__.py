@@ -1,0 +1,1 @@
+"""Training: configuration, the paper's SGD, schedules, distribution, checkpoints, the loop, evaluation."""

@@ -1,0 +1,1 @@
+"""Project-specific experiments, apart from the library (which never imports them)."""
