@@ -114,3 +114,8 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
 def shard_pattern(data_dir: str, prefix: str) -> str:
     """A glob matching every shard of one split in `data_dir`."""
     return f"{data_dir.rstrip('/')}/{prefix}-?????-of-?????"
+
+
+def list_shards(data_dir: str, prefix: str) -> list[str]:
+    """Every shard of one split in `data_dir`, in name order (gfile: any file system)."""
+    return sorted(tf.io.gfile.glob(shard_pattern(data_dir, prefix)))

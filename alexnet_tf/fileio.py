@@ -1,0 +1,54 @@
+"""Atomic file writes: a reader (or a server polling the folder) never sees a
+half-written file, and a kill leaves the old version in place.
+
+The text goes to a hidden temporary file in the same folder (so the rename
+cannot cross file systems), is flushed and fsynced, then renamed over the
+target. Works on local paths; TensorFlow's gfile is not needed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """Yields a temporary path to write; on success it replaces `path`.
+
+    `suffix` keeps the extension a writer insists on (np.save adds ".npy",
+    matplotlib picks the format from it). On an exception the temporary file
+    is removed and `path` is left as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}",
+                               dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_json(path: str, value: Any, *, default: Callable | None = None) -> None:
+    write_text(path, json.dumps(value, indent=2, default=default) + "\n")
