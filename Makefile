@@ -1,6 +1,7 @@
 # Two entry points do all set-up on a fresh machine (see README):
 #   make quickstart   install into .venv, then run the whole chain on synthetic data
 #   make test         install into .venv, then run the test suite
+#   make test-fast    the same without the tests marked slow (full-size model, subprocess runs)
 PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= cpu,figures,serving,test
@@ -8,7 +9,7 @@ SERVING_API ?= tensorflow-serving-api==2.21.*
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install quickstart test clean
+.PHONY: install quickstart test test-fast clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest tests $(ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -17,7 +17,7 @@ _API = {
     "AlexNet": "alexnet_tf.model.alexnet",
     "ModelConfig": "alexnet_tf.training.config",
     "TrainConfig": "alexnet_tf.training.config",
-    "train": "alexnet_tf.training.train",
+    "train": "alexnet_tf.training.loop",
     "evaluate": "alexnet_tf.training.evaluate",
     "restore_model": "alexnet_tf.training.checkpoints",
     "export_saved_model": "alexnet_tf.serving.export",

@@ -27,8 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("input_dir", os.path.join(REPO, "..", "shared", "data", "imagenette-224"),
                     "Imagenette image folder (train/<wnid>, val/<wnid>).")
 flags.DEFINE_string("work_dir", "/tmp/alexnet_bench_learn", "Records and model_dir go here.")
-flags.DEFINE_integer("epochs", 15, "Epochs to train.")
-flags.DEFINE_integer("batch_size", 128, "Global batch (the paper's 128).")
+flags.DEFINE_integer("epochs", None, "Epochs to train (default: the imagenette preset's, 15).")
 flags.DEFINE_integer("seed", None, "Seeds init, file order and shuffle (default: unseeded).")
 flags.DEFINE_string("records_dir", None, "Reuse these records (default: <work_dir>/records).")
 flags.DEFINE_bool("report_only", False, "Only print the table from the existing logs.")
@@ -71,9 +70,9 @@ def report(model_dir: str) -> list[tuple[int, float]]:
 
 def report_best(records_dir: str, model_dir: str) -> None:
     """The best checkpoint scored with the centre crop and with 10 crops."""
-    from alexnet_tf.training import checkpoints
+    from alexnet_tf.training import model_dir as model_dir_files
     from alexnet_tf.training.evaluate import evaluate
-    if not checkpoints.read_best_info(model_dir):
+    if not model_dir_files.read_best_info(model_dir):
         print("no best checkpoint yet (written after the first epoch)")
         return
     for crops in (1, 10):
@@ -89,12 +88,12 @@ def main(argv):
     records_dir = FLAGS.records_dir or os.path.join(FLAGS.work_dir, "records")
     model_dir = os.path.join(FLAGS.work_dir, "model")
     if not FLAGS.report_only:
-        from alexnet_tf.training.config import TrainConfig
-        from alexnet_tf.training.train import train
+        from alexnet_tf.training import presets
+        from alexnet_tf.training.loop import train
         build_records(FLAGS.input_dir, records_dir)
-        train(TrainConfig(data_dir=records_dir, model_dir=model_dir, epochs=FLAGS.epochs,
-                          batch_size=FLAGS.batch_size, log_every_steps=5,
-                          checkpoint_every_steps=1000, keep_checkpoints=1, seed=FLAGS.seed))
+        overrides = {} if FLAGS.epochs is None else {"epochs": FLAGS.epochs}
+        train(presets.make_config("imagenette", data_dir=records_dir, model_dir=model_dir,
+                                  seed=FLAGS.seed, **overrides))
     report(model_dir)
     report_best(records_dir, model_dir)
 

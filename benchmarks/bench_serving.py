@@ -7,7 +7,11 @@ times, in the same run:
   predict_images    float32 [N, 224, 224, 3] in: the same graph minus decoding
   keras call        `model(x, training=False)` on already-decoded arrays,
                     the baseline the ratios are against
-at batch 1 and 32 (images/s), and batch-1 latency p50 / p99.
+at batch 1 and 32 (images/s), and batch-1 latency p50 / p99. Then the peak
+memory of single serving_default requests, measured in a child process
+(tests/request_memory.py: peak RSS above the level before the call): a
+normal photo next to 1 x 65,500 and 65,500 x 1 images and a GIF bomb, the
+inputs that cost gigabytes before issue 12.
 
     python -m benchmarks.bench_serving [--data_dir=../shared/data/imagenet-sample]
         [--batch1_iterations=60] [--batch32_iterations=6]
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import tempfile
 import time
 
@@ -32,12 +37,18 @@ from alexnet_tf.data import preprocessing
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.model.alexnet import build_alexnet
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import hostile_images  # noqa: E402  the tests' hostile inputs
+import request_memory  # noqa: E402  peak memory of one request, in a child process
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",
                     "JPEG photos to send; synthetic images when the folder is absent.")
 flags.DEFINE_integer("batch1_iterations", 60, "Timed batch-1 calls per method.")
 flags.DEFINE_integer("batch32_iterations", 6, "Timed batch-32 calls per method.")
 flags.DEFINE_integer("warmup", 3, "Untimed calls before timing each case.")
+flags.DEFINE_float("memory_kill_mb", 4000, "The memory child is killed past this many MB "
+                   "above its starting level (a regression must not take the machine down).")
 
 
 def load_jpegs(count: int) -> list[bytes]:
@@ -87,6 +98,7 @@ def main(argv):
                 (lambda x: model(tf.constant(x), training=False), decoded),
         }
         results = {}
+        memory = request_peaks(path, jpegs[0], tmp)
         for name, (fn, items) in cases.items():
             batch1 = [items[i:i + 1] for i in range(len(items))]
             batch32 = [items[i:i + 32] for i in range(0, len(items) - 31, 32)]
@@ -107,6 +119,38 @@ def main(argv):
               f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
               f"{r['batch1_ips'] / base['batch1_ips']:10.2f} "
               f"{r['batch32_ips'] / base['batch32_ips']:11.2f}")
+    print("\npeak memory of one serving_default request, above the level before it "
+          "(child process, full AlexNet):")
+    for case in memory["cases"]:
+        label = os.path.basename(case["case"].split(":", 1)[1])
+        status = f"refused: {case['error']}" if case["error"] else "answered"
+        print(f"  {label:38s} {case['peak_mb']:8.1f} MB   {status[:60]}")
+    print(f"  highest peak of all, above the level before the first: "
+          f"{memory['peak_above_start_mb']:.1f} MB; model answers normally after each: "
+          f"{memory['answers_after']}")
+
+
+def request_peaks(saved_model: str, photo: bytes, folder: str) -> dict:
+    """request_memory's answer for a normal photo and the hostile inputs."""
+    inputs = {
+        "normal photo.jpeg": photo,
+        "1x65500.png": hostile_images.thin(65500, "PNG"),
+        "1x65500.jpeg": hostile_images.thin(65500, "JPEG"),
+        "65500x1.jpeg": hostile_images.thin(65500, "JPEG", vertical=True),
+        "65500x1.gif": hostile_images.thin(65500, "GIF", vertical=True),
+        "gif 1x1 then 6000x6000.gif": hostile_images.gif_large_second_frame(6000),
+        "gif 600 frames of 1024x1024.gif": hostile_images.gif_repeated_frames(1024, 600),
+    }
+    cases = []
+    for name, data in inputs.items():
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        cases.append((export.SERVING_DEFAULT, path))
+    answer = request_memory.measure(saved_model, cases, kill_mb=FLAGS.memory_kill_mb)
+    if "killed" in answer:
+        raise SystemExit(f"memory child killed at {answer['rss_mb']:.0f} MB on {answer['killed']}")
+    return answer
 
 
 if __name__ == "__main__":

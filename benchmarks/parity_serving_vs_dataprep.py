@@ -1,22 +1,24 @@
 """How far the serving graph's 224x224 input on an original photo is from
-what evaluation sees after data prep (issue 5, train/serve parity (b)).
+what evaluation sees after data prep (issue 5, train/serve parity (b); issue
+12).
 
 Two paths from the same original JPEG:
   serving:   the exported `features` signature of a probe model
-             (`alexnet_tf.export_probe`: its fc7 is the input pixels), i.e.
-             the real serving graph: decode, shorter side to 256 (TF
-             antialiased bilinear), centre crop 224.
-  data prep: `data_prep.convert.convert` (Pillow antialiased bilinear to a
-             256x256 centre square, JPEG quality 95) then evaluation's
-             `preprocessing.eval_image` centre crop 224 of that record.
-They differ by the resampling implementation (TF vs Pillow), data prep's
-JPEG re-encoding, and reduced-size DCT decoding in data prep.
+             (`tests/export_probe.py`: its fc7 is the input pixels), i.e.
+             the real serving graph: `preprocessing.stored_view` (data
+             prep's centre square and filter, in TF ops), centre crop 224.
+  data prep: `data_prep.convert.convert` (the 256x256 record, JPEG quality
+             95, 4:2:0 chroma) then evaluation's centre crop 224 of it.
+
+Printed, over all images (0..255 scale, mean absolute error):
+  serving vs record              the parity figure (README, tests)
+  serving vs data prep's pixels  the same, before data prep's JPEG encoding:
+                                 how closely the resampling matches
+  record's own JPEG loss         data prep's pixels vs its decoded record:
+                                 the floor no serving-side resampling can beat
 
     python -m benchmarks.parity_serving_vs_dataprep \
         --data_dir=../shared/data/imagenet-sample [--limit=1000]
-
-Prints the mean absolute pixel error (0..255 scale) over all images, its
-percentiles across images, and the worst image.
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",
 flags.DEFINE_integer("limit", 0, "Use only the first N files in name order (0: all).")
 
 
-def serving_and_dataprep_views(signature, image_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(serving graph's input, evaluation's input after data prep), float32 [224, 224, 3]."""
+def views(signature, image_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(serving graph's input, evaluation's input from the record, data
+    prep's pixels before encoding, centre crop), float32 [224, 224, 3] each."""
     size = preprocessing.CROP_SIZE
     served = signature(image_bytes=tf.constant([image_bytes]))[export.FEATURES]
     served = served.numpy().reshape(size, size, 3)
-    record_jpeg = convert.convert(image_bytes).encoded
-    prepped = preprocessing.eval_image(tf.constant(record_jpeg)).numpy()
-    return served, prepped
+    converted = convert.convert(image_bytes)
+    from_record = preprocessing.eval_image(tf.constant(converted.encoded)).numpy()
+    offset = (converted.pixels.shape[0] - size) // 2
+    pixels = converted.pixels[offset:offset + size, offset:offset + size].astype(np.float32)
+    return served, from_record, pixels
 
 
 def main(argv):
@@ -68,12 +73,14 @@ def main(argv):
         path = export.export_saved_model(export_probe.build_probe_model(2), labels, tmp,
                                          warmup=False)
         signature = tf.saved_model.load(path).signatures[export.FEATURES]
-        errors = []
+        errors, resampling, floor = [], [], []
         start = time.perf_counter()
         for name in files:
             with open(name, "rb") as f:
-                served, prepped = serving_and_dataprep_views(signature, f.read())
-            errors.append(float(np.mean(np.abs(served - prepped))))
+                served, from_record, pixels = views(signature, f.read())
+            errors.append(float(np.mean(np.abs(served - from_record))))
+            resampling.append(float(np.mean(np.abs(served - pixels))))
+            floor.append(float(np.mean(np.abs(pixels - from_record))))
         seconds = time.perf_counter() - start
     errors = np.array(errors)
     worst = int(np.argmax(errors))
@@ -83,6 +90,10 @@ def main(argv):
     print("per-image MAE percentiles: " + ", ".join(
         f"p{q}={np.percentile(errors, q):.3f}" for q in (50, 90, 99, 100)))
     print(f"worst: {os.path.basename(files[worst])} MAE {errors[worst]:.3f}")
+    print(f"serving graph vs data prep's pixels before its JPEG encoding: "
+          f"{np.mean(resampling):.3f} (max per image {np.max(resampling):.3f})")
+    print(f"the record's own JPEG loss (data prep's pixels vs its decoded record): "
+          f"{np.mean(floor):.3f}")
 
 
 if __name__ == "__main__":

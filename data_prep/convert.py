@@ -23,8 +23,10 @@ cannot be decoded raises `ConversionError` with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import threading
 import warnings
 
 import cv2
@@ -39,7 +41,10 @@ DEFAULT_SIZE = 256
 DEFAULT_QUALITY = 95
 # Pillow's own decompression-bomb threshold (about 89 megapixels): a real
 # photograph is far smaller, a hostile file can claim far more in its header.
+# `max_pixels` replaces Pillow's threshold, above or below it.
 DEFAULT_MAX_PIXELS = 89_478_485
+# Guards Pillow's process-wide limit while a decode runs with it lifted.
+_PILLOW_LIMIT_LOCK = threading.Lock()
 RESIZE_FILTER = ("antialiased bilinear: triangle filter widened by the shrink factor "
                  "(3-tap prefilter + bilinear for factors < 2, Pillow BILINEAR above)")
 # 4:2:0 chroma, as libjpeg/TensorFlow write by default: the records stay small.
@@ -86,6 +91,8 @@ def sniff_format(data: bytes) -> str:
 def convert(data: bytes, size: int = DEFAULT_SIZE, quality: int = DEFAULT_QUALITY,
             max_pixels: int = DEFAULT_MAX_PIXELS, reduced_decode: bool = True) -> Converted:
     """Converts encoded image bytes to a `size` x `size` RGB JPEG."""
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
     image_format = sniff_format(data)
     if image_format == "JPEG":
         rgb, height, width = _decode_jpeg(data, size, max_pixels, reduced_decode)
@@ -192,22 +199,33 @@ def reduction_factor(height: int, width: int, size: int) -> int:
 def _decode_with_pillow(data: bytes, image_format: str,
                         max_pixels: int) -> tuple[np.ndarray, int, int]:
     try:
-        with warnings.catch_warnings():
-            # Our own pixel limit replaces Pillow's warning/error pair.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _our_pixel_limit():
             image = Image.open(io.BytesIO(data), formats=[image_format])
             width, height = image.size
-            _check_pixels(height, width, max_pixels)
+            _check_pixels(height, width, max_pixels)  # header only: nothing decoded yet
             image.seek(0)  # first frame of an animation
             image.load()
     except ConversionError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ConversionError(f"decompression bomb guard: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError,
             Image.UnidentifiedImageError) as e:
         raise ConversionError(f"cannot decode {image_format}: {e}") from None
     return _to_rgb(image), height, width
+
+
+@contextlib.contextmanager
+def _our_pixel_limit():
+    """Lifts Pillow's own decompression-bomb limit (process-wide, checked in
+    `Image.open` and in GIF frame handling) for one decode, so `max_pixels`,
+    checked on the header before any pixel is decoded, is the limit that
+    applies, with its message, whether it lies below or above Pillow's."""
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -1,14 +1,18 @@
 """Writing one shard, safely, and recognising a shard that is already done.
 
-A shard is written under `<name>.tmp`, synced, then renamed: a reader or a
-rerun never sees half a shard under its real name. Once renamed, a small
-record of the shard (`.parts/<name>.json`: what went in, what was skipped and
-why, record count, bytes, sha256, class counts, pixel moments) is written,
-also atomically. A rerun keeps a shard only if that record exists, was made
-from exactly the same inputs and settings (`digest`), and the file on disk
+A worker writes a shard under `<name>.tmp` and syncs it (`write_shard`); the
+build itself then renames it and writes a small record of it
+(`.parts/<name>.json`: what went in, what was skipped and why, record count,
+bytes, sha256, class counts, pixel moments), also atomically (`publish`). So
+a reader or a rerun never sees half a shard under its real name, and a worker
+that outlives a killed build can never publish one. A rerun keeps a shard
+only if that record exists, was made from exactly the same inputs (paths,
+sizes, modification times) and settings (`digest`), and the file on disk
 still has the recorded size and sha256; anything else is rewritten.
 
-Every record goes through `alexnet_tf.records`, the one schema module.
+Records are serialized deterministically (protobuf map fields in key order),
+so equal inputs and settings give byte-identical shards in any process.
+Every record goes through `alexnet_tf.data.records`, the one schema module.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from typing import Callable
 
 import tensorflow as tf
 
+from alexnet_tf import fileio
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
-from data_prep import convert
+from data_prep import convert, lifeline
+from data_prep.names import printable
+from data_prep.output_dir import PARTS_DIR, SHARD_TMP_SUFFIX as TMP_SUFFIX
 from data_prep.sharding import ShardPlan
 from data_prep.stats import DEFAULT_PIXEL_STRIDE, PixelMoments
 
-PARTS_DIR = ".parts"
-TMP_SUFFIX = ".tmp"
 # Bump when the conversion changes its output: old shards are then redone.
-CONVERTER_VERSION = 1
+# 2: escaped file names, deterministic serialization.
+CONVERTER_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +87,8 @@ class ShardResult:
     sha256: str
     class_counts: dict[str, int]
     moments: PixelMoments | None
-    converted: list[str]
-    skipped: list[tuple[str, str]]  # (input path, reason)
+    converted: list[str]  # escaped input paths (data_prep.names)
+    skipped: list[tuple[str, str]]  # (escaped input path, reason)
     kept: bool = False  # found complete from an earlier run
 
     def to_json(self) -> dict:
@@ -105,8 +111,11 @@ _counter = None
 
 
 def init_worker(counter) -> None:
+    """Runs first in every worker process: it dies with the fork server."""
     global _counter
     _counter = counter
+    from data_prep import forkserver_preload
+    lifeline.die_with_parent(forkserver_preload.FORKSERVER_PID)
 
 
 def count_image() -> None:
@@ -119,7 +128,8 @@ def part_path(output_dir: str, shard_name: str) -> str:
 
 
 def produce_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> ShardResult:
-    """The shard of `task`: kept if already complete, else (re)written."""
+    """The shard of `task`: kept if already complete (`kept`), else written
+    under its temporary name, for the build to `publish`."""
     kept = reuse_shard(task)
     if kept is not None:
         return kept
@@ -142,7 +152,8 @@ def reuse_shard(task: ShardTask) -> ShardResult | None:
 
 
 def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> ShardResult:
-    """Converts the shard's inputs and writes them as one TFRecord file."""
+    """Converts the shard's inputs and writes them as one TFRecord file, under
+    `task.path + TMP_SUFFIX` (synced); `publish` gives it its name."""
     os.makedirs(os.path.dirname(task.part_path), exist_ok=True)
     if os.path.exists(task.part_path):
         os.remove(task.part_path)  # the old record no longer describes the shard
@@ -157,17 +168,18 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
                 image = convert.convert(source.read(), settings.image_size,
                                         settings.quality, settings.max_pixels)
             except convert.ConversionError as e:
-                skipped.append((source.display, str(e)))
+                skipped.append((source.display, printable(str(e))))
             except OSError as e:
-                skipped.append((source.display, f"cannot read: {e}"))
+                skipped.append((source.display, f"cannot read: {printable(e.strerror or str(e))}"))
             except Exception as e:  # noqa: BLE001 - one odd file must not stop the run
-                skipped.append((source.display, f"unexpected {type(e).__name__}: {e}"))
+                skipped.append((source.display,
+                                printable(f"unexpected {type(e).__name__}: {e}")))
             else:
+                label = task.label_map.index(source.wnid)
                 writer.write(records.serialize(records.ImageRecord(
                     encoded=image.encoded, height=settings.image_size,
-                    width=settings.image_size, label=task.label_map.index(source.wnid),
-                    synset=source.wnid, text=task.label_map.name(task.label_map.index(source.wnid)),
-                    filename=source.filename)))
+                    width=settings.image_size, label=label, synset=source.wnid,
+                    text=task.label_map.name(label), filename=source.filename)))
                 if moments is not None:
                     moments.add_image(image.pixels, settings.pixel_stride)
                 counts[source.wnid] += 1
@@ -175,14 +187,20 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
             if on_image is not None:
                 on_image()
     _fsync(tmp_path)
-    result = ShardResult(
+    return ShardResult(
         name=task.plan.name, prefix=task.plan.prefix, digest=task.digest,
         records=len(converted), bytes=os.path.getsize(tmp_path), sha256=file_sha256(tmp_path),
         class_counts=dict(sorted(counts.items())), moments=moments,
         converted=converted, skipped=skipped)
-    os.replace(tmp_path, task.path)
-    write_json_atomic(task.part_path, result.to_json())
-    return result
+
+
+def publish(task: ShardTask, result: ShardResult) -> None:
+    """Gives a written shard its real name, then records it: run by the
+    build's own process only."""
+    if result.kept:
+        return
+    os.replace(task.path + TMP_SUFFIX, task.path)
+    fileio.write_json(task.part_path, result.to_json())
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -191,15 +209,6 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def write_json_atomic(path: str, data, indent: int | None = None) -> None:
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=indent)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync(path: str) -> None:

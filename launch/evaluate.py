@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
+
+from launch import terminal
 
 FLAGS = flags.FLAGS
 
@@ -38,8 +40,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     from alexnet_tf.training.evaluate import evaluate
     crops = int(FLAGS.crops)
     output = FLAGS.output_json or os.path.join(
@@ -54,4 +55,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    terminal.run(main)

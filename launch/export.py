@@ -13,10 +13,12 @@ atomically. Other sources of weights:
 from __future__ import annotations
 
 import os
+import shlex
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
+from launch import terminal
 
 # TensorFlow is imported only after the flags are checked: a usage error
 # answers at once.
@@ -54,13 +56,13 @@ def load_model_and_labels():
     """(keras model, LabelMap) from whichever source the flags name."""
     sources = [bool(FLAGS.model_dir), bool(FLAGS.keras_model), FLAGS.untrained]
     if sum(sources) != 1:
-        raise app.UsageError("give exactly one of --model_dir, --keras_model, --untrained")
+        terminal.usage_error("give exactly one of --model_dir, --keras_model, --untrained")
     labels_path = FLAGS.labels or (
         os.path.join(FLAGS.model_dir, LABELS_FILENAME) if FLAGS.model_dir else None)
     if not labels_path:
-        raise app.UsageError("--labels is required with --keras_model or --untrained")
+        terminal.usage_error("--labels is required with --keras_model or --untrained")
     if not os.path.exists(labels_path):
-        raise app.UsageError(f"label map {labels_path} not found")
+        terminal.usage_error(f"label map {labels_path} not found")
     label_map = LabelMap.read(labels_path)
     if FLAGS.model_dir:
         from alexnet_tf.training.checkpoints import restore_model
@@ -70,7 +72,7 @@ def load_model_and_labels():
         import keras
         import alexnet_tf.model.alexnet  # noqa: F401  registers AlexNet for deserialisation
         if not os.path.exists(FLAGS.keras_model):
-            raise app.UsageError(f"--keras_model={FLAGS.keras_model}: file not found")
+            terminal.usage_error(f"--keras_model={FLAGS.keras_model}: file not found")
         model = keras.saving.load_model(FLAGS.keras_model, compile=False)
     else:
         from alexnet_tf.model.alexnet import build_alexnet
@@ -79,18 +81,21 @@ def load_model_and_labels():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     model, label_map = load_model_and_labels()
     from alexnet_tf.serving import export
-    path = export.export_saved_model(
-        model, label_map, FLAGS.export_dir, FLAGS.version, top_k=FLAGS.top_k,
-        classify_classes=FLAGS.classify_classes, warmup=FLAGS.warmup)
+    try:
+        path = export.export_saved_model(
+            model, label_map, FLAGS.export_dir, FLAGS.version, top_k=FLAGS.top_k,
+            classify_classes=FLAGS.classify_classes, warmup=FLAGS.warmup)
+    except FileExistsError as e:
+        terminal.usage_error(f"--version={FLAGS.version}: {e}")
+    except ValueError as e:  # the model and the label map disagree
+        terminal.usage_error(str(e))
     print(f"exported {len(label_map)}-class model to {path}")
     print(f"signatures: {', '.join(export.SIGNATURES)}")
-    print(f"serve it:   python -m launch.serve --export_dir={FLAGS.export_dir}")
+    print(f"serve it:   python -m launch.serve --export_dir={shlex.quote(FLAGS.export_dir)}")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    terminal.run(main)

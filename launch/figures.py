@@ -4,10 +4,9 @@
         --out_dir=runs/alexnet/figures
 """
 
-from absl import app, flags, logging
+from absl import flags
 
-from alexnet_tf.training import checkpoints
-from alexnet_tf.figures import paper_figures
+from launch import terminal
 
 FLAGS = flags.FLAGS
 
@@ -26,15 +25,17 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
+    from alexnet_tf.figures import paper_figures  # TensorFlow loads after flags are parsed
+    from alexnet_tf.training import checkpoints
     model = checkpoints.restore_model(FLAGS.model_dir, FLAGS.checkpoint)
     out_dir = FLAGS.out_dir or f"{FLAGS.model_dir.rstrip('/')}/figures"
     written = paper_figures.render(model, FLAGS.data_dir, out_dir, FLAGS.model_dir,
                                    max_train_images=FLAGS.max_train_images)
     for name, path in written.items():
         print(f"{name}: {path}")
-    logging.info("figures also in TensorBoard: %s/logs/figures", FLAGS.model_dir)
+    print(f"figures also in TensorBoard: {FLAGS.model_dir}/logs/figures")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    terminal.run(main)

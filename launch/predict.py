@@ -1,29 +1,34 @@
 """Classify image files with an exported AlexNet: through TF Serving's REST
-API (default), its gRPC PredictionService (--grpc), or in-process from the
-SavedModel (--saved_model). All three run the `serving_default` signature on
-the files' encoded bytes, so the preprocessing is the server's.
+API (default), its gRPC API (--grpc), or in-process from the SavedModel
+(--saved_model). The files' encoded bytes are sent as they are, so the
+preprocessing is the server's.
 
     python -m launch.predict --server=localhost:8501 --model_name=alexnet img1.jpg img2.png
     python -m launch.predict --grpc --server=localhost:8500 --model_name=alexnet img1.jpg
     python -m launch.predict --saved_model=saved_models/alexnet/1 img1.jpg
+    python -m launch.predict --signature_name=classify ...      # TF Serving's Classify API
 
-prints, per image, the top-5 classes with wnid, name and probability.
+prints, per image, the top-5 classes (wnid, name and probability; with
+classify, the export's class labels and scores). A file that is missing, a
+folder, or that the model refuses (not an image, corrupt, too large) gets
+one line on stderr naming it, and the other files are still classified; the
+exit status is 1 if any file failed, 2 for a usage error. A server that
+cannot be reached, runs out of memory or fails otherwise: one line, status 1.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import os
+import stat
 import sys
-import urllib.error
-import urllib.request
 
 from absl import app, flags
 
-IMAGE_BYTES = "image_bytes"  # alexnet_tf.export.IMAGE_BYTES; not imported: no TF for REST
-TOP_K_OUTPUTS = ("top_k_wnids", "top_k_names", "top_k_scores")
+from launch import predict_clients, terminal
+from launch.predict_clients import CLASSIFY, SERVING_DEFAULT, ItemError, PredictError
 
 FLAGS = flags.FLAGS
+SIGNATURES_WITH_CLASSES = (SERVING_DEFAULT, CLASSIFY)
 
 
 def define_flags() -> None:
@@ -32,165 +37,125 @@ def define_flags() -> None:
     flags.DEFINE_string("server", None, "host:port of TF Serving: its REST port (default "
                         "localhost:8501) or with --grpc its gRPC port (default localhost:8500).")
     flags.DEFINE_string("model_name", "alexnet", "Model name on the server.")
-    flags.DEFINE_integer("model_version", None, "Ask for this version (default: the server's latest).")
-    flags.DEFINE_string("signature_name", "serving_default", "Signature to run; it must take "
-                        "`image_bytes` and give top_k_wnids / top_k_names / top_k_scores.")
-    flags.DEFINE_bool("grpc", False, "Use the gRPC PredictionService (needs the "
-                      "tensorflow-serving-api package, the 'serving' extra).")
+    flags.DEFINE_integer("model_version", None, "Ask for this version (default: the server's "
+                         "latest).", lower_bound=0)
+    flags.DEFINE_string("signature_name", SERVING_DEFAULT, "serving_default (top-5 wnids, "
+                        "names, probabilities) or classify (TF Serving's Classify API: the "
+                        "export's class labels and scores).")
+    flags.DEFINE_bool("grpc", False, "Use the gRPC API (needs the tensorflow-serving-api "
+                      "package, the 'serving' extra).")
     flags.DEFINE_string("saved_model", None, "Run this SavedModel version directory in-process "
                         "instead of asking a server.")
     flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the server.")
 
 
-class PredictError(RuntimeError):
-    """The server or model refused the request; the message says why."""
+def shown(name: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 (Linux
+    hands them over as surrogates) as backslash escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def rest_request_body(images: list[bytes], signature_name: str = "serving_default") -> dict:
-    """TF Serving's REST predict body, row ("instances") format; binary
-    inputs go as {"b64": ...} objects."""
-    return {
-        "signature_name": signature_name,
-        "instances": [{IMAGE_BYTES: {"b64": base64.b64encode(image).decode("ascii")}}
-                      for image in images],
-    }
-
-
-def rest_url(server: str, model_name: str, version: int | None = None,
-             verb: str = "predict") -> str:
-    host = server if "://" in server else f"http://{server}"
-    path = f"/v1/models/{model_name}"
-    if version is not None:
-        path += f"/versions/{version}"
-    return f"{host}{path}:{verb}"
-
-
-def rest_predict(server: str, model_name: str, images: list[bytes], *,
-                 signature_name: str = "serving_default", version: int | None = None,
-                 timeout: float = 60.0) -> list[dict]:
-    """POSTs the images; returns one dict of outputs per image."""
-    body = json.dumps(rest_request_body(images, signature_name)).encode()
-    request = urllib.request.Request(rest_url(server, model_name, version), data=body,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")
+def read_files(names: list[str]) -> tuple[dict[int, bytes], dict[int, str]]:
+    """(index -> bytes of the readable files, index -> why a file is not)."""
+    contents, problems = {}, {}
+    for i, name in enumerate(names):
         try:
-            detail = json.loads(detail)["error"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        raise PredictError(f"{request.full_url}: HTTP {e.code}: {detail}") from None
-    except urllib.error.URLError as e:
-        raise PredictError(f"cannot reach {request.full_url}: {e.reason} "
-                           "(is `python -m launch.serve` running?)") from None
-    predictions = answer.get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != len(images):
-        raise PredictError(f"unexpected answer from {request.full_url}: {str(answer)[:200]}")
-    return predictions
+            if os.path.isdir(name):
+                problems[i] = f"{shown(name)}: is a folder, not an image file"
+                continue
+            if os.path.exists(name) and not stat.S_ISREG(os.stat(name).st_mode):
+                problems[i] = f"{shown(name)}: is not a regular file"  # a FIFO would block
+                continue
+            with open(name, "rb") as f:
+                contents[i] = f.read()
+        except FileNotFoundError:
+            problems[i] = f"{shown(name)}: no such file"
+        except OSError as e:
+            problems[i] = f"{shown(name)}: cannot be read ({e.strerror or e})"
+    return contents, problems
 
 
-def grpc_predict(server: str, model_name: str, images: list[bytes], *,
-                 signature_name: str = "serving_default", version: int | None = None,
-                 timeout: float = 60.0) -> list[dict]:
-    """The same request through PredictionService.Predict."""
-    try:
-        import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-    except ImportError as e:
-        raise PredictError(f"--grpc needs the serving extra ({e}); see README: "
-                           "pip install --no-deps tensorflow-serving-api") from None
-    import tensorflow as tf
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    if version is not None:
-        request.model_spec.version.value = version
-    request.inputs[IMAGE_BYTES].CopyFrom(
-        tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)]))
-    with grpc.insecure_channel(server) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+def classify_all(call, images: dict[int, bytes], names: list[str]):
+    """(index -> output row, index -> refusal line) for all `images`, sent
+    in one batch. A batch the model refuses because of one item (the
+    message names it) is resent without that item; when the message names
+    none, each image is sent alone. PredictError (the server's own failure)
+    is left to the caller."""
+    rows, refused = {}, {}
+    pending = sorted(images)
+    while pending:
         try:
-            response = stub.Predict(request, timeout=timeout)
-        except grpc.RpcError as e:
-            raise PredictError(f"{server}: {e.code().name}: {e.details()}") from None
-    outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-    return _rows(outputs, len(images))
+            answers = call([images[i] for i in pending])
+        except ItemError as e:
+            if e.index is not None and 0 <= e.index < len(pending):
+                bad = pending.pop(e.index)
+                refused[bad] = f"{shown(names[bad])} {e.reason}"
+                continue
+            if len(pending) == 1:
+                refused[pending[0]] = f"{shown(names[pending[0]])}: {e.reason}"
+                break
+            for i in pending:
+                sub_rows, sub_refused = classify_all(call, {i: images[i]}, names)
+                rows.update(sub_rows)
+                refused.update(sub_refused)
+            break
+        rows.update(zip(pending, answers))
+        break
+    return rows, refused
 
 
-def saved_model_predict(path: str, images: list[bytes], *,
-                        signature_name: str = "serving_default") -> list[dict]:
-    """Runs the signature in this process, no server."""
-    import tensorflow as tf
-    signature = tf.saved_model.load(path).signatures[signature_name]
-    try:
-        outputs = signature(**{IMAGE_BYTES: tf.constant(images, tf.string)})
-    except tf.errors.InvalidArgumentError as e:
-        raise PredictError(f"{path}: {_reason(e.message)}") from None
-    return _rows({k: v.numpy() for k, v in outputs.items()}, len(images))
-
-
-def _reason(message: str) -> str:
-    """The cause in a TF error message, without the graph-execution framing."""
-    framing = ("Graph execution error", "Detected at node", "<stack traces", "[[")
-    lines = [l.strip() for l in message.splitlines()]
-    return " ".join(l for l in lines if l and not l.startswith(framing)) or message
-
-
-def _rows(outputs: dict, count: int) -> list[dict]:
-    """Column arrays -> one dict per image with JSON-like values."""
-    rows = []
-    for i in range(count):
-        row = {}
-        for key, value in outputs.items():
-            item = value[i].tolist()
-            if isinstance(item, list):
-                item = [v.decode() if isinstance(v, bytes) else v for v in item]
-            row[key] = item
-        rows.append(row)
-    return rows
-
-
-def format_top_k(name: str, prediction: dict) -> str:
-    missing = [k for k in TOP_K_OUTPUTS if k not in prediction]
-    if missing:
-        raise PredictError(f"the signature gives no {missing}: pick one with top-k outputs")
-    lines = [name]
-    for rank, (wnid, label, score) in enumerate(
-            zip(*(prediction[k] for k in TOP_K_OUTPUTS)), 1):
-        lines.append(f"  {rank}. {wnid}  {label:<32s} {score:.4f}")
-    return "\n".join(lines)
+def make_call():
+    """A function list[bytes] -> list[row] for the transport the flags pick."""
+    kwargs = dict(signature_name=FLAGS.signature_name)
+    if FLAGS.saved_model:
+        return predict_clients.saved_model_caller(FLAGS.saved_model, **kwargs)
+    remote = dict(model_name=FLAGS.model_name, version=FLAGS.model_version,
+                  timeout=FLAGS.timeout, **kwargs)
+    if FLAGS.grpc:
+        return lambda images: predict_clients.grpc_predict(
+            FLAGS.server or "localhost:8500", images=images, **remote)
+    return lambda images: predict_clients.rest_predict(
+        FLAGS.server or "localhost:8501", images=images, **remote)
 
 
 def main(argv):
-    files = argv[1:]
-    if not files:
-        raise app.UsageError("name at least one image file")
-    images = []
-    for name in files:
-        with open(name, "rb") as f:
-            images.append(f.read())
-    kwargs = dict(signature_name=FLAGS.signature_name)
+    names = argv[1:]
+    if not names:
+        terminal.usage_error("name at least one image file")
+    if FLAGS.signature_name not in SIGNATURES_WITH_CLASSES:
+        terminal.usage_error(f"--signature_name={FLAGS.signature_name}: gives no classes to "
+                             "print; use serving_default or classify")
+    if FLAGS.timeout <= 0:
+        terminal.usage_error(f"--timeout={FLAGS.timeout}: must be more than 0 seconds")
+    if FLAGS.saved_model and not os.path.isfile(
+            os.path.join(FLAGS.saved_model, predict_clients.SAVED_MODEL_FILENAME)):
+        terminal.usage_error(f"--saved_model={FLAGS.saved_model}: no "
+                             f"{predict_clients.SAVED_MODEL_FILENAME} there (give a version "
+                             "folder, e.g. saved_models/alexnet/1)")
+    images, problems = read_files(names)
+    rows = {}
     try:
-        if FLAGS.saved_model:
-            predictions = saved_model_predict(FLAGS.saved_model, images, **kwargs)
-        elif FLAGS.grpc:
-            predictions = grpc_predict(FLAGS.server or "localhost:8500", FLAGS.model_name,
-                                       images, version=FLAGS.model_version,
-                                       timeout=FLAGS.timeout, **kwargs)
-        else:
-            predictions = rest_predict(FLAGS.server or "localhost:8501", FLAGS.model_name,
-                                       images, version=FLAGS.model_version,
-                                       timeout=FLAGS.timeout, **kwargs)
+        if images:
+            rows, refused = classify_all(make_call(), images, names)
+            problems.update(refused)
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for name, prediction in zip(files, predictions):
-        print(format_top_k(name, prediction))
-    return 0
+    for i, name in enumerate(names):
+        if i in rows:
+            print(predict_clients.format_top_k(shown(name), rows[i]))
+        else:
+            print(f"error: {problems[i]}", file=sys.stderr)
+    sys.stdout.flush()
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    terminal.quiet_native_logs()
+
+    def run(argv):
+        terminal.configure_logging()
+        return main(argv)
+
+    app.run(run)

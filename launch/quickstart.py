@@ -17,51 +17,51 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import sys
 import time
+from typing import Optional
 
-from absl import app, flags
+from alexnet_tf.options import option
+from launch import config_flags, terminal
 
-FLAGS = flags.FLAGS
+
+@dataclasses.dataclass
+class QuickstartConfig:
+    """The chain's settings; training's own come from the `quickstart` preset
+    (`alexnet_tf.training.presets`), unless set here."""
+
+    out_dir: str = option("quickstart_out", "Where data, records, model and figures go.")
+    data_dir: Optional[str] = option(None, "A dataset in any layout data prep reads "
+                                     "(default: a synthetic one is made in <out_dir>/raw).")
+    export_dir: str = option("saved_models/alexnet_quickstart",
+                             "SavedModel base folder; the next free version is written under it.")
+    epochs: Optional[int] = option(None, "Training epochs (default: the quickstart preset's).")
+    steps_per_epoch: Optional[int] = option(None, "Steps per epoch (default: one pass).")
+    batch_size: Optional[int] = option(None, "Training batch size (default: the quickstart "
+                                       "preset's; the paper's is 128).")
+    learning_rate: Optional[float] = option(None, "Initial learning rate (default: the "
+                                            "paper's 0.01).")
+    image_size: int = option(224, "Model input size (the paper's 224); records are stored "
+                             "at the matching 256:224 size.")
+    width: float = option(1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
+    num_classes: int = option(6, "Classes of the synthetic data set.")
+    train_per_class: int = option(60, "Synthetic training images per class.")
+    val_per_class: int = option(15, "Synthetic validation images per class.")
+    figures: bool = option(True, "Also draw the paper's figures (needs matplotlib).")
+    predict_images: int = option(4, "Images classified through the export at the end.")
+
+    def train_config(self, records_dir: str, model_dir: str):
+        from alexnet_tf.training import presets
+        given = {k: getattr(self, k) for k in ("epochs", "steps_per_epoch", "batch_size",
+                                               "learning_rate") if getattr(self, k) is not None}
+        return presets.make_config("quickstart", data_dir=records_dir, model_dir=model_dir,
+                                   model={"image_size": self.image_size, "width": self.width},
+                                   **given)
 
 
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module (the tests)
     cannot clash with another tool's flags in the same process."""
-    flags.DEFINE_string("out_dir", "quickstart_out", "Where data, records, model and figures go.")
-    flags.DEFINE_string("data_dir", None, "A dataset in any layout data prep reads "
-                        "(default: a synthetic one is made in <out_dir>/raw).")
-    flags.DEFINE_string("export_dir", "saved_models/alexnet_quickstart",
-                        "SavedModel base folder; the next free version is written under it.")
-    flags.DEFINE_integer("epochs", 8, "Training epochs.")
-    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
-    flags.DEFINE_integer("batch_size", 32, "Training batch size (the paper's is 128).")
-    flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate (the paper's).")
-    flags.DEFINE_integer("image_size", 224, "Model input size (the paper's 224); records are "
-                         "stored at the matching 256:224 size.")
-    flags.DEFINE_float("width", 1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
-    flags.DEFINE_integer("num_classes", 6, "Classes of the synthetic data set.")
-    flags.DEFINE_integer("train_per_class", 60, "Synthetic training images per class.")
-    flags.DEFINE_integer("val_per_class", 15, "Synthetic validation images per class.")
-    flags.DEFINE_bool("figures", True, "Also draw the paper's figures (needs matplotlib).")
-
-
-@dataclasses.dataclass
-class QuickstartConfig:
-    out_dir: str = "quickstart_out"
-    data_dir: str | None = None
-    export_dir: str = "saved_models/alexnet_quickstart"
-    epochs: int = 8
-    steps_per_epoch: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 0.01
-    image_size: int = 224
-    width: float = 1.0
-    num_classes: int = 6
-    train_per_class: int = 60
-    val_per_class: int = 15
-    figures: bool = True
-    predict_images: int = 4
+    config_flags.define_flags(QuickstartConfig)
 
 
 def _step(number: int, title: str) -> float:
@@ -76,10 +76,9 @@ def _done(started: float, where: str) -> None:
 def run(config: QuickstartConfig) -> dict:
     """Runs the chain; returns the figures each step reached."""
     # Imported here so `--help` answers without loading TensorFlow.
-    from alexnet_tf.training import checkpoints, evaluate, train
-    from alexnet_tf.serving import export
     from alexnet_tf.data import labels, preprocessing
-    from alexnet_tf.training.config import ModelConfig, TrainConfig
+    from alexnet_tf.serving import export
+    from alexnet_tf.training import checkpoints, evaluate, loop
     from data_prep import build_tfrecords, make_synthetic
 
     out = os.path.abspath(config.out_dir)
@@ -111,12 +110,8 @@ def run(config: QuickstartConfig) -> dict:
     t = _step(3, "train: the paper's SGD (momentum 0.9, weight decay 0.0005), "
                  "random crops, flips, PCA lighting")
     model_dir = os.path.join(out, "model")
-    summary = train.train(TrainConfig(
-        data_dir=records_dir, model_dir=model_dir, batch_size=config.batch_size,
-        epochs=config.epochs, learning_rate=config.learning_rate,
-        steps_per_epoch=config.steps_per_epoch, checkpoint_every_steps=100,
-        log_every_steps=10, seed=0, shuffle_buffer=2000,
-        model=ModelConfig(image_size=config.image_size, width=config.width)))
+    train_config = config.train_config(records_dir, model_dir)
+    summary = loop.train(train_config)
     results["train"] = summary
     _done(t, model_dir)
 
@@ -126,7 +121,7 @@ def run(config: QuickstartConfig) -> dict:
     results["evaluate"] = {}
     for crops in (1, 10):
         figures = evaluate.evaluate(records_dir, [model_dir], crops=crops, which="best",
-                                    batch_size=config.batch_size,
+                                    batch_size=train_config.batch_size,
                                     output_json=os.path.join(model_dir, f"eval_{crops}crop.json"))
         results["evaluate"][crops] = figures["models"][0]
         print(figures["table"])
@@ -205,17 +200,10 @@ def _readable_image(path: str) -> bool:
 
 def main(argv):
     del argv
-    config = QuickstartConfig(
-        out_dir=FLAGS.out_dir, data_dir=FLAGS.data_dir, export_dir=FLAGS.export_dir,
-        epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        image_size=FLAGS.image_size, width=FLAGS.width, num_classes=FLAGS.num_classes,
-        train_per_class=FLAGS.train_per_class, val_per_class=FLAGS.val_per_class,
-        figures=FLAGS.figures)
-    run(config)
+    run(config_flags.from_flags(QuickstartConfig))
     return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    sys.exit(app.run(main))
+    terminal.run(main)

@@ -12,14 +12,19 @@ Writes `results.json`, `results.md` (the table) and `figure1.png`.
 
 from __future__ import annotations
 
-import glob
 import os
 
-from absl import app, flags, logging
+from absl import flags
 
-from alexnet_tf.data import records
-from experiments.figure1_relu_tanh import relu_tanh
-from data_prep import build_tfrecords
+from launch import terminal
+
+if __name__ == "__main__":  # before TensorFlow loads (the imports below)
+    terminal.quiet_native_logs()
+
+from alexnet_tf import fileio  # noqa: E402
+from alexnet_tf.data import records  # noqa: E402
+from data_prep import build_tfrecords  # noqa: E402
+from experiments.figure1_relu_tanh import relu_tanh  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -67,7 +72,7 @@ def define_flags() -> None:
 
 
 def has_records(data_dir: str) -> bool:
-    return bool(glob.glob(records.shard_pattern(data_dir, records.TRAIN_PREFIX)))
+    return bool(records.list_shards(data_dir, records.TRAIN_PREFIX, required=False))
 
 
 def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
@@ -80,8 +85,7 @@ def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
         raise FileNotFoundError(
             f"{data_dir} has neither train-*-of-* TFRecord shards nor a train/<class>/ folder")
     target = os.path.join(out_dir, "records")
-    logging.info("Converting %s to %dx%d TFRecords in %s", data_dir, image_size,
-                 image_size, target)
+    print(f"Converting {data_dir} to {image_size}x{image_size} TFRecords in {target}")
     summary = build_tfrecords.build(build_tfrecords.BuildConfig(
         input_dir=data_dir, output_dir=target, image_size=image_size,
         train_shards=train_shards, validation_shards=validation_shards))
@@ -94,11 +98,8 @@ def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
 
 def _save_partial(partial: dict, records_dir: str) -> None:
     """Keeps results.json current during a long run (marked "complete": false)."""
-    import json
-    path = os.path.join(FLAGS.out_dir, relu_tanh.RESULTS_JSON)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        json.dump(dict(partial, records_dir=os.path.abspath(records_dir)), f, indent=2)
-    os.replace(f"{path}.tmp", path)
+    fileio.write_json(os.path.join(FLAGS.out_dir, relu_tanh.RESULTS_JSON),
+                      dict(partial, records_dir=os.path.abspath(records_dir)))
 
 
 def merge(out_dirs: list) -> dict:
@@ -129,7 +130,7 @@ def main(argv):
     images, labels = relu_tanh.load_split(
         records_dir, image_size=FLAGS.image_size, max_images=FLAGS.max_train_images,
         seed=FLAGS.init_seed)
-    logging.info("Loaded %d training images from %s", len(images), records_dir)
+    print(f"Loaded {len(images)} training images from {records_dir}", flush=True)
     learning_rates = {"paper": [float(x) for x in FLAGS.paper_learning_rates],
                       "modern": [float(x) for x in FLAGS.modern_learning_rates]}
     result = relu_tanh.run_experiment(
@@ -138,7 +139,7 @@ def main(argv):
         target_error=FLAGS.target_error, max_epochs=FLAGS.max_epochs,
         batch_size=FLAGS.batch_size, evals_per_epoch=FLAGS.evals_per_epoch,
         seed=FLAGS.init_seed, prune_after_epochs=FLAGS.prune_after_epochs,
-        log=lambda msg: logging.info("%s", msg),
+        log=lambda msg: print(msg, flush=True),
         on_progress=lambda partial: _save_partial(partial, records_dir))
     result["records_dir"] = os.path.abspath(records_dir)
     _write_and_print(result)
@@ -146,4 +147,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    terminal.run(main)

@@ -13,17 +13,21 @@ When neither runner exists it says what to install and exits with status 2.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import urllib.parse
 
-from absl import app, flags
+from absl import flags
+
+from launch import terminal
+from launch.serving_config import (BATCHING_FILENAME, CONTAINER_MODELS, MODEL_CONFIG_FILENAME,
+                                   batching_parameters_text, parse_version_policy,
+                                   write_configs)
 
 SERVER_BINARY = "tensorflow_model_server"
-CONTAINER_MODELS = "/models"
 CONTAINER_CONFIG = "/config"
-MODEL_CONFIG_FILENAME = "models.config"
-BATCHING_FILENAME = "batching.config"
 
 INSTALL_HELP = """\
 Neither `tensorflow_model_server` nor `docker` is on the PATH. Install one:
@@ -62,45 +66,6 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_batch_threads", None, "Threads running batches; default the CPU count.")
     flags.DEFINE_integer("max_enqueued_batches", 100, "Queue bound; beyond it requests are refused.")
     flags.DEFINE_bool("dry_run", False, "Write the configs and print the command, do not run it.")
-
-
-def version_policy_text(policy: str) -> str:
-    """`latest:N` / `all` / `specific:1,2` -> a ServableVersionPolicy text proto."""
-    kind, _, values = policy.partition(":")
-    if kind == "all" and not values:
-        return "all {}"
-    if kind == "latest":
-        count = int(values or 1)
-        if count < 1:
-            raise ValueError(f"--versions={policy}: latest needs N >= 1")
-        return f"latest {{ num_versions: {count} }}"
-    if kind == "specific" and values:
-        versions = [int(v) for v in values.split(",")]
-        return "specific { " + " ".join(f"versions: {v}" for v in versions) + " }"
-    raise ValueError(f"--versions={policy}: expected latest:N, all or specific:1,2")
-
-
-def model_config_text(name: str, base_path: str, policy: str) -> str:
-    """The --model_config_file contents: a one-model model_config_list."""
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f"    name: \"{name}\"\n"
-        f"    base_path: \"{base_path}\"\n"
-        "    model_platform: \"tensorflow\"\n"
-        f"    model_version_policy {{ {version_policy_text(policy)} }}\n"
-        "  }\n"
-        "}\n")
-
-
-def batching_parameters_text(max_batch_size: int, batch_timeout_micros: int,
-                             num_batch_threads: int, max_enqueued_batches: int) -> str:
-    """The --batching_parameters_file contents (BatchingParameters text proto)."""
-    return (
-        f"max_batch_size {{ value: {max_batch_size} }}\n"
-        f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
-        f"num_batch_threads {{ value: {num_batch_threads} }}\n"
-        f"max_enqueued_batches {{ value: {max_enqueued_batches} }}\n")
 
 
 def server_flags(model_config: str, batching_config: str, grpc_port: int,
@@ -159,27 +124,6 @@ def build_command(runner: str, *, export_dir: str, model_name: str, config_dir: 
         f"{CONTAINER_CONFIG}/{BATCHING_FILENAME}", grpc_port, rest_port)
 
 
-def write_configs(config_dir: str, model_name: str, export_dir: str, policy: str,
-                  batching: str) -> list[str]:
-    """Writes the model configs (one per runner: their base paths differ)
-    and the batching parameters; returns the paths."""
-    os.makedirs(config_dir, exist_ok=True)
-    contents = {
-        f"local_{MODEL_CONFIG_FILENAME}": model_config_text(model_name, export_dir, policy),
-        f"docker_{MODEL_CONFIG_FILENAME}": model_config_text(
-            model_name, f"{CONTAINER_MODELS}/{model_name}", policy),
-        BATCHING_FILENAME: batching,
-    }
-    paths = []
-    for filename, text in contents.items():
-        path = os.path.join(config_dir, filename)
-        with open(f"{path}.tmp", "w") as f:
-            f.write(text)
-        os.replace(f"{path}.tmp", path)
-        paths.append(path)
-    return paths
-
-
 def published_versions(export_dir: str) -> list[int]:
     """Numbered subdirectories holding a saved_model.pb."""
     if not os.path.isdir(export_dir):
@@ -188,41 +132,76 @@ def published_versions(export_dir: str) -> list[int]:
                   and os.path.exists(os.path.join(export_dir, d, "saved_model.pb")))
 
 
+def setting_problems(*, export_dir: str, versions_on_disk: list[int], name: str,
+                     config_dir: str, runner: str | None) -> list[str]:
+    """Every flag value that cannot work, as one line each (empty: all fine).
+    Checked before anything is written."""
+    problems = []
+    ports = {"grpc_port": FLAGS.grpc_port, "rest_port": FLAGS.rest_port}
+    for flag, port in ports.items():
+        if not 1 <= port <= 65535:
+            problems.append(f"--{flag}={port}: a port is 1..65535")
+    if FLAGS.grpc_port == FLAGS.rest_port:
+        problems.append(f"--grpc_port and --rest_port are both {FLAGS.rest_port}: they must differ")
+    for flag in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
+        value = FLAGS[flag].value
+        if value is not None and value < 1:
+            problems.append(f"--{flag}={value}: must be at least 1")
+    if FLAGS.batch_timeout_micros < 0:
+        problems.append(f"--batch_timeout_micros={FLAGS.batch_timeout_micros}: must be >= 0 "
+                        "(0: run each batch at once)")
+    try:
+        kind, numbers = parse_version_policy(FLAGS.versions)
+    except ValueError as e:
+        problems.append(str(e))
+    else:
+        missing = [v for v in numbers if kind == "specific" and v not in versions_on_disk]
+        if missing:
+            problems.append(f"--versions={FLAGS.versions}: version(s) {missing} not in "
+                            f"{export_dir} (it has {versions_on_disk})")
+    if not name or any(c in name for c in "/:") or not name.isprintable():
+        problems.append(f"--model_name={name!r}: a model name must be non-empty, printable, "
+                        "without '/' or ':'")
+    if os.path.exists(config_dir) and not os.path.isdir(config_dir):
+        problems.append(f"--config_dir={config_dir}: exists and is not a folder")
+    if runner == "docker":
+        problems += [f"{path}: docker cannot mount a path containing ':'"
+                     for path in (export_dir, config_dir) if ":" in path]
+    return problems
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     export_dir = os.path.abspath(FLAGS.export_dir)
     versions = published_versions(export_dir)
     if not versions:
-        print(f"error: no exported versions in {export_dir} (expected <version>/saved_model.pb); "
-              "run `python -m launch.export` first", file=sys.stderr)
-        return 1
+        terminal.usage_error(f"no exported versions in {export_dir} (expected "
+                             "<version>/saved_model.pb); run `python -m launch.export` first")
     name = FLAGS.model_name or os.path.basename(export_dir.rstrip("/"))
     config_dir = os.path.abspath(FLAGS.config_dir or os.path.join(
         os.path.dirname(export_dir), f"{name}_serving_config"))
-    try:
-        version_policy_text(FLAGS.versions)
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    batching = batching_parameters_text(
-        FLAGS.max_batch_size, FLAGS.batch_timeout_micros,
-        FLAGS.num_batch_threads or os.cpu_count() or 1, FLAGS.max_enqueued_batches)
     runner = find_runner(FLAGS.runner)
+    problems = setting_problems(export_dir=export_dir, versions_on_disk=versions, name=name,
+                                config_dir=config_dir, runner=runner)
+    if problems:
+        terminal.usage_error("; ".join(problems))
     if runner is None:
         wanted = {"auto": "", "local": f" (--runner=local: no {SERVER_BINARY})",
                   "docker": " (--runner=docker: no docker)"}[FLAGS.runner]
         print(INSTALL_HELP + wanted, file=sys.stderr)
         return 2
+    batching = batching_parameters_text(
+        FLAGS.max_batch_size, FLAGS.batch_timeout_micros,
+        FLAGS.num_batch_threads or os.cpu_count() or 1, FLAGS.max_enqueued_batches)
     paths = write_configs(config_dir, name, export_dir, FLAGS.versions, batching)
     command = build_command(runner, export_dir=export_dir, model_name=name,
                             config_dir=config_dir, grpc_port=FLAGS.grpc_port,
                             rest_port=FLAGS.rest_port, docker_image=FLAGS.docker_image,
                             docker_gpus=FLAGS.docker_gpus)
     print(f"model {name!r}: versions on disk {versions}, policy {FLAGS.versions}")
-    print("configs: " + ", ".join(paths))
+    print("configs: " + ", ".join(shlex.quote(p) for p in paths))
     print(f"runner: {runner}")
-    print("command: " + " ".join(command))
-    print(f"REST: http://localhost:{FLAGS.rest_port}/v1/models/{name}   "
+    print("command: " + shlex.join(command))
+    print(f"REST: http://localhost:{FLAGS.rest_port}/v1/models/{urllib.parse.quote(name)}   "
           f"gRPC: localhost:{FLAGS.grpc_port}")
     sys.stdout.flush()
     if FLAGS.dry_run:
@@ -238,4 +217,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    terminal.run(main)

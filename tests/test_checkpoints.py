@@ -14,7 +14,10 @@ from alexnet_tf.training import checkpoints, schedules
 from alexnet_tf.figures import tb_logs
 from alexnet_tf.training.config import ModelConfig, TrainConfig
 from alexnet_tf.model.alexnet import build_alexnet
-from alexnet_tf.training.train import make_optimizer, train
+from alexnet_tf.data.dataset_stats import read_rgb_stats
+from alexnet_tf.errors import InputError
+from alexnet_tf.training import fine_tune, model_dir as model_dir_files
+from alexnet_tf.training.loop import make_optimizer, train
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 
@@ -36,7 +39,7 @@ def run(tmp_path_factory):
 
 
 def _fresh_state(model_dir, config):
-    model = checkpoints.build_model_from_config(checkpoints.read_model_config(model_dir))
+    model = checkpoints.build_model_from_config(model_dir_files.read_model_config(model_dir))
     optimizer = make_optimizer(config)
     optimizer.build(model.trainable_variables)
     return model, optimizer, schedules.make_schedule(config)
@@ -86,7 +89,7 @@ def test_training_again_resumes_where_it_stopped(run, tmp_path):
 
 def test_best_checkpoint_is_the_lowest_validation_error(run):
     data_dir, model_dir, summary = run
-    info = checkpoints.read_best_info(model_dir)
+    info = model_dir_files.read_best_info(model_dir)
     errors = [h["val_top1_error"] for h in summary["history"]]
     assert info["val_top1_error"] == pytest.approx(min(errors))
     assert info["epoch"] == 1 + errors.index(min(errors))  # the first of equals wins
@@ -107,7 +110,7 @@ def test_fine_tuning_to_new_classes_reinitializes_only_the_classifier(run):
     source = checkpoints.restore_model(model_dir, "latest")
     target = build_alexnet(num_classes=5, **TINY_MODEL)
     fresh_fc8 = target.get_layer("fc8_a").get_weights()[0].copy()
-    report = checkpoints.init_from_pretrained(target, model_dir)
+    report = fine_tune.init_from_pretrained(target, model_dir)
     assert sorted(report["reinitialized"]) == ["fc8_a", "fc8_b"]
     assert {"conv1_a", "conv1_b", "conv5_b", "fc6_a", "fc7_b"} <= set(report["kept"])
     for name in report["kept"]:
@@ -126,7 +129,7 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     # the weights; the same ones here, so the outputs must match.
     target = build_alexnet(num_classes=3, mean_rgb=source.mean_rgb, std_rgb=source.std_rgb,
                            **TINY_MODEL)
-    report = checkpoints.init_from_pretrained(target, path)
+    report = fine_tune.init_from_pretrained(target, path)
     assert report["reinitialized"] == []
     x = np.random.default_rng(0).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
     expected = source(x).numpy()
@@ -141,9 +144,24 @@ def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
     summary = train(_config(data5, tmp_path / "tuned", epochs=1, steps_per_epoch=1,
                             init_from=os.path.join(model_dir, "best")))
     assert summary["step"] == 1 and summary["resumed_from"] is None
-    assert checkpoints.read_model_config(str(tmp_path / "tuned"))["num_classes"] == 5
-    with pytest.raises(FileNotFoundError, match="--init_from=.*no checkpoint"):
-        checkpoints.load_source_model(str(tmp_path / "nothing-here"))
+    tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
+    assert tuned["num_classes"] == 5
+    # A trained conv1 expects its own input normalization: kept by default...
+    source = model_dir_files.read_model_config(model_dir)
+    data_mean = read_rgb_stats(os.path.join(data5, "stats.json")).mean_rgb
+    assert np.abs(np.subtract(source["mean_rgb"], data_mean)).max() > 1.0  # they differ here
+    assert (tuned["mean_rgb"], tuned["std_rgb"]) == (source["mean_rgb"], source["std_rgb"])
+    # ... and a resume keeps it too (model_config.json agrees with the first run).
+    again = train(_config(data5, tmp_path / "tuned", epochs=2, steps_per_epoch=1,
+                          init_from=os.path.join(model_dir, "best")))
+    assert again["step"] == 2 and again["resumed_from"]
+    # The other choice: this data's statistics.
+    train(_config(data5, tmp_path / "tuned_data", epochs=1, steps_per_epoch=1,
+                  init_from=os.path.join(model_dir, "best"), init_normalization="data"))
+    by_data = model_dir_files.read_model_config(str(tmp_path / "tuned_data"))
+    np.testing.assert_allclose(by_data["mean_rgb"], data_mean)
+    with pytest.raises(InputError, match="init_from .*nothing-here: no checkpoint"):
+        fine_tune.load_source_model(str(tmp_path / "nothing-here"))
 
 
 def test_model_config_from_before_standardization_builds_mean_only_input():

@@ -134,6 +134,46 @@ def test_pixel_limit_applies_to_jpeg_headers_too():
     assert convert.convert(data, size=32, max_pixels=400 * 300).pixels.shape == (32, 32, 3)
 
 
+def _gif_header_only(width, height):
+    """A GIF whose screen and one frame claim width x height, with no pixel data."""
+    return (b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0) + b"\x2c"
+            + struct.pack("<HHHHB", 0, 0, width, height, 0x80) + b"\0\0\0\xff\xff\xff"
+            + b"\x02\x02\x4c\x01\x00\x3b")
+
+
+@pytest.mark.parametrize("make", [_png_header_only, _gif_header_only], ids=["png", "gif"])
+def test_our_limit_replaces_pillows_above_and_below_it(make):
+    """200 Mpixels: above Pillow's own error threshold (2 x 89.5 M), which used
+    to win with its message. The default limit refuses it with ours; a larger
+    limit lets it through to decoding (which then finds no pixel data)."""
+    header = make(20_000, 10_000)
+    with pytest.raises(convert.ConversionError,
+                       match=r"^decompression bomb guard: 20000x10000 = 200000000 pixels "
+                             r"> limit 89478485$"):
+        convert.convert(header)
+    with pytest.raises(convert.ConversionError, match=r"^cannot decode (PNG|GIF): "):
+        convert.convert(header, max_pixels=300_000_000)
+    assert Image.MAX_IMAGE_PIXELS == convert.DEFAULT_MAX_PIXELS  # Pillow's limit restored
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_a_limit_above_pillows_is_honoured_for_real_images(fmt, monkeypatch):
+    """With Pillow's limit lowered to 1,000 pixels (errors from 2,000), a real
+    64x64 image converts under a 10,000-pixel limit of ours, and is refused with
+    our message under a 100-pixel one."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = _encode(_flat(64, 64), fmt)
+    assert convert.convert(data, size=32, max_pixels=10_000).pixels.shape == (32, 32, 3)
+    with pytest.raises(convert.ConversionError, match=r"64x64 = 4096 pixels > limit 100$"):
+        convert.convert(data, size=32, max_pixels=100)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_a_limit_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_pixels must be >= 1"):
+        convert.convert(_encode(_flat(8, 8), "PNG"), max_pixels=0)
+
+
 @pytest.mark.parametrize("width, height", [(400, 300), (300, 400), (256, 256), (100, 60),
                                           (1, 1), (3000, 40), (40, 3000), (1600, 1200)])
 def test_output_is_square_at_any_aspect(width, height):

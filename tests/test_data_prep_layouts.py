@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from data_prep import layouts
+from data_prep import ilsvrc, layouts
 
 # Devkit ids deliberately not in sorted-wnid order: id 1 is the last wnid.
 DEVKIT_IDS = {1: "n03000003", 2: "n01000001", 3: "n02000002"}
@@ -155,7 +155,7 @@ def test_bad_solution_row_names_the_line(tmp_path):
     path = tmp_path / "LOC_val_solution.csv"
     path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,\n")
     with pytest.raises(layouts.LayoutError, match=r"LOC_val_solution.csv:2"):
-        layouts.read_val_solution(str(path))
+        ilsvrc.read_val_solution(str(path))
 
 
 # ---------------------------------------------------------------- ilsvrc_tar
@@ -213,6 +213,31 @@ def test_ilsvrc_tar_reads_nested_tars_and_devkit_order(tmp_path, devkit):
     assert [f.read() for f in validation] == [val[f.filename] for f in validation]
 
 
+def test_ilsvrc_tar_reports_links_in_the_archive(tmp_path):
+    """Every member but folders is counted: a link member is reported, not dropped."""
+    _ilsvrc_tree(tmp_path)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("val")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for i in (1, 2):
+            data = _bytes(100 + i)
+            info = tarfile.TarInfo(f"val/ILSVRC2012_val_{i:08d}.JPEG")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("val/ILSVRC2012_val_00000003.JPEG")
+        link.type, link.linkname = tarfile.SYMTYPE, "ILSVRC2012_val_00000001.JPEG"
+        tar.addfile(link)
+    _write(tmp_path / layouts.VAL_TAR, buffer.getvalue())
+    listing = layouts.list_inputs(str(tmp_path))
+    assert len(listing.splits["validation"]) == 2
+    ((split, path, reason),) = listing.problems
+    assert split == "validation" and path.endswith("ILSVRC2012_val_00000003.JPEG")
+    assert reason == "a link in the archive, not an image"
+    assert listing.found_in("validation") == 3
+
+
 def test_ilsvrc_tar_prefers_the_solution_csv(tmp_path):
     _ilsvrc_tree(tmp_path)
     with open(tmp_path / layouts.VAL_SOLUTION, "w") as f:
@@ -232,7 +257,7 @@ def test_devkit_without_scipy_says_what_to_install(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_scipy)
     with pytest.raises(layouts.LayoutError, match=r"alexnet_tf\[devkit\]"):
-        layouts.read_meta_mat(_meta_mat())
+        ilsvrc.read_meta_mat(_meta_mat())
 
 
 def test_compressed_archive_is_refused_clearly(tmp_path):

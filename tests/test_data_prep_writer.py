@@ -20,34 +20,34 @@ def _files(n):
 
 def test_training_shards_are_a_seeded_shuffle_of_every_file():
     files = _files(103)
-    plans = sharding.plan_shards(files, "train", 8, shuffle=True, seed=7)
+    plans = sharding.plan_shards(files, "train", 8, order="shuffle", seed=7)
     assert [p.name for p in plans] == [f"train-{i:05d}-of-00008" for i in range(8)]
     flat = [f for p in plans for f in p.files]
     assert sorted(flat, key=lambda f: f.path) == files and flat != files
     sizes = [len(p.files) for p in plans]
     assert max(sizes) - min(sizes) <= 1
-    again = sharding.plan_shards(files, "train", 8, shuffle=True, seed=7)
+    again = sharding.plan_shards(files, "train", 8, order="shuffle", seed=7)
     assert [p.files for p in again] == [p.files for p in plans]
-    other = sharding.plan_shards(files, "train", 8, shuffle=True, seed=8)
+    other = sharding.plan_shards(files, "train", 8, order="shuffle", seed=8)
     assert [p.files for p in other] != [p.files for p in plans]
 
 
 def test_validation_shards_keep_the_order():
     files = _files(10)
-    plans = sharding.plan_shards(files, "validation", 3, shuffle=False)
+    plans = sharding.plan_shards(files, "validation", 3, order="keep")
     assert [f for p in plans for f in p.files] == files
 
 
 def test_more_shards_than_files_gives_empty_shards():
-    plans = sharding.plan_shards(_files(2), "train", 4, shuffle=True)
+    plans = sharding.plan_shards(_files(2), "train", 4, order="shuffle")
     assert sum(len(p.files) for p in plans) == 2 and len(plans) == 4
     with pytest.raises(ValueError, match="shards must be >= 1"):
-        sharding.plan_shards(_files(2), "train", 0, shuffle=True)
+        sharding.plan_shards(_files(2), "train", 0, order="shuffle")
 
 
 def test_digest_depends_on_inputs_and_settings():
-    (plan,) = sharding.plan_shards(_files(4), "train", 1, shuffle=False)
-    (fewer,) = sharding.plan_shards(_files(3), "train", 1, shuffle=False)
+    (plan,) = sharding.plan_shards(_files(4), "train", 1)
+    (fewer,) = sharding.plan_shards(_files(3), "train", 1)
     assert plan.digest("a") == plan.digest("a")
     assert plan.digest("a") != plan.digest("b")
     assert plan.digest("a") != fewer.digest("a")
@@ -77,6 +77,10 @@ def test_write_shard_then_reuse_it(tiny_dataset, tmp_path):
     seen = []
     result = writer.produce_shard(task, lambda: seen.append(1))
     assert not result.kept
+    # Written under the temporary name: only the build's own process publishes it.
+    assert not os.path.exists(task.path) and os.path.exists(task.path + writer.TMP_SUFFIX)
+    assert writer.reuse_shard(task) is None
+    writer.publish(task, result)
     assert len(seen) == len(task.plan.files) == result.records + len(result.skipped)
     # With 3 classes, class 0 holds the grayscale and the corrupt awkward file.
     (skipped,) = result.skipped
@@ -98,7 +102,8 @@ def test_write_shard_then_reuse_it(tiny_dataset, tmp_path):
 
 def test_changed_shard_or_settings_are_not_reused(tiny_dataset, tmp_path):
     task = _task(tiny_dataset, tmp_path)
-    writer.write_shard(task)
+    writer.publish(task, writer.write_shard(task))
+    assert writer.reuse_shard(task) is not None
     assert writer.reuse_shard(_task(tiny_dataset, tmp_path, quality=80)) is None
     with open(task.path, "r+b") as f:  # same size, one byte different
         f.seek(20)

@@ -17,7 +17,7 @@ import tensorflow as tf
 from alexnet_tf.training import distribute
 from alexnet_tf.model import placement
 from alexnet_tf.training.config import ModelConfig, TrainConfig
-from alexnet_tf.training.train import train
+from alexnet_tf.training.loop import train
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +87,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     from alexnet_tf.training import distribute
     from alexnet_tf.training.config import ModelConfig, TrainConfig
-    from alexnet_tf.training.train import train
+    from alexnet_tf.training.loop import train
 
     data_dir, model_dir, keep_dir = sys.argv[1:4]
     # Keep the non-chief's throwaway checkpoint so the test can compare weights.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.training import checkpoints
+from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 from alexnet_tf.data import input_pipeline, labels, preprocessing
 from alexnet_tf.data.dataset_stats import IMAGENET_STD_RGB
 from alexnet_tf.training.evaluate import evaluate
@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
         model = build_alexnet(**config)
         model_dir = str(root / f"model{seed}")
         os.makedirs(os.path.join(model_dir, "best"))
-        checkpoints.write_model_config(model_dir, config)
+        model_dir_files.write_model_config(model_dir, config)
         tf.train.Checkpoint(model=model).save(os.path.join(model_dir, "best", "ckpt"))
         model_dirs.append(model_dir)
     return data_dir, model_dirs

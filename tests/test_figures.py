@@ -42,3 +42,29 @@ def test_top5_and_curves_and_neighbours_render_images():
     grid = figures.neighbours_figure(images[:2], rng.uniform(0, 255, size=(2, 6, 32, 32, 3)))
     assert grid.shape == (2 * 36, 7 * 36 + 4, 3)
     np.testing.assert_array_equal(grid[:32, :32], np.clip(images[0], 0, 255).astype(np.uint8))
+
+
+def _red_pixels(image):
+    r, g, b = (image[..., c].astype(int) for c in range(3))
+    return int(np.sum((r > 180) & (g < 90) & (b < 90)))
+
+
+def test_a_true_class_ranked_fifth_with_probability_near_0_is_still_marked_red():
+    pytest.importorskip("matplotlib")
+    images = np.full((1, 32, 32, 3), 128.0)
+    probs = np.array([[0.96, 0.02, 0.01, 0.0099, 1e-4, 1e-6]])
+    names = [f"class {i}" for i in range(6)]
+    marked = figures.top5_figure(images, probs, [4], names)    # 5th, bar invisible
+    unmarked = figures.top5_figure(images, probs, [5], names)  # not in the top 5
+    assert _red_pixels(marked) > 30 and _red_pixels(unmarked) == 0
+
+
+def test_the_rate_axis_of_a_constant_rate_names_the_rate_once():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    fig, (constant, dropped) = plt.subplots(1, 2)
+    figures.rate_axis(constant, [0.01, 0.01, 0.01])
+    figures.rate_axis(dropped, [0.01, 0.01, 0.001])
+    fig.canvas.draw()
+    assert [t.get_text() for t in constant.get_yticklabels()] == ["0.01"]
+    assert constant.get_yscale() == "linear" and dropped.get_yscale() == "log"
+    plt.close(fig)

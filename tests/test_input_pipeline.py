@@ -207,3 +207,37 @@ def test_count_records(tmp_path, data_dir):
     # data prep's stats.json layout is read, not the shards
     (tmp_path / "stats.json").write_text(json.dumps({"splits": {"train": {"images": 1234}}}))
     assert input_pipeline.count_records(tmp_path, "train") == 1234
+
+
+def test_empty_shards_are_skipped_and_all_empty_is_an_error(tmp_path):
+    # As data prep leaves them for a small data set: many shard files, most empty.
+    data = tmp_path / "records"
+    shards = [[0, 1], [], [], [2], []]
+    data.mkdir()
+    write_split(data, records.TRAIN_PREFIX, shards)
+    write_split(data, records.VALIDATION_PREFIX, [[], [3, 4]])
+    assert len(records.list_shards(data, "train")) == 5
+    assert [p.rsplit("/", 1)[1] for p in input_pipeline.list_shards(data, "train")] == [
+        "train-00000-of-00005", "train-00003-of-00005"]
+    train = input_pipeline.make_train_dataset(data, 3, shuffle_buffer=3, seed=0,
+                                              lighting_stddev=0.0)
+    assert set(labels_of(train, 4)) == {0, 1, 2}
+    assert sorted(labels_of(input_pipeline.make_eval_dataset(data, 2), 5)) == [3, 4]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_split(empty, records.TRAIN_PREFIX, [[], []])
+    with pytest.raises(FileNotFoundError, match="all 2 train shards in .* are empty"):
+        input_pipeline.make_train_dataset(empty, 2)
+
+
+def test_across_shards_takes_one_record_of_each_shard_in_turn(tmp_path):
+    # Validation stored class by class, one class per shard: the first batch
+    # of a plain read sees one class, across_shards sees all of them.
+    data = tmp_path / "records"
+    data.mkdir()
+    write_split(data, records.VALIDATION_PREFIX, [[0] * 4, [1] * 4, [2] * 4])
+    plain = labels_of(input_pipeline.make_eval_dataset(data, 3), 1)
+    mixed = labels_of(input_pipeline.make_eval_dataset(data, 3, across_shards=True), 1)
+    assert list(plain) == [0, 0, 0] and list(mixed) == [0, 1, 2]
+    everything = labels_of(input_pipeline.make_eval_dataset(data, 5, across_shards=True), 9)
+    assert sorted(everything) == [0] * 4 + [1] * 4 + [2] * 4  # still every record once

@@ -29,7 +29,7 @@ def test_write_read_round_trip(tmp_path):
     ("0\tn1\n", "expected 'index<TAB>wnid<TAB>name'"),
     ("1\tn1\tx\n", "out of order"),
     ("", "no classes"),
-    ("0\tn1\ta\n1\tn1\tb\n", "repeats wnid"),
+    ("0\tn1\ta\n1\tn1\tb\n", r"labels.txt:2: wnid .n1. repeats line 1"),
 ])
 def test_bad_files_name_the_problem(tmp_path, content, message):
     path = tmp_path / LABELS_FILENAME

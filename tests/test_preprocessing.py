@@ -24,6 +24,9 @@ def pixels(height, width, seed=0):
 
 def encode(array, fmt="JPEG", **kwargs) -> bytes:
     buffer = io.BytesIO()
+    if fmt == "GIF":  # palette: a few colours suffice for these tests
+        Image.fromarray(array).quantize(256).save(buffer, fmt)
+        return buffer.getvalue()
     if fmt == "JPEG":
         kwargs = {"quality": 95, "subsampling": 0, **kwargs}  # 4:4:4 unless asked
     Image.fromarray(array).save(buffer, fmt, **kwargs)
@@ -132,23 +135,103 @@ def test_eval_image_on_stored_record_is_decode_and_centre_crop():
         np.testing.assert_array_equal(image, expected)
 
 
-def test_eval_image_resizes_other_sizes_first():
+def test_eval_image_of_other_sizes_is_the_stored_views_centre_crop():
     jpeg = encode(pixels(300, 500))
-    reference = pp.center_crop(pp.resize_shorter_side(tf.constant(decoded(jpeg)))).numpy()
+    reference = pp.center_crop(pp.stored_view(tf.constant(jpeg))).numpy()
     for image in both_ways(pp.eval_image, tf.constant(jpeg)):
         assert image.shape == (224, 224, 3)
         np.testing.assert_array_equal(image, reference)
 
 
+# --- stored_view: data prep's centre square and filter ------------------------
+
+# One shape per branch of data prep's resize: 256 exactly (no resize), shrink
+# factors in (1, 2) (3-tap prefilter + bilinear), >= 2 with a half-pixel
+# offset (the exact filter on the fractional square), < 1 (enlarge).
+@pytest.mark.parametrize("shape", [(256, 256), (256, 300), (300, 400), (401, 300), (333, 500),
+                                   (513, 1025), (600, 800), (100, 37), (1, 500), (255, 256)])
+def test_stored_view_matches_data_prep_within_a_level(shape):
+    """The same decoded pixels through data prep's resize_and_crop (OpenCV,
+    Pillow) and through stored_view (TF): at most 1 level apart anywhere
+    (rounding), 0.2 on average."""
+    from data_prep import convert
+    image = smooth(*shape)
+    ours = pp.stored_view(tf.constant(encode(image, "PNG"))).numpy()
+    theirs = convert.resize_and_crop(image, 256).astype(np.float32)
+    assert ours.shape == (256, 256, 3) and ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() <= 1.0
+    assert np.abs(ours - theirs).mean() < 0.2
+    np.testing.assert_array_equal(ours, np.round(ours))  # whole levels, as data prep stores
+
+
+def smooth(height, width, seed=0):
+    """A smooth random image (bilinear up from a coarse grid): resamplers
+    then differ by rounding only, not by aliasing."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
+    return np.clip(tf.image.resize(coarse, [height, width]).numpy(), 0, 255).astype(np.uint8)
+
+
+def test_stored_view_decodes_large_jpegs_at_reduced_size_as_data_prep():
+    """A 1,100 x 2,300 JPEG: both decode at 1/4 (DCT-domain) and resample
+    from there."""
+    from data_prep import convert
+    jpeg = encode(smooth(1100, 2300), subsampling=2)
+    ours = pp.stored_view(tf.constant(jpeg)).numpy()
+    assert convert.reduction_factor(1100, 2300, 256) == 4
+    quarter = tf.io.decode_jpeg(jpeg, ratio=4, dct_method=pp.JPEG_DCT_METHOD).numpy()
+    theirs = convert.resize_and_crop(quarter, 256).astype(np.float32)
+    assert np.abs(ours - theirs).max() <= 1.0
+
+
+def test_stored_view_of_a_stored_record_is_the_record():
+    jpeg = encode(pixels(256, 256), subsampling=2)
+    for image in both_ways(pp.stored_view, tf.constant(jpeg)):
+        np.testing.assert_array_equal(image, decoded(jpeg).astype(np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+@pytest.mark.parametrize("shape", [(1, 6000), (6000, 1), (3, 4000)])
+def test_thin_images_give_the_centre_square(fmt, shape):
+    """A thin image's centre square is a few source pixels: the views are
+    made from that square alone (no resize of the whole image)."""
+    array = smooth(*shape) if min(shape) > 1 else pixels(*shape)
+    data = encode(array, fmt) if fmt != "JPEG" else encode(array, fmt, quality=100)
+    full = pp.decode_rgb(tf.constant(data)).numpy()
+    short = min(shape)
+    top, left = (shape[0] - short) // 2, (shape[1] - short) // 2
+    square = full[top:top + short, left:left + short]
+    expected = tf.round(tf.image.resize(square.astype(np.float32), [256, 256])).numpy()
+    for image in both_ways(pp.stored_view, tf.constant(data)):
+        np.testing.assert_array_equal(image, expected)
+    assert pp.eval_image(tf.constant(data)).shape == (224, 224, 3)
+    assert pp.ten_crops(tf.constant(data)).shape == (10, 224, 224, 3)
+
+
+@pytest.mark.parametrize("crop_size, stored", [(224, 256), (227, 256), (256, 256), (67, 77),
+                                               (32, 37)])
+def test_crop_size_sets_the_crop_and_the_stored_size(crop_size, stored):
+    """Caffe's AlexNet reads 227: its crops come from the same 256 square."""
+    assert pp.stored_size(crop_size) == stored
+    jpeg = encode(pixels(300, 380))
+    view = pp.stored_view(tf.constant(jpeg), stored).numpy()
+    offset = (stored - crop_size) // 2
+    centre = view[offset:offset + crop_size, offset:offset + crop_size]
+    np.testing.assert_array_equal(pp.eval_image(tf.constant(jpeg), crop_size), centre)
+    crops = pp.ten_crops(tf.constant(jpeg), crop_size).numpy()
+    assert crops.shape == (10, crop_size, crop_size, 3)
+    np.testing.assert_array_equal(crops[4], centre)
+    np.testing.assert_array_equal(crops[0], view[:crop_size, :crop_size])
+
+
 # --- ten_crops --------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(256, 256), (256, 320)])
-def test_ten_crops_are_corners_centre_and_mirrors(shape):
+def test_ten_crops_are_corners_centre_and_mirrors_of_the_stored_square(shape):
     jpeg = encode(pixels(*shape))
-    full = decoded(jpeg).astype(np.float32)
     h, w = shape
-    b, r = h - 224, w - 224
-    windows = [(0, 0), (0, r), (b, 0), (b, r), (b // 2, r // 2)]
+    full = decoded(jpeg).astype(np.float32)[:, (w - 256) // 2:(w - 256) // 2 + 256]
+    windows = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
     expected = np.stack([full[t:t + 224, l:l + 224] for t, l in windows])
     expected = np.concatenate([expected, expected[:, :, ::-1]])
     for crops in both_ways(pp.ten_crops, tf.constant(jpeg)):

@@ -157,8 +157,38 @@ def test_merge_refuses_incomparable_results():
     other = dict(part, batch_size=64, conditions={"modern": {}})
     with pytest.raises(ValueError, match="batch_size"):
         relu_tanh.merge_results([part, other])
-    with pytest.raises(ValueError, match="paper"):
+    with pytest.raises(ValueError, match="'paper' appears twice with nothing to merge"):
         relu_tanh.merge_results([part, part])
+
+
+def _sweep(*runs):
+    best = min((r for r in runs if r[2] is not None), key=lambda r: r[2], default=None)
+    return {"best_learning_rate": best and best[0], "epochs_to_target": best and best[2],
+            "seconds_to_target": best and best[2],
+            "runs": [{"learning_rate": lr, "epochs": [1, 2], "errors": errors,
+                      "seconds": [1, 2], "epochs_to_target": reached,
+                      "seconds_to_target": reached, "stopped": ""}
+                     for lr, errors, reached in runs]}
+
+
+def test_merge_extends_a_learning_rate_grid_and_refuses_a_different_rerun():
+    settings = {"target_error": 0.25, "batch_size": 128, "complete": True}
+    low = dict(settings, conditions={"paper": {
+        "learning_rates": [0.001, 0.003],
+        "relu": _sweep((0.001, [0.5, 0.4], None), (0.003, [0.4, 0.2], 2)),
+        "tanh": _sweep((0.001, [0.6, 0.5], None), (0.003, [0.5, 0.4], None))}})
+    high = dict(settings, conditions={"paper": {
+        "learning_rates": [0.003, 0.01],
+        "tanh": _sweep((0.003, [0.5, 0.4], None), (0.01, [0.4, 0.24], 2))}})
+    merged = relu_tanh.merge_results([low, high])["conditions"]["paper"]
+    assert merged["learning_rates"] == [0.001, 0.003, 0.01]
+    assert [r["learning_rate"] for r in merged["tanh"]["runs"]] == [0.001, 0.003, 0.01]
+    assert merged["tanh"]["best_learning_rate"] == 0.01
+    assert merged["relu"]["best_learning_rate"] == 0.003 and merged["ratio_epochs"] == 1.0
+    changed = json.loads(json.dumps(high))
+    changed["conditions"]["paper"]["tanh"]["runs"][0]["errors"] = [0.5, 0.3]
+    with pytest.raises(ValueError, match="tanh at learning rate 0.003 appears twice"):
+        relu_tanh.merge_results([low, changed])
 
 
 def test_load_split_names_an_image_of_the_wrong_size(tmp_path):

@@ -5,13 +5,14 @@ the PATH and --dry_run)."""
 
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
 
 import pytest
 
-from launch import serve
+from launch import serve, serving_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,16 +43,16 @@ def _run_serve(path_env, *args):
 def test_model_config_parses_as_model_server_config():
     text_format = pytest.importorskip("google.protobuf.text_format")
     config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
-    text = serve.model_config_text("alexnet", "/models/alexnet", "specific:1,3")
+    text = serving_config.model_config_text("alexnet", "/models/alexnet", "specific:1,3")
     config = text_format.Parse(text, config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
     assert (model.name, model.base_path, model.model_platform) == \
         ("alexnet", "/models/alexnet", "tensorflow")
     assert list(model.model_version_policy.specific.versions) == [1, 3]
-    latest = text_format.Parse(serve.model_config_text("m", "/m", "latest:2"),
+    latest = text_format.Parse(serving_config.model_config_text("m", "/m", "latest:2"),
                                config_pb2.ModelServerConfig())
     assert latest.model_config_list.config[0].model_version_policy.latest.num_versions == 2
-    every = text_format.Parse(serve.model_config_text("m", "/m", "all"),
+    every = text_format.Parse(serving_config.model_config_text("m", "/m", "all"),
                               config_pb2.ModelServerConfig())
     assert every.model_config_list.config[0].model_version_policy.HasField("all")
 
@@ -59,11 +60,11 @@ def test_model_config_parses_as_model_server_config():
 @pytest.mark.parametrize("policy", ["latest:0", "newest", "specific:", "all:3", "specific:a"])
 def test_bad_version_policy_is_refused(policy):
     with pytest.raises(ValueError):
-        serve.version_policy_text(policy)
+        serving_config.version_policy_text(policy)
 
 
 def test_batching_parameters_are_wrapped_values():
-    text = serve.batching_parameters_text(32, 5000, 2, 100)
+    text = serving_config.batching_parameters_text(32, 5000, 2, 100)
     fields = dict(re.findall(r"^(\w+) \{ value: (\d+) \}$", text, re.M))
     assert fields == {"max_batch_size": "32", "batch_timeout_micros": "5000",
                       "num_batch_threads": "2", "max_enqueued_batches": "100"}
@@ -125,8 +126,8 @@ def test_neither_runner_says_what_to_install(export_dir, tmp_path):
 def test_no_exported_version_is_an_error(tmp_path):
     bin_dir = _fake_bin(tmp_path, "tensorflow_model_server")
     result = _run_serve(bin_dir, f"--export_dir={tmp_path / 'nothing'}", "--dry_run")
-    assert result.returncode == 1
-    assert "no exported versions" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no exported versions" in result.stderr
 
 
 def test_docker_without_daemon_is_reported_not_run(export_dir, tmp_path):
@@ -135,3 +136,93 @@ def test_docker_without_daemon_is_reported_not_run(export_dir, tmp_path):
     assert result.returncode == 2
     assert "docker is installed but not usable: should not run" in result.stderr
     assert "command: docker run" in result.stdout  # said what it would have run
+
+
+# -- validation before anything is written, quoting -----------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--grpc_port=0"], "--grpc_port=0: a port is 1..65535"),
+    (["--rest_port=65536"], "--rest_port=65536: a port is 1..65535"),
+    (["--grpc_port=9000", "--rest_port=9000"], "both 9000: they must differ"),
+    (["--max_batch_size=0"], "--max_batch_size=0: must be at least 1"),
+    (["--num_batch_threads=-2"], "--num_batch_threads=-2: must be at least 1"),
+    (["--max_enqueued_batches=0"], "--max_enqueued_batches=0: must be at least 1"),
+    (["--batch_timeout_micros=-1"], "--batch_timeout_micros=-1: must be >= 0"),
+    (["--versions=specific:2,5"], "version(s) [5] not in"),
+    (["--versions=latest:x"], "--versions=latest:x: expected latest:N"),
+    (["--model_name=a/b"], "--model_name='a/b'"),
+    (["--model_name=a\nb"], "--model_name='a\\nb'"),
+])
+def test_bad_settings_exit_2_with_one_line_before_writing(export_dir, tmp_path, args, message):
+    bin_dir = _fake_bin(tmp_path, "tensorflow_model_server")
+    config_dir = tmp_path / "cfg"
+    result = _run_serve(bin_dir, f"--export_dir={export_dir}", f"--config_dir={config_dir}",
+                        "--dry_run", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not config_dir.exists()  # nothing written
+    assert result.stdout == ""
+
+
+def test_config_dir_that_is_a_file_is_refused(export_dir, tmp_path):
+    bin_dir = _fake_bin(tmp_path, "tensorflow_model_server")
+    taken = tmp_path / "cfg"
+    taken.write_text("not a folder")
+    result = _run_serve(bin_dir, f"--export_dir={export_dir}", f"--config_dir={taken}",
+                        "--dry_run")
+    assert result.returncode == 2 and "exists and is not a folder" in result.stderr
+    assert taken.read_text() == "not a folder"
+
+
+def test_docker_refuses_paths_with_a_colon(tmp_path):
+    base = tmp_path / "a:b" / "alexnet"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"")
+    bin_dir = _fake_bin(tmp_path, "docker")
+    result = _run_serve(bin_dir, f"--export_dir={base}", "--dry_run")
+    assert result.returncode == 2 and "docker cannot mount a path containing ':'" in result.stderr
+
+
+def test_names_and_paths_are_quoted_in_protos_and_command(tmp_path):
+    """A model name and folders with spaces, quotes, a backslash and
+    non-ASCII letters: the text protos parse back to exactly them, and the
+    printed command splits back (shlex) to the same arguments."""
+    text_format = pytest.importorskip("google.protobuf.text_format")
+    config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
+    base = tmp_path / 'my "models" \\ été' / "alex net"
+    for version in (1, 2):
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / "saved_model.pb").write_bytes(b"")
+    name = 'alex "net" \\ ü'
+    config_dir = tmp_path / "conf dir"
+    (tmp_path / "bin").mkdir()
+    bin_dir = _fake_bin(tmp_path / "bin", "tensorflow_model_server")
+    result = _run_serve(bin_dir, f"--export_dir={base}", f"--model_name={name}",
+                        f"--config_dir={config_dir}", "--versions=specific:1,2", "--dry_run")
+    assert result.returncode == 0, result.stderr
+    for filename, base_path in (("local_models.config", str(base)),
+                                ("docker_models.config", f"/models/{name}")):
+        config = text_format.Parse((config_dir / filename).read_text(),
+                                   config_pb2.ModelServerConfig())
+        (model,) = config.model_config_list.config
+        assert (model.name, model.base_path) == (name, base_path)
+        assert list(model.model_version_policy.specific.versions) == [1, 2]
+    line = result.stdout.split("command: ")[1].splitlines()[0]
+    assert shlex.split(line) == [
+        "tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
+        f"--model_config_file={config_dir}/local_models.config", "--enable_batching=true",
+        f"--batching_parameters_file={config_dir}/batching.config",
+        "--enable_model_warmup=true"]
+    assert "/v1/models/alex%20%22net%22%20%5C%20%C3%BC" in result.stdout
+
+
+def test_text_proto_string_escapes_every_odd_byte():
+    text_format = pytest.importorskip("google.protobuf.text_format")
+    config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
+    odd = 'q"uote \\ back\tslash\nnew é \x01 }'
+    text = serving_config.model_config_text(odd, odd, "all")
+    assert len(text.splitlines()) == 8  # the newline in the name is escaped
+    parsed = text_format.Parse(text, config_pb2.ModelServerConfig())
+    assert parsed.model_config_list.config[0].name == odd
+    assert parsed.model_config_list.config[0].base_path == odd

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.training import checkpoints
+from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 from alexnet_tf.figures import tb_logs
 from alexnet_tf.training.config import ModelConfig, TrainConfig
-from alexnet_tf.training.train import NonFiniteLossError, train
+from alexnet_tf.training.loop import NonFiniteLossError, train
 from tiny_data import TINY_MODEL, write_tiny_dataset
 
 
@@ -53,7 +53,7 @@ def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     assert set(curve["validation"]) >= {"loss", "top1_error", "top5_error"}
 
     # The model_dir holds what evaluation and export need.
-    config = checkpoints.read_model_config(str(model_dir))
+    config = model_dir_files.read_model_config(str(model_dir))
     assert config["num_classes"] == 3 and config["image_size"] == 67
     assert (model_dir / "labels.txt").exists() and (model_dir / "stats.json").exists()
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-40")
@@ -101,7 +101,7 @@ def test_mixed_float16_trains_with_loss_scaling(data_dir, tmp_path):
 
 def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_path):
     from alexnet_tf.data import dataset_stats, labels
-    from alexnet_tf.training.train import model_kwargs_for
+    from alexnet_tf.training.loop import model_kwargs_for
     rgb = dataset_stats.RGBStats((10.0, 20.0, 30.0), (4.0, 1.0, 0.5),
                                  ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
     label_map = labels.LabelMap(("n01", "n02"), ("a", "b"))

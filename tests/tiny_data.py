@@ -7,6 +7,7 @@ shared schema, labels.txt and stats.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.data import dataset_stats, labels, records
+from alexnet_tf.data.records_check import MANIFEST_FILENAME
 
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (40, 220, 220))
 # The smallest AlexNet the model accepts: 67x67 input (pool5 is 1x1), a
@@ -56,9 +58,25 @@ def write_tiny_dataset(data_dir, num_classes: int = 3, train_per_class: int = 16
             with tf.io.TFRecordWriter(path) as writer:
                 for j in order[shard::shards]:
                     writer.write(records.serialize(examples[j]))
+    write_manifest(data_dir)
     stats = dataset_stats.RGBStats.from_moments(count, pixel_sum, outer_sum)
     with open(os.path.join(data_dir, dataset_stats.STATS_FILENAME), "w") as f:
         json.dump({"rgb": dataset_stats.rgb_stats_to_json(stats),
                    "splits": {"train": {"images": num_classes * train_per_class},
                               "validation": {"images": num_classes * val_per_class}}}, f)
     return data_dir
+
+
+def write_manifest(data_dir: str) -> None:
+    """manifest.json as data prep ends a build: every shard's name, records,
+    bytes and sha256 (training refuses a folder whose shards do not match)."""
+    shards = []
+    for split in (records.TRAIN_PREFIX, records.VALIDATION_PREFIX):
+        for path in records.list_shards(data_dir, split):
+            with open(path, "rb") as f:
+                data = f.read()
+            shards.append({"name": os.path.basename(path), "bytes": len(data),
+                           "records": sum(1 for _ in tf.data.TFRecordDataset(path)),
+                           "sha256": hashlib.sha256(data).hexdigest()})
+    with open(os.path.join(data_dir, MANIFEST_FILENAME), "w") as f:
+        json.dump({"shards": shards}, f)

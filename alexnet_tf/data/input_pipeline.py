@@ -50,29 +50,16 @@ _READ_BLOCK = 16  # records handed over at a time by each shard reader
 IMAGE = "image"
 LIGHTING = "lighting"
 
-_PREFIXES = {"train": records.TRAIN_PREFIX,
-             "validation": records.VALIDATION_PREFIX}
 
 
-def split_prefix(split: str) -> str:
-    """'train' / 'validation' -> the shard prefix written by data prep."""
-    try:
-        return _PREFIXES[split]
-    except KeyError:
-        raise ValueError(f"unknown split {split!r}: expected one of "
-                         f"{sorted(_PREFIXES)}") from None
-
-
-def list_shards(data_dir: str, split: str) -> list[str]:
-    """The shard files of one split, sorted; an error naming the pattern if none."""
-    pattern = records.shard_pattern(os.fspath(data_dir), split_prefix(split))
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(
-            f"no {split} TFRecord shards match {pattern} (expected files like "
-            f"{records.shard_name(split_prefix(split), 0, 1024)}; run data prep "
-            "first or check --data_dir)")
-    return files
+def list_shards(data_dir, split: str) -> list[str]:
+    """The split's shards that hold records: data prep writes a file for every
+    shard, and a small data set leaves some empty (opening them costs time)."""
+    files = records.list_shards(data_dir, split)
+    nonempty = [f for f in files if tf.io.gfile.stat(f).length > 0]
+    if not nonempty:
+        raise FileNotFoundError(f"all {len(files)} {split} shards in {data_dir} are empty")
+    return nonempty
 
 
 def count_records(data_dir: str, split: str) -> int:
@@ -125,7 +112,7 @@ def _shard_files(files, input_context):
 
 
 def _read_records(files, *, shuffle_files: bool, seed, cycle_length: int,
-                  deterministic: bool, repeat: bool):
+                  deterministic: bool, repeat: bool, read_block: int = _READ_BLOCK):
     """(shard path, serialized record) pairs; the path is kept for errors."""
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
@@ -137,7 +124,7 @@ def _read_records(files, *, shuffle_files: bool, seed, cycle_length: int,
         shard = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
         # Handed over in small blocks: the parallel interleave's per-element
         # thread hand-off then costs little next to the decoding.
-        return shard.batch(_READ_BLOCK).map(lambda block: (
+        return shard.batch(read_block).map(lambda block: (
             tf.fill(tf.shape(block), path), block))
 
     return dataset.interleave(
@@ -237,8 +224,13 @@ def training_images(features) -> tf.Tensor:
 def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,
                       split: str = "validation", label_offset: int = 0,
                       input_context=None, num_classes: int | None = None,
-                      crop_size: int = preprocessing.CROP_SIZE) -> tf.data.Dataset:
+                      crop_size: int = preprocessing.CROP_SIZE,
+                      across_shards: bool = False) -> tf.data.Dataset:
     """The evaluation input, once through in file order, last batch kept.
+
+    `across_shards=True` reads one record of each shard in turn (still a fixed
+    order), so any prefix of the split, as training's per-epoch validation
+    subset takes, draws from every shard rather than the first ones.
 
     crops=1 -> (float32 [B, crop, crop, 3], int32 [B]): the centre crop.
     crops=10 -> (float32 [B, 10, crop, crop, 3], int32 [B]): four corners,
@@ -248,8 +240,10 @@ def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,
         raise ValueError(f"crops must be 1 or 10, got {crops}")
     files = list_shards(data_dir, split)
     files, record_shard = _shard_files(files, input_context)
-    dataset = _read_records(files, shuffle_files=False, seed=None, cycle_length=1,
-                            deterministic=True, repeat=False)
+    dataset = _read_records(files, shuffle_files=False, seed=None,
+                            cycle_length=len(files) if across_shards else 1,
+                            deterministic=True, repeat=False,
+                            read_block=1 if across_shards else _READ_BLOCK)
     if record_shard is not None:
         dataset = dataset.shard(*record_shard)
     view = preprocessing.eval_image if crops == 1 else preprocessing.ten_crops

@@ -12,6 +12,9 @@ import dataclasses
 import os
 from typing import Iterable, Mapping
 
+from alexnet_tf import fileio
+from alexnet_tf.errors import InputError
+
 LABELS_FILENAME = "labels.txt"
 
 
@@ -64,17 +67,15 @@ class LabelMap:
 
     def write(self, path: str) -> None:
         """Writes `labels.txt` (atomically: a reader never sees half a file)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for i, (wnid, name) in enumerate(zip(self.wnids, self.names)):
-                f.write(f"{i}\t{wnid}\t{_clean(name)}\n")
-        os.replace(tmp, path)
+        fileio.write_text(path, "".join(
+            f"{i}\t{wnid}\t{_clean(name)}\n"
+            for i, (wnid, name) in enumerate(zip(self.wnids, self.names))))
 
     @classmethod
     def read(cls, path: str) -> "LabelMap":
         if os.path.isdir(path):
             path = os.path.join(path, LABELS_FILENAME)
-        wnids, names = [], []
+        wnids, names, first_line = [], [], {}
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.rstrip("\n")
@@ -82,15 +83,21 @@ class LabelMap:
                     continue
                 parts = line.split("\t")
                 if len(parts) != 3 or not parts[0].isdigit():
-                    raise ValueError(
+                    raise InputError(
                         f"{path}:{lineno}: expected 'index<TAB>wnid<TAB>name', got {line!r}")
                 if int(parts[0]) != len(wnids):
-                    raise ValueError(
+                    raise InputError(
                         f"{path}:{lineno}: index {parts[0]} out of order (expected {len(wnids)})")
+                if parts[1] in first_line:
+                    raise InputError(f"{path}:{lineno}: wnid {parts[1]!r} repeats line "
+                                     f"{first_line[parts[1]]}")
+                if not parts[1]:
+                    raise InputError(f"{path}:{lineno}: empty wnid")
+                first_line[parts[1]] = lineno
                 wnids.append(parts[1])
                 names.append(parts[2])
         if not wnids:
-            raise ValueError(f"{path}: no classes")
+            raise InputError(f"{path}: no classes")
         return cls(tuple(wnids), tuple(names))
 
 

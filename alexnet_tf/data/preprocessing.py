@@ -4,55 +4,22 @@ evaluation and the serving signature all run, so they cannot drift apart.
 Pixels stay on the 0..255 scale as float32; the model subtracts the mean RGB.
 Sizes follow the paper: images are stored 256x256 (shorter side to 256, centre
 crop), the network sees 224x224 crops (section 4.1).
+
+Evaluation and serving build data prep's stored view first (`stored_view`:
+the centre square in source pixels, resized to 256x256 with data prep's
+filter), then crop it. No intermediate is then larger than the decoded image
+or the 256x256 square, whatever the aspect ratio.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from alexnet_tf.data import square_resize
+from alexnet_tf.data.decode import JPEG_DCT_METHOD, MAX_PIXELS, decode_rgb  # noqa: F401
+
 STORED_SIZE = 256
 CROP_SIZE = 224
-# Anything larger is refused before decoding (a decompression bomb guard for
-# the serving signature): 2**26 pixels is e.g. 8192x8192.
-MAX_PIXELS = 1 << 26
-# libjpeg's accurate integer IDCT: the same pixels Pillow and simplejpeg give
-# data prep (TF's default fast IDCT differs by ~1 level per pixel), at about
-# the same speed with SIMD. Training, evaluation and serving all use it.
-JPEG_DCT_METHOD = "INTEGER_ACCURATE"
-
-
-def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes (scalar string) -> uint8 [H, W, 3] RGB.
-
-    Grayscale is expanded to RGB and alpha dropped by `channels=3`; GIFs give
-    their first frame. Bad bytes raise InvalidArgumentError with the reason.
-    The checks run before the decoder starts (control dependencies), so an
-    oversized JPEG is refused from its header without being decoded.
-    """
-    not_empty = tf.debugging.assert_greater(
-        tf.strings.length(image_bytes), 0, message="image is an empty string")
-    with tf.control_dependencies([not_empty]):
-        shape = _encoded_shape(image_bytes)
-    small_enough = tf.debugging.assert_less_equal(
-        tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64),
-        tf.constant(MAX_PIXELS, tf.int64),
-        message=f"image has more than {MAX_PIXELS} pixels")
-    with tf.control_dependencies([not_empty, small_enough]):
-        image = tf.cond(
-            tf.io.is_jpeg(image_bytes),
-            lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method=JPEG_DCT_METHOD),
-            lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
-    image.set_shape([None, None, 3])
-    return image
-
-
-def _encoded_shape(image_bytes: tf.Tensor) -> tf.Tensor:
-    """[H, W] of a JPEG from its header without decoding; [0, 0] otherwise
-    (other formats are small in practice and are checked after decoding)."""
-    return tf.cond(
-        tf.io.is_jpeg(image_bytes),
-        lambda: tf.image.extract_jpeg_shape(image_bytes)[:2],
-        lambda: tf.zeros([2], tf.int32))
 
 
 def resize_shorter_side(image: tf.Tensor, size: int = STORED_SIZE) -> tf.Tensor:
@@ -86,26 +53,36 @@ def center_crop(image: tf.Tensor, size: int = CROP_SIZE) -> tf.Tensor:
 
 
 def stored_size(crop_size: int) -> int:
-    """The shorter side that goes with a crop size: 256 for the paper's 224,
-    the same 256:224 ratio for the small crops of tiny test models."""
-    return STORED_SIZE if crop_size == CROP_SIZE else round(crop_size * STORED_SIZE / CROP_SIZE)
+    """The stored square that goes with a crop size: 256 for crops of 224
+    (ours) to 256 (Caffe's AlexNet reads 227); the same 256:224 ratio for
+    the small crops of tiny test models."""
+    if CROP_SIZE <= crop_size <= STORED_SIZE:
+        return STORED_SIZE
+    return round(crop_size * STORED_SIZE / CROP_SIZE)
+
+
+def stored_view(image_bytes: tf.Tensor, size: int = STORED_SIZE) -> tf.Tensor:
+    """What data prep stores for these bytes, before its JPEG encoding: the
+    centre square, resized to `size` x `size` with its filter (JPEGs decoded
+    at 1/2, 1/4 or 1/8 scale where it does). float32 [size, size, 3], whole
+    levels 0..255; a `size` x `size` record passes through exactly."""
+    return square_resize.resize_centre_square(decode_rgb(image_bytes, min_side=size), size)
 
 
 def eval_image(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
                resize_to: int | None = None) -> tf.Tensor:
-    """The evaluation and serving view: decode, shorter side to 256 (the data
-    prep's own step, a no-op on its records), centre crop 224. float32 0..255."""
-    image = resize_shorter_side(decode_rgb(image_bytes), resize_to or stored_size(crop_size))
-    image = center_crop(image, crop_size)
+    """The evaluation and serving view: the stored view (256x256, a no-op on
+    data prep's records), centre crop `crop_size`. float32 0..255."""
+    image = center_crop(stored_view(image_bytes, resize_to or stored_size(crop_size)), crop_size)
     image.set_shape([crop_size, crop_size, 3])
     return image
 
 
 def ten_crops(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
               resize_to: int | None = None) -> tf.Tensor:
-    """The paper's test-time crops: four corners and the centre, and their
-    horizontal flips -> float32 [10, crop, crop, 3]."""
-    image = resize_shorter_side(decode_rgb(image_bytes), resize_to or stored_size(crop_size))
+    """The paper's test-time crops of the stored view: four corners and the
+    centre, and their horizontal flips -> float32 [10, crop, crop, 3]."""
+    image = stored_view(image_bytes, resize_to or stored_size(crop_size))
     shape = tf.shape(image)
     bottom, right = shape[0] - crop_size, shape[1] - crop_size
     offsets = [(0, 0), (0, right), (bottom, 0), (bottom, right),

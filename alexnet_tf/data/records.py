@@ -83,7 +83,9 @@ def make_example(record: ImageRecord) -> tf.train.Example:
 
 
 def serialize(record: ImageRecord) -> bytes:
-    return make_example(record).SerializeToString()
+    """The record's bytes, the same in every process: protobuf writes a map's
+    entries (the features) in an arbitrary order unless asked for a fixed one."""
+    return make_example(record).SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: tf.Tensor, label_offset: int = 0) -> dict:
@@ -116,6 +118,19 @@ def shard_pattern(data_dir: str, prefix: str) -> str:
     return f"{data_dir.rstrip('/')}/{prefix}-?????-of-?????"
 
 
-def list_shards(data_dir: str, prefix: str) -> list[str]:
-    """Every shard of one split in `data_dir`, in name order (gfile: any file system)."""
-    return sorted(tf.io.gfile.glob(shard_pattern(data_dir, prefix)))
+SPLITS = (TRAIN_PREFIX, VALIDATION_PREFIX)
+
+
+def list_shards(data_dir, split: str, *, required: bool = True) -> list[str]:
+    """Every shard of one split ('train' or 'validation') in `data_dir`, in name
+    order (gfile: any file system). None found is an error naming the
+    pattern, unless `required=False`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
+    pattern = shard_pattern(str(data_dir), split)
+    files = sorted(tf.io.gfile.glob(pattern))
+    if required and not files:
+        raise FileNotFoundError(
+            f"no {split} TFRecord shards match {pattern} (expected files like "
+            f"{shard_name(split, 0, 1024)}; run data prep first, or check the data dir)")
+    return files

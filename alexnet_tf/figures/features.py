@@ -9,7 +9,6 @@ shard, file name and label), so queries reuse them instead of recomputing.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
@@ -17,23 +16,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import fileio
 from alexnet_tf.data import preprocessing, records
-
-FEATURES_LAYER = "fc7"
+from alexnet_tf.model.alexnet import FEATURES_LAYER
 
 
 def feature_model(model: keras.Model) -> keras.Model:
     """The trained model cut at fc7 (post-ReLU, before dropout)."""
     return keras.Model(model.input, model.get_layer(FEATURES_LAYER).output,
                        name=f"{model.name}_fc7")
-
-
-def _split_files(data_dir: str, split: str) -> list[str]:
-    files = sorted(glob.glob(records.shard_pattern(data_dir, split)))
-    if not files:
-        raise FileNotFoundError(
-            f"no '{split}' shards in {data_dir} (looked for {records.shard_pattern(data_dir, split)})")
-    return files
 
 
 def _indexed_records(files: list[str]) -> tf.data.Dataset:
@@ -49,7 +40,7 @@ def extract_features(model: keras.Model, data_dir: str, split: str, out_dir: str
                      batch_size: int = 64, max_images: int | None = None) -> tuple[str, str]:
     """Writes fc7 features of every image of a split (centre crop, as in
     evaluation); returns the paths of the .npy and the index."""
-    files = _split_files(data_dir, split)
+    files = records.list_shards(data_dir, split)
     extractor = feature_model(model)
     crop_size = model.input_shape[1]
 
@@ -71,11 +62,10 @@ def extract_features(model: keras.Model, data_dir: str, split: str, out_dir: str
     os.makedirs(out_dir, exist_ok=True)
     npy_path = os.path.join(out_dir, f"{split}_fc7.npy")
     index_path = os.path.join(out_dir, f"{split}_fc7_index.json")
-    np.save(npy_path + ".tmp.npy", np.concatenate(feats) if feats else np.zeros((0, 0), np.float32))
-    os.replace(npy_path + ".tmp.npy", npy_path)
-    with open(index_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"data_dir": os.path.abspath(data_dir), "split": split, "rows": index}, f)
-    os.replace(index_path + ".tmp", index_path)
+    with fileio.atomic_path(npy_path, suffix=".npy") as tmp:
+        np.save(tmp, np.concatenate(feats) if feats else np.zeros((0, 0), np.float32))
+    fileio.write_json(index_path, {"data_dir": os.path.abspath(data_dir), "split": split,
+                                   "rows": index})
     return npy_path, index_path
 
 

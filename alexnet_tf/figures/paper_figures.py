@@ -10,15 +10,17 @@ and the same images to TensorBoard (`<model_dir>/logs/figures`).
 
 from __future__ import annotations
 
+import logging
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from alexnet_tf.figures import features, render as figures, tb_logs
 from alexnet_tf.data import input_pipeline, labels
+
+log = logging.getLogger(__name__)
 
 
 def conv1_kernels(model: keras.Model) -> list[np.ndarray]:
@@ -55,7 +57,7 @@ def render(model: keras.Model, data_dir: str, out_dir: str, model_dir: str | Non
         path = os.path.join(out_dir, f"{name}.png")
         figures.save_png(image, path)
         written[name] = path
-        logging.info("wrote %s (%dx%d)", path, image.shape[1], image.shape[0])
+        log.info("wrote %s (%dx%d)", path, image.shape[1], image.shape[0])
 
     emit("figure3_kernels", figures.kernel_grid(conv1_kernels(model)))
 

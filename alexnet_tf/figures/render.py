@@ -73,7 +73,8 @@ def kernel_grid(tower_kernels: Sequence[np.ndarray], columns: int = 16,
 def top5_figure(images: np.ndarray, probabilities: np.ndarray, labels: Sequence[int],
                 names: Sequence[str], k: int = 5) -> np.ndarray:
     """Figure 4 left: each image with its true label and the top-k labels as
-    bars; the true label's bar is red when it is among them."""
+    bars. When the true label is among them its bar, name and probability are
+    red, so it shows even when its bar is too short to see."""
     plt = _pyplot()
     n = len(images)
     cols = min(n, 4)
@@ -92,7 +93,14 @@ def top5_figure(images: np.ndarray, probabilities: np.ndarray, labels: Sequence[
         colors = ["red" if t == labels[i] else "steelblue" for t in top]
         ax_bar.barh(range(len(top))[::-1], probabilities[i][top], color=colors)
         ax_bar.set_yticks(range(len(top))[::-1])
-        ax_bar.set_yticklabels([names[t][:18] for t in top], fontsize=7)
+        ticks = ax_bar.set_yticklabels([names[t][:18] for t in top], fontsize=7)
+        for row, (t, tick) in enumerate(zip(top, ticks)):
+            if t == labels[i]:
+                tick.set_color("red")
+                tick.set_fontweight("bold")
+                ax_bar.text(probabilities[i][t] + 0.02, len(top) - 1 - row,
+                            f"{probabilities[i][t]:.3f}", color="red", fontsize=7,
+                            va="center")
         ax_bar.set_xlim(0, 1)
         ax_bar.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
@@ -134,10 +142,22 @@ def curves_figure(scalars: Mapping[str, Mapping[str, Sequence[tuple[int, float]]
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         if "learning_rate" in tag:
-            ax.set_yscale("log")
+            rate_axis(ax, [v for series in scalars.values() for _, v in series.get(tag, [])])
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _figure_to_array(fig)
+
+
+def rate_axis(ax, values: Sequence[float]) -> None:
+    """A log axis when the rate changed; for a constant rate a log axis would
+    label both ends with the same power of ten, so a linear one with the value."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) > min(positive) * 1.001:
+        ax.set_yscale("log")
+    elif positive:
+        ax.set_ylim(positive[0] * 0.5, positive[0] * 1.5)
+        ax.set_yticks([positive[0]])
+        ax.set_yticklabels([f"{positive[0]:g}"])
 
 
 def save_png(image: np.ndarray, path: str) -> None:

@@ -6,7 +6,7 @@ crosses towers)::
 
     image            224x224x3, RGB 0..255
     mean_subtraction fixed training-set mean RGB (section 2), then / std RGB
-    conv1_pad        2 px zeros -> 228x228 (see below)
+    conv1_pad        conv1_padding px of zeros (2) -> 228x228 (see below)
     conv1_a/b        48+48 kernels 11x11x3 stride 4, ReLU   -> 55x55x96
     lrn1_a/b, pool1_a/b  LRN, max pool 3/2                   -> 27x27x96
     conv2_a/b        128+128 kernels 5x5x48 (own tower)      -> 27x27x256
@@ -24,8 +24,9 @@ crosses towers)::
 60,965,224 parameters. Input size: the paper says 224x224, but an 11x11
 stride-4 convolution gives 55x55 only from 227x227 (or 224 plus 2 px of zero
 padding on each side, (228 - 11) / 4 + 1 = 55.25 -> 55), which is what this
-model does. The paper's neuron count "253,440" for conv1 is a known erratum:
-55 * 55 * 96 = 290,400.
+model does by default (`conv1_padding=2`); Caffe's reference AlexNet reads
+227x227 with no padding (`image_size=227, conv1_padding=0`). The paper's
+neuron count "253,440" for conv1 is a known erratum: 55 * 55 * 96 = 290,400.
 
 Towers are separate layers joined by `Concatenate`, never `Conv2D(groups=2)`:
 TensorFlow has no grouped convolution on the CPU, Keras 3 falls back to XLA
@@ -34,20 +35,41 @@ for it, and XLA-compiled graphs break TensorFlow Serving.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional, Sequence
 
 import keras
-from absl import logging
 
 from alexnet_tf.model import placement
 from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from alexnet_tf.model.layers import LocalResponseNormalization, MeanSubtraction, OnDevice
+from alexnet_tf.model.layers import (CrossTowerLRN, LocalResponseNormalization,
+                                     MeanSubtraction, OnDevice)
+
+log = logging.getLogger(__name__)
+
+# Layer names other modules read (declared here only): the 4,096-d feature
+# vector of section 6.1, the logits, and the softmax output.
+FEATURES_LAYER = "fc7"
+LOGITS_LAYER = "fc8"
+PROBABILITIES_LAYER = "probabilities"
 
 # The layers to re-initialise when fine-tuning to a different class count
 # (whichever of them the model has: "fc8" for one column, "fc8_a"/"fc8_b" for
 # two towers, where "fc8" is the weightless join).
 CLASSIFIER_LAYERS = ("fc8", "fc8_a", "fc8_b")
+
+# Section 3.3's LRN constants in the paper's form, b = a / (k + alpha * sum
+# of n squares) ** beta with alpha NOT divided by n (Caffe divides it), each
+# tower normalizing its own maps (one GPU each); and conv1's zero padding
+# (module docstring). Saved configs from before these were settings used
+# exactly these values, so these defaults load them.
+PAPER_LRN = {"lrn_size": 5, "lrn_k": 2.0, "lrn_alpha": 1e-4, "lrn_beta": 0.75,
+             "lrn_across_towers": False}
+CONV1_PADDING = 2
+# Settings a trained model's weights depend on that their shapes do not show
+# (no training flag sets them): a model fine-tuned from it keeps its source's.
+SOURCE_SETTINGS = ("conv1_padding", *PAPER_LRN)
 
 # Kernel / neuron counts of the paper's net, summed over both towers.
 CONV_FILTERS = (96, 256, 384, 384, 256)
@@ -60,8 +82,8 @@ INITS = ("paper", "caffe", "he")
 _POSITIVE_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 # The bias of those layers per init. "caffe" and "he" use Caffe's reference
-# AlexNet's 0.1: on "he"'s unit-scale net the paper's 1 was still at chance
-# after 60 steps (measured).
+# AlexNet's 0.1: on "he"'s unit-scale net the paper's 1 keeps the net at
+# chance (README, Benchmarks).
 _POSITIVE_BIAS = {"paper": 1.0, "caffe": 0.1, "he": 0.1}
 
 
@@ -76,9 +98,7 @@ def _initializers(init: str, layer: str):
     # N(0, 0.01): the paper's, and "he"'s in the FC layers too. He in the
     # 4,096-wide layers makes fc7's features unit-scale; one SGD step at lr
     # 0.01 then moves the logits by lr * |fc7|^2 (tens) times the softmax
-    # error: measured, the loss jumped from 2.7 to 3.3 in the first steps and
-    # the net spent about two epochs shrinking its features to ~0.1. N(0, 0.01)
-    # starts fc7 near 0.2 and the logits near zero.
+    # error, a loss spike at the start. N(0, 0.01) starts the logits near zero.
     return keras.initializers.RandomNormal(0.0, 0.01), bias
 
 
@@ -98,6 +118,13 @@ class AlexNet(keras.Model):
         as the paper did (use it with init="paper" or "caffe").
       activation: "relu" (section 3.1) or "tanh" (Figure 1's comparison).
       lrn: local response normalization after conv1 and conv2 (section 3.3).
+      lrn_size, lrn_k, lrn_alpha, lrn_beta: its n, k, alpha and beta in the
+        paper's formula (alpha not divided by n); default the paper's 5, 2,
+        1e-4, 0.75. Caffe's LRN divides its alpha by n and has k=1: its
+        reference AlexNet is lrn_k=1, lrn_alpha=1e-4 / 5.
+      lrn_across_towers: False (the paper's GPUs): each tower normalizes over
+        its own maps. True (Caffe's one-blob net): over both towers' maps
+        joined, so the maps next to the tower boundary see the other tower's.
       overlapping_pool: 3x3 stride-2 max pooling (section 3.4) or 2x2 stride
         2; both give the same output sizes (55->27->13->6).
       towers: 2 (the paper's two GPU columns, Figure 2) or 1 (one column with
@@ -111,23 +138,22 @@ class AlexNet(keras.Model):
       extra_conv: section 6's variant (Table 2's "1 CNN*"): a sixth
         convolutional layer, 256 kernels 3x3 (128 per tower, own tower), after
         the last pooling layer. The paper gives no size; this is a choice.
+      conv1_padding: zero padding on each side of the input before conv1
+        (2 here, 0 in Caffe's 227x227 net).
       init: "he" (default): He-normal convolutions, N(0, 0.01) fully-
         connected layers, biases 0.1 where the paper has 1 (conv2, conv4,
         conv5, fc6, fc7) and 0 elsewhere, on standardized input (std_rgb).
         "paper": section 5's N(0, 0.01), biases 1 in those five layers, 0
         elsewhere. "caffe": N(0, 0.01) with the 0.1 biases (Caffe's
         reference AlexNet, whose notes say biases of 1 gave a flat loss).
-        Why "he" is the default: on Imagenette (10 classes, 2,000 images,
-        the paper's SGD at lr 0.01, benchmarks/bench_learn.py) the paper's
-        init ended a 25-step check at chance (issue 3's prototype saw about
-        10 flat epochs; at init its fc7 features barely depend on the image:
-        the biases of 1 dominate while the 0.01 weights shrink the image
-        signal layer by layer), "caffe" reached 45.6% validation top-1
-        error in 15 epochs and "he" 37.2-41.6% (README, Benchmarks). He
-        init on the paper's 0..255 input diverges at lr 0.01: conv1's
+        Why "he" is the default: with the paper's init, fc7's features
+        barely depend on the image at the start (the biases of 1 dominate
+        while the 0.01 weights shrink the image signal layer by layer), and
+        it learns slowest of the three on Imagenette (README, Benchmarks).
+        He init on the paper's 0..255 input diverges at lr 0.01: conv1's
         gradient scales with the pixel values, so its effective learning
-        rate is std**2 (~5,000) times larger; the model logs a warning for
-        that combination.
+        rate is std**2 times larger; the model logs a warning for that
+        combination.
       tower_devices: None (no placement), "auto" (see
         `placement.resolve_tower_devices`) or one device per tower. Not part
         of `get_config`: placement is a property of the running process, so
@@ -147,25 +173,35 @@ class AlexNet(keras.Model):
                  dropout: float = 0.5,
                  extra_conv: bool = False,
                  init: str = "he",
+                 conv1_padding: int = CONV1_PADDING,
+                 lrn_size: int = PAPER_LRN["lrn_size"],
+                 lrn_k: float = PAPER_LRN["lrn_k"],
+                 lrn_alpha: float = PAPER_LRN["lrn_alpha"],
+                 lrn_beta: float = PAPER_LRN["lrn_beta"],
+                 lrn_across_towers: bool = PAPER_LRN["lrn_across_towers"],
                  tower_devices=None,
                  name: str = "alexnet",
                  **kwargs):
-        _check_config(num_classes, image_size, activation, towers, width, dropout, init)
+        _check_config(num_classes, image_size, activation, towers, width, dropout, init,
+                      conv1_padding)
         if tower_devices is not None:
             if towers == 1 and tower_devices != placement.AUTO:
                 raise ValueError(f"tower_devices={tower_devices!r} needs towers=2; "
                                  "one column has nothing to place")
             tower_devices = placement.resolve_tower_devices(tower_devices, towers)
         devices = tower_devices or (None,) * towers
-        builder = _Builder(towers, devices, activation, lrn, overlapping_pool, init)
+        lrn_constants = dict(size=lrn_size, k=lrn_k, alpha=lrn_alpha, beta=lrn_beta,
+                             across_towers=bool(lrn_across_towers) and towers > 1)
+        builder = _Builder(towers, devices, activation, lrn_constants if lrn else None,
+                           overlapping_pool, init)
 
         inputs = keras.Input((image_size, image_size, 3), name="image")
         if (init == "he") != (std_rgb is not None):
-            logging.warning("init=%r with std_rgb=%s: 'he' is meant for standardized "
+            log.warning("init=%r with std_rgb=%s: 'he' is meant for standardized "
                             "input (std_rgb set), 'paper' and 'caffe' for the paper's "
                             "mean-subtracted 0..255 input (std_rgb=None)", init, std_rgb)
         x = MeanSubtraction(mean_rgb, std_rgb, name="mean_subtraction")(inputs)
-        x = keras.layers.ZeroPadding2D(2, name="conv1_pad")(x)
+        x = keras.layers.ZeroPadding2D(conv1_padding, name="conv1_pad")(x)
         filters = [_scaled(f, width, towers) for f in CONV_FILTERS[:4]]
         filters.append(CONV_FILTERS[4])
         # conv1: each tower reads the whole image.
@@ -186,9 +222,9 @@ class AlexNet(keras.Model):
             x = builder.join(layer, builder.dense(layer, x, units, activation))
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"{layer}_dropout")(x)
-        x = builder.join("fc8", builder.dense("fc8", x, num_classes, None))
+        x = builder.join(LOGITS_LAYER, builder.dense(LOGITS_LAYER, x, num_classes, None))
         outputs = keras.layers.Activation("softmax", dtype="float32",
-                                          name="probabilities")(x)
+                                          name=PROBABILITIES_LAYER)(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         self.num_classes = num_classes
@@ -203,6 +239,10 @@ class AlexNet(keras.Model):
         self.dropout = dropout
         self.extra_conv = extra_conv
         self.init = init
+        self.conv1_padding = conv1_padding
+        self.lrn_size, self.lrn_k = lrn_size, float(lrn_k)
+        self.lrn_alpha, self.lrn_beta = float(lrn_alpha), float(lrn_beta)
+        self.lrn_across_towers = bool(lrn_across_towers)
         self.tower_devices = tower_devices
 
     def get_config(self):
@@ -221,6 +261,12 @@ class AlexNet(keras.Model):
             "dropout": self.dropout,
             "extra_conv": self.extra_conv,
             "init": self.init,
+            "conv1_padding": self.conv1_padding,
+            "lrn_size": self.lrn_size,
+            "lrn_k": self.lrn_k,
+            "lrn_alpha": self.lrn_alpha,
+            "lrn_beta": self.lrn_beta,
+            "lrn_across_towers": self.lrn_across_towers,
             "tower_devices": None,  # never serialised; see the class docstring
         }
 
@@ -231,26 +277,31 @@ class AlexNet(keras.Model):
 
 def saved_config_defaults(config: dict) -> dict:
     """A saved model config with the fields added since it may have been
-    written: one without std_rgb predates input standardization (mean only)."""
-    return {"std_rgb": None, **config}
+    written: one without std_rgb predates input standardization (mean only);
+    one without the LRN constants or conv1_padding used the paper's."""
+    return {"std_rgb": None, **PAPER_LRN, "conv1_padding": CONV1_PADDING, **config}
 
 
 def build_alexnet(num_classes: int = 1000, **kwargs) -> AlexNet:
     """The paper's AlexNet; keyword arguments as `AlexNet`'s."""
     model = AlexNet(num_classes=num_classes, **kwargs)
-    logging.info("Built %s: %s, %s parameters", model.name,
+    log.debug("Built %s: %s, %s parameters", model.name,
                  {k: v for k, v in model.get_config().items() if k != "name"},
                  f"{model.count_params():,}")
     return model
 
 
-def _check_config(num_classes, image_size, activation, towers, width, dropout, init):
+def _check_config(num_classes, image_size, activation, towers, width, dropout, init,
+                  conv1_padding):
     if not isinstance(num_classes, int) or num_classes < towers:
         raise ValueError(f"num_classes must be an integer >= towers ({towers}), "
                          f"got {num_classes!r}")
-    if not isinstance(image_size, int) or image_size < 67:
-        raise ValueError(f"image_size must be an integer >= 67 (pool5 would be "
-                         f"empty below), got {image_size!r}")
+    if not isinstance(conv1_padding, int) or conv1_padding < 0:
+        raise ValueError(f"conv1_padding must be an integer >= 0, got {conv1_padding!r}")
+    smallest = 71 - 2 * conv1_padding  # a 71x71 padded input leaves pool5 1x1
+    if not isinstance(image_size, int) or image_size < smallest:
+        raise ValueError(f"image_size must be an integer >= {smallest} with conv1_padding="
+                         f"{conv1_padding} (pool5 would be empty below), got {image_size!r}")
     if activation not in ("relu", "tanh"):
         raise ValueError(f"activation must be 'relu' or 'tanh', got {activation!r}")
     if towers not in (1, 2):
@@ -282,7 +333,7 @@ class _Builder:
         self.towers = towers
         self.devices = devices
         self.activation = activation
-        self.lrn = lrn
+        self.lrn = lrn  # the paper's LRN constants, or None for no LRN
         self.pool_size = 3 if overlapping_pool else 2
         self.init = init
 
@@ -333,8 +384,15 @@ class _Builder:
 
     def normalize_and_pool(self, index: str, xs):
         if self.lrn:
-            xs = self._apply(lambda name: LocalResponseNormalization(name=name),
-                             f"lrn{index}", xs)
+            constants = dict(self.lrn)
+            if constants.pop("across_towers"):  # each tower's layer reads both towers
+                towers = iter(range(self.towers))
+                xs = self._apply(lambda name: CrossTowerLRN.from_paper_constants(
+                    **constants, tower=next(towers), name=name), f"lrn{index}",
+                    [xs] * self.towers)
+            else:
+                xs = self._apply(lambda name: LocalResponseNormalization.from_paper_constants(
+                    **constants, name=name), f"lrn{index}", xs)
         return self.pool(f"pool{index}", xs)
 
     def join(self, layer, xs):

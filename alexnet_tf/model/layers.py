@@ -43,6 +43,19 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.alpha = float(alpha)
         self.beta = float(beta)
 
+    @classmethod
+    def from_paper_constants(cls, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
+                             beta: float = 0.75, **kwargs) -> "LocalResponseNormalization":
+        """From section 3.3's n, k, alpha, beta (alpha not divided by n). For
+        Caffe's LRN (local_size n, alpha, beta, k) pass alpha = Caffe's alpha / n."""
+        if not isinstance(size, int) or size < 1 or size % 2 == 0:
+            raise ValueError(f"LRN size n must be an odd integer >= 1 (a window centred "
+                             f"on the channel), got {size!r}")
+        if not (k > 0 and alpha >= 0 and beta >= 0):
+            raise ValueError(f"LRN constants must have k > 0, alpha >= 0, beta >= 0; got "
+                             f"k={k!r}, alpha={alpha!r}, beta={beta!r}")
+        return cls(depth_radius=(size - 1) // 2, bias=k, alpha=alpha, beta=beta, **kwargs)
+
     def call(self, inputs):
         return tf.nn.local_response_normalization(
             inputs, depth_radius=self.depth_radius, bias=self.bias,
@@ -54,6 +67,41 @@ class LocalResponseNormalization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "depth_radius": self.depth_radius,
                 "bias": self.bias, "alpha": self.alpha, "beta": self.beta}
+
+
+@_register
+class CrossTowerLRN(LocalResponseNormalization):
+    """LRN over the towers' maps joined, as Caffe's AlexNet does (its conv
+    outputs are one blob; the paper normalized within each GPU), computed in
+    one tower: called on [tower A's maps, tower B's maps], it returns tower
+    `tower`'s normalized maps, reading from the other tower only the
+    `depth_radius` maps next to its own (the only ones its sums reach)."""
+
+    def __init__(self, tower: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.tower = int(tower)
+
+    def call(self, inputs):
+        own, radius = inputs[self.tower], self.depth_radius
+        before = [_halo(inputs[self.tower - 1], -radius, None)] if self.tower and radius else []
+        after = ([_halo(inputs[self.tower + 1], 0, radius)]
+                 if self.tower + 1 < len(inputs) and radius else [])
+        joined = tf.concat(before + [own] + after, axis=-1)
+        start = before[0].shape[-1] if before else 0
+        return super().call(joined)[..., start:start + own.shape[-1]]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[self.tower]
+
+    def get_config(self):
+        return {**super().get_config(), "tower": self.tower}
+
+
+def _halo(maps, start, stop):
+    """maps[..., start:stop], sliced on the device that made `maps`, so only
+    the slice crosses to the other tower's device."""
+    with device_scope(getattr(maps, "device", None)):
+        return maps[..., start:stop]
 
 
 @_register

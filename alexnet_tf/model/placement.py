@@ -9,11 +9,13 @@ forward pass. `colocated_gradients` keeps the backward pass there too.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
-from absl import logging
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 TowerDevices = Optional[tuple]
@@ -34,15 +36,15 @@ def resolve_tower_devices(requested: Union[None, str, Sequence[str]] = AUTO,
     """
     if requested is None or (isinstance(requested, str)
                              and requested.strip().lower() in ("", "none")):
-        logging.info("Tower placement: none (all towers on the default device).")
+        log.info("Tower placement: none (all towers on the default device).")
         return None
     if isinstance(requested, str) and requested.strip().lower() == AUTO:
         gpus = tf.config.list_logical_devices("GPU")
         if towers == 2 and len(gpus) >= 2:
             devices = ("/GPU:0", "/GPU:1")
-            logging.info("Tower placement: %s (two GPUs visible).", devices)
+            log.info("Tower placement: %s (two GPUs visible).", devices)
             return devices
-        logging.info("Tower placement: none (%d GPU(s) visible, %d tower(s)); "
+        log.info("Tower placement: none (%d GPU(s) visible, %d tower(s)); "
                      "the towers run on the default device.", len(gpus), towers)
         return None
     if isinstance(requested, str):
@@ -53,7 +55,7 @@ def resolve_tower_devices(requested: Union[None, str, Sequence[str]] = AUTO,
                          f"got {list(requested)!r}")
     for device in devices:
         _check_local_device(device)
-    logging.info("Tower placement: %s (named by the caller).", devices)
+    log.info("Tower placement: %s (named by the caller).", devices)
     return devices
 
 

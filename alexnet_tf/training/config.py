@@ -1,9 +1,11 @@
 """Typed configuration of a training run (tensorflow/models `official/` style).
 
-Every default is the paper's (section 5): batch 128, SGD with momentum 0.9
-and weight decay 0.0005, learning rate 0.01 divided by 10 when the validation
-error stops improving (at most three times), 90 epochs. The launcher maps its
-flags onto these dataclasses; library users build them directly.
+Every default is written here once. `launch.train` defines its flags from
+these fields (name, type, default and the `help` metadata), and library
+users build the dataclasses directly. The defaults are the paper's
+(section 5): batch 128, SGD with momentum 0.9 and weight decay 0.0005,
+learning rate 0.01 divided by 10 when the validation error stops improving
+(at most three times), 90 epochs. Named presets are in `presets.py`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
+from alexnet_tf.errors import InputError
+from alexnet_tf.options import option  # noqa: F401  (re-exported for launchers)
+
 STRATEGIES = ("default", "towers", "mirrored", "multi_worker")
 LR_SCHEDULES = ("plateau", "step")
 MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
+ACTIVATIONS = ("relu", "tanh")
+INITS = ("he", "paper", "caffe")
+INIT_NORMALIZATIONS = ("source", "data")
+
+
+class ConfigError(InputError):
+    """A setting that cannot run. `field` names the config field (the
+    launchers turn it into the flag of the same name)."""
+
+    def __init__(self, field: str, value: Any, why: str, owner: str = "TrainConfig"):
+        self.field, self.value, self.why = field, value, why
+        super().__init__(f"{owner}.{field}={value!r}: {why}")
 
 
 @dataclasses.dataclass
@@ -26,65 +43,111 @@ class ModelConfig:
     `standardize=False` leaves `std_rgb` out (the paper's mean-only input).
     """
 
-    activation: Optional[str] = None
-    lrn: Optional[bool] = None
-    overlapping_pool: Optional[bool] = None
-    towers: Optional[int] = None
-    width: Optional[float] = None
-    dropout: Optional[float] = None
-    extra_conv: Optional[bool] = None
-    init: Optional[str] = None
-    image_size: Optional[int] = None
-    standardize: Optional[bool] = None  # None: True (the model's default)
+    activation: Optional[str] = option(None, "Activation (model default relu).",
+                                       choices=ACTIVATIONS)
+    lrn: Optional[bool] = option(None, "Local response normalization (model default on).")
+    overlapping_pool: Optional[bool] = option(
+        None, "3x3/2 pooling, else 2x2/2 (model default on).")
+    towers: Optional[int] = option(None, "2 towers as the paper, or 1 column (model default 2).")
+    width: Optional[float] = option(None, "Scales the conv1-conv4 kernel counts "
+                                    "(model default 1).")
+    dropout: Optional[float] = option(None, "Dropout rate of fc6/fc7 (model default 0.5).")
+    extra_conv: Optional[bool] = option(None, "Section 6's sixth convolutional layer "
+                                        "(model default off).")
+    init: Optional[str] = option(None, "Weight initialization: he, paper or caffe (model "
+                                 "default he: see alexnet_tf.model).", choices=INITS)
+    image_size: Optional[int] = option(None, "Input size (model default 224).")
+    standardize: Optional[bool] = option(
+        None, "Divide the mean-subtracted input by the training set's per-channel std "
+        "(stats.json), as 'he' init assumes (default on). --init=paper --nostandardize "
+        "is the paper's set-up.")
 
     def to_kwargs(self) -> dict[str, Any]:
-        """build_alexnet kwargs, without `standardize` (see train.model_kwargs_for)."""
+        """build_alexnet kwargs, without `standardize` (see model_dir.model_kwargs_for)."""
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if v is not None and k != "standardize"}
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """One training run. `data_dir` holds the data prep's shards, labels.txt
-    and stats.json; `model_dir` receives checkpoints, logs and the config."""
+    """One training run. `data_dir` holds the data prep's shards, labels.txt,
+    stats.json and manifest.json; `model_dir` receives checkpoints, logs and
+    the config."""
 
-    data_dir: str
-    model_dir: str
+    data_dir: str = option(None, "Folder with the data prep's TFRecord shards, labels.txt, "
+                           "stats.json and manifest.json.")
+    model_dir: str = option(None, "Folder for checkpoints, TensorBoard logs (logs/train, "
+                            "logs/validation) and model_config.json; an existing one is "
+                            "resumed.")
     # Section 5: the optimizer.
-    batch_size: int = 128           # global batch, summed over replicas
-    epochs: int = 90
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    # Learning-rate schedule: "plateau" divides by 10 when the validation
-    # top-1 error has not improved for `plateau_patience` epochs (the paper
-    # did it by hand, three times); "step" divides by 10 at `step_epochs`.
-    lr_schedule: str = "plateau"
-    plateau_patience: int = 3
-    plateau_min_delta: float = 0.0
-    max_lr_drops: int = 3
-    step_epochs: Sequence[int] = (30, 60, 80)
+    batch_size: int = option(128, "Global batch size (summed over replicas).")
+    epochs: int = option(90, "Training epochs.")
+    learning_rate: float = option(0.01, "Initial learning rate.")
+    momentum: float = option(0.9, "SGD momentum.")
+    weight_decay: float = option(0.0005, "Weight decay, applied as the paper's rule "
+                                 "v <- 0.9 v - wd * lr * w - lr * grad.")
+    # The paper lowered the rate by hand, three times, when the validation
+    # error stopped improving; "plateau" makes that a rule.
+    lr_schedule: str = option("plateau", "plateau: divide the rate by 10 when the validation "
+                              "top-1 error stops improving; step: at --step_epochs.",
+                              choices=LR_SCHEDULES)
+    plateau_patience: int = option(3, "Epochs without a better validation top-1 error "
+                                   "before the rate is divided by 10.")
+    plateau_min_delta: float = option(0.0, "Smallest drop of the validation error that "
+                                      "counts as an improvement.")
+    max_lr_drops: int = option(3, "At most this many divisions by 10 (the paper: 3).")
+    step_epochs: Sequence[int] = option((30, 60, 80), "Epochs where the step schedule divides "
+                                        "the rate by 10.")
     # Run length; None means "from the data" (a full pass per epoch).
-    steps_per_epoch: Optional[int] = None
-    max_steps: Optional[int] = None
-    validation_steps: Optional[int] = None
+    steps_per_epoch: Optional[int] = option(None, "Steps per epoch; default: training images "
+                                            "/ batch_size rounded up (one full pass).")
+    max_steps: Optional[int] = option(None, "Stop after this many steps in total (short runs).")
+    validation_steps: Optional[int] = option(
+        None, "Validation batches per epoch, read across all validation shards; default: "
+        "the whole validation split.")
+    steps_per_loop: int = option(10, "Training steps run inside one tf.function call "
+                                 "(one host sync per loop; a loop never crosses a log, "
+                                 "checkpoint or epoch boundary).")
     # Checkpoints and logging.
-    checkpoint_every_steps: int = 1000
-    keep_checkpoints: int = 3
-    log_every_steps: int = 100
+    checkpoint_every_steps: int = option(1000, "Checkpoint interval in steps (a checkpoint "
+                                         "is also written at each epoch end).")
+    keep_checkpoints: int = option(3, "Latest checkpoints kept (plus the best).")
+    log_every_steps: int = option(100, "Progress line and TensorBoard interval.")
     # Parallelism and numerics.
-    strategy: str = "default"
-    devices: Sequence[str] = ()     # mirrored: devices to use (default: all GPUs)
-    tower_devices: Sequence[str] = ()  # towers: the two devices (default: 2 GPUs)
-    mixed_precision: str = ""
-    jit_compile: bool = False
+    strategy: str = option("default", "default: one device; towers: the paper's two-tower "
+                           "model parallelism; mirrored: data parallel over local GPUs; "
+                           "multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.",
+                           choices=STRATEGIES)
+    devices: Sequence[str] = option((), "mirrored: the devices to use (default: all local "
+                                    "GPUs).")
+    tower_devices: Sequence[str] = option((), "towers: the two devices of towers A and B "
+                                          "(default: /GPU:0,/GPU:1 when visible).")
+    mixed_precision: str = option("", "Keras dtype policy; mixed_float16 adds loss scaling. "
+                                  "Off by default (CPU).", choices=MIXED_PRECISION)
+    jit_compile: bool = option(False, "XLA-compile the training step.")
     # Data.
-    label_offset: int = 0
-    lighting_stddev: float = 0.1    # section 4.1's PCA lighting; 0 turns it off
-    shuffle_buffer: int = 10_000
-    seed: Optional[int] = None      # seeds weight init, file order and shuffle
+    label_offset: int = option(0, "Subtracted from stored labels: 1 reads tensorflow/models' "
+                               "1-based records.")
+    lighting_stddev: float = option(0.1, "Std of the PCA lighting's alpha (section 4.1); 0 "
+                                    "turns the colour augmentation off.")
+    shuffle_buffer: int = option(10_000, "Training examples in the shuffle buffer (at most "
+                                 "the training split's size).")
+    seed: Optional[int] = option(None, "Seeds the weight init, the file order and the "
+                                 "shuffle buffer.")
+    verify_records: bool = option(False, "Before training, also check every shard's sha256 "
+                                  "against manifest.json (reads all the data once).")
+    published_stats: bool = option(
+        False, "Train on records without data prep's manifest.json and stats.json (e.g. "
+        "tensorflow/models' files, with --label_offset=1), using the published ILSVRC-2012 "
+        "mean, std and PCA figures.")
     # Fine-tuning (section 6): a checkpoint prefix/dir or a .keras file.
-    init_from: str = ""
+    init_from: str = option("", "Start from this checkpoint (model_dir, best/ or prefix) or "
+                            ".keras file: compatible layers are copied, the classifier "
+                            "re-initialized when the class count differs.")
+    init_normalization: str = option(
+        "source", "With --init_from: 'source' keeps the source model's input mean and std "
+        "(its conv1 was trained on them); 'data' uses this data's stats.json.",
+        choices=INIT_NORMALIZATIONS)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
 
     def __post_init__(self):
@@ -97,25 +160,29 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuses settings that cannot run, naming the field."""
-        def need(ok: bool, field: str, why: str):
+        def need(ok: bool, field: str, why: str, owner=self):
             if not ok:
-                raise ValueError(f"TrainConfig.{field}={getattr(self, field)!r}: {why}")
+                raise ConfigError(field, getattr(owner, field), why, type(owner).__name__)
 
         need(bool(self.data_dir), "data_dir", "must be set")
         need(bool(self.model_dir), "model_dir", "must be set")
         need(self.batch_size > 0, "batch_size", "must be positive")
         need(self.epochs > 0, "epochs", "must be positive")
-        need(self.learning_rate > 0, "learning_rate", "must be positive")
+        # `x > 0` is False for NaN, so NaN is refused too.
+        need(self.learning_rate > 0 and self.learning_rate != float("inf"), "learning_rate",
+             "must be a positive finite number")
         need(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}")
         need(self.plateau_patience >= 1, "plateau_patience", "must be >= 1")
+        need(self.plateau_min_delta >= 0, "plateau_min_delta", "must be >= 0")
         need(self.max_lr_drops >= 0, "max_lr_drops", "must be >= 0")
         need(list(self.step_epochs) == sorted(self.step_epochs), "step_epochs",
              "must be increasing")
         for name in ("steps_per_epoch", "max_steps", "validation_steps"):
             value = getattr(self, name)
             need(value is None or value > 0, name, "must be positive or None")
+        need(self.steps_per_loop >= 1, "steps_per_loop", "must be >= 1")
         need(self.checkpoint_every_steps > 0, "checkpoint_every_steps", "must be positive")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         need(self.log_every_steps > 0, "log_every_steps", "must be positive")
@@ -126,10 +193,22 @@ class TrainConfig:
              f"must be one of {MIXED_PRECISION}")
         need(self.mixed_precision != "mixed_bfloat16" or self.model.lrn is False,
              "mixed_precision", "TensorFlow's LRN op has no bfloat16 kernel: use "
-             "mixed_float16, or lrn=False")
+             "mixed_float16, or turn LRN off (lrn=False)")
         need(self.label_offset >= 0, "label_offset", "must be >= 0")
         need(self.lighting_stddev >= 0, "lighting_stddev", "must be >= 0")
         need(self.shuffle_buffer >= 0, "shuffle_buffer", "must be >= 0")
+        need(self.init_normalization in INIT_NORMALIZATIONS, "init_normalization",
+             f"must be one of {INIT_NORMALIZATIONS}")
+        model = self.model
+        need(model.activation in (None, *ACTIVATIONS), "activation",
+             f"must be one of {ACTIVATIONS}", model)
+        need(model.init in (None, *INITS), "init", f"must be one of {INITS}", model)
+        for name in ("towers", "image_size"):
+            need(getattr(model, name) is None or getattr(model, name) > 0, name,
+                 "must be positive", model)
+        need(model.width is None or model.width > 0, "width", "must be positive", model)
+        need(model.dropout is None or 0 <= model.dropout < 1, "dropout", "must be in [0, 1)",
+             model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,16 +18,18 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.training import checkpoints
+from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.data import input_pipeline, labels
+from alexnet_tf.errors import InputError
 
 
 def _check_labels(model_dir: str, data_labels: labels.LabelMap, num_classes: int) -> None:
     if num_classes != len(data_labels):
-        raise ValueError(f"{model_dir}: the model has {num_classes} classes but the data's "
+        raise InputError(f"{model_dir}: the model has {num_classes} classes but the data's "
                          f"labels.txt has {len(data_labels)}")
     path = os.path.join(model_dir, labels.LABELS_FILENAME)
     if os.path.exists(path) and labels.LabelMap.read(path).wnids != data_labels.wnids:
-        raise ValueError(f"{path}: the model's classes (wnids) differ from the data's")
+        raise InputError(f"{path}: the model's classes (wnids) differ from the data's")
 
 
 def _correct(probabilities: np.ndarray, labels_: np.ndarray, k: int) -> int:
@@ -101,7 +103,7 @@ def evaluate(data_dir: str, model_dirs: Sequence[str], *, crops: int = 10,
         result["ensemble"] = {"models": len(models), **figures(len(models))}
     result["table"] = format_table(result)
     if output_json:
-        checkpoints.write_json_atomic(output_json, result)
+        model_dir_files.write_json(output_json, result)
     return result
 
 

@@ -1,0 +1,144 @@
+"""What encoded image bytes say about themselves, read without decoding any
+pixel: the format (from the leading bytes), the size the decoder will
+allocate (from the header), and where a GIF's first frame ends.
+
+All in TensorFlow ops, since they run inside the serving graph, and none of
+them fails on bad bytes: they answer UNKNOWN or -1 instead, so that
+`preprocessing.decode_rgb` can refuse an image before its decoder starts and
+the serving signatures can say why an image of a batch was refused.
+
+Sizes are the decoder's own: a GIF decodes to its first frame's size (with
+`first_gif_frame` the decoder only ever sees that frame), a BMP to the
+int32 width and height at bytes 18 and 22, as TensorFlow's BMP decoder reads
+them. JPEG sizes come from libjpeg itself (`tf.image.extract_jpeg_shape`).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+JPEG, PNG, GIF, BMP, UNKNOWN = 0, 1, 2, 3, 4
+FORMAT_NAMES = ("JPEG", "PNG", "GIF", "BMP")
+
+_MAGIC = {
+    JPEG: (b"\xff\xd8\xff",),
+    PNG: (b"\x89PNG\r\n\x1a\n",),
+    GIF: (b"GIF87a", b"GIF89a"),
+    BMP: (b"BM",),
+}
+_HEAD_BYTES = 32
+GIF_TRAILER = b"\x3b"
+# first_gif_frame's loop: a step skips up to GIF_RUN full data sub-blocks
+# (64 KB), so real GIFs take tens of steps; crafted ones of tiny
+# sub-blocks stop after GIF_MAX_STEPS (a bounded cost per image).
+GIF_RUN = 256
+GIF_MAX_STEPS = 2048
+# first_gif_frame's modes: before a block, in an extension's or the
+# image's data sub-blocks, done, failed.
+_BLOCK, _EXTENSION, _IMAGE, _DONE, _FAILED = 0, 1, 2, 3, 4
+
+
+def leading_bytes(image_bytes: tf.Tensor, count: int = _HEAD_BYTES) -> tf.Tensor:
+    """The first `count` bytes as int32 [count], zero-padded when shorter."""
+    head = tf.io.decode_raw(tf.strings.substr(image_bytes, 0, count), tf.uint8)
+    head = tf.cast(head, tf.int32)
+    return tf.pad(head, [[0, count - tf.size(head)]])
+
+
+def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
+    """JPEG, PNG, GIF, BMP or UNKNOWN (int32 scalar), from the magic bytes."""
+    head = leading_bytes(image_bytes, 8)
+    found = tf.constant(UNKNOWN)
+    for fmt in (BMP, GIF, PNG, JPEG):
+        matches = [tf.reduce_all(tf.equal(head[:len(m)], list(m))) for m in _MAGIC[fmt]]
+        found = tf.where(tf.reduce_any(tf.stack(matches)), fmt, found)
+    return found
+
+
+def _little_endian(head, offset: int, count: int) -> tf.Tensor:
+    return sum(tf.cast(head[offset + i], tf.int64) * 256 ** i for i in range(count))
+
+
+def _big_endian(head, offset: int, count: int) -> tf.Tensor:
+    return sum(tf.cast(head[offset + i], tf.int64) * 256 ** (count - 1 - i)
+               for i in range(count))
+
+
+def png_shape(image_bytes: tf.Tensor) -> tf.Tensor:
+    """[height, width] int64 from the IHDR chunk, or [-1, -1] without one."""
+    head = leading_bytes(image_bytes)
+    has_ihdr = tf.reduce_all(tf.equal(head[12:16], list(b"IHDR")))
+    shape = tf.stack([_big_endian(head, 20, 4), _big_endian(head, 16, 4)])
+    return tf.where(has_ihdr & (tf.strings.length(image_bytes) >= 24), shape, -1)
+
+
+def bmp_shape(image_bytes: tf.Tensor) -> tf.Tensor:
+    """[|height|, width] int64 as TF's BMP decoder reads them (signed int32
+    at bytes 22 and 18; a negative height means top-down rows)."""
+    head = leading_bytes(image_bytes)
+
+    def signed(offset):
+        value = _little_endian(head, offset, 4)
+        return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
+
+    shape = tf.stack([tf.abs(signed(22)), signed(18)])
+    return tf.where(tf.strings.length(image_bytes) >= 26, shape, -1)
+
+
+def first_gif_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(end, [height, width]) of a GIF's first image: `end` is the byte offset
+    just after its last data sub-block, so `substr(0, end) + GIF_TRAILER` is
+    a one-frame GIF. TF's GIF decoder makes even the first frame as large as
+    the largest frame, and reads every frame's pixels first, so a 1x1 frame
+    followed by a 6000x6000 one, 27 KB, would decode to 108 MB, one of
+    65535x65535 to 12.9 GB. Both are -1 when the block structure cannot be
+    followed (truncated, not a GIF, or more than GIF_MAX_STEPS steps).
+
+    One loop step per block, or per data sub-block that is not full; runs
+    of full (255-byte) sub-blocks, what encoders write, take one step per
+    GIF_RUN of them.
+    """
+    data = tf.cast(tf.io.decode_raw(image_bytes, tf.uint8), tf.int32)
+    size = tf.size(data)
+    data = tf.pad(data, [[0, 16]])  # reads just past the end see zeros
+    start = 13 + _colour_table_bytes(data[10])  # after the screen's colour table
+    run_offsets = 256 * tf.range(GIF_RUN)
+
+    def step(pos, mode, height, width):
+        at = tf.minimum(pos, size)
+        byte = data[at]
+        opens_extension = tf.equal(mode, _BLOCK) & tf.equal(byte, 0x21)
+        opens_image = tf.equal(mode, _BLOCK) & tf.equal(byte, 0x2C)
+        in_data = tf.equal(mode, _EXTENSION) | tf.equal(mode, _IMAGE)
+        # image descriptor: 0x2C, left, top, width, height (LE16 each), flags;
+        # then the local colour table and the LZW minimum code size byte.
+        image_start = at + 10 + _colour_table_bytes(data[at + 9]) + 1
+        # full sub-blocks from here: 255 then 255 bytes, wholly inside the data
+        ahead = at + run_offsets
+        full = tf.equal(tf.gather(data, tf.minimum(ahead, size)), 255) & (ahead + 256 <= size)
+        full_run = tf.argmin(tf.concat([tf.cast(full, tf.int32), [0]], 0), output_type=tf.int32)
+        next_pos = tf.where(opens_extension, pos + 2, tf.where(
+            opens_image, image_start, tf.where(in_data, pos + tf.where(
+                full_run > 0, 256 * full_run, 1 + byte), pos)))
+        ends_data = in_data & tf.equal(byte, 0)
+        next_mode = tf.where(opens_extension, _EXTENSION, tf.where(
+            opens_image, _IMAGE, tf.where(
+                ends_data, tf.where(tf.equal(mode, _IMAGE), _DONE, _BLOCK),
+                tf.where(in_data, mode, _FAILED))))
+        next_mode = tf.where(next_pos > size, _FAILED, next_mode)
+        height = tf.where(opens_image, data[at + 7] + 256 * data[at + 8], height)
+        width = tf.where(opens_image, data[at + 5] + 256 * data[at + 6], width)
+        return next_pos, next_mode, height, width
+
+    pos, mode, height, width = tf.while_loop(
+        lambda pos, mode, h, w: mode < _DONE, step,
+        (start, tf.constant(_BLOCK), tf.constant(-1), tf.constant(-1)),
+        maximum_iterations=GIF_MAX_STEPS)
+    done = tf.equal(mode, _DONE)
+    shape = tf.cast(tf.stack([height, width]), tf.int64)
+    return tf.where(done, pos, -1), tf.where(done, shape, -1)
+
+
+def _colour_table_bytes(flags: tf.Tensor) -> tf.Tensor:
+    """Size of the colour table a GIF screen/image descriptor's flags announce."""
+    return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags & 7), 0)

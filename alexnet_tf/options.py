@@ -1,0 +1,22 @@
+"""Config dataclass fields that carry their command-line help.
+
+`option(default, help)` is a `dataclasses.field` whose metadata the
+launchers read to define a flag of the same name, type and default, so each
+default is written once (see `launch/config_flags.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *,
+           choices: Sequence[str] = (), **kwargs) -> Any:
+    """A dataclass field with the help text (and choices) its flag shows;
+    no default makes it a required field (and a required flag)."""
+    metadata = {"help": help, "choices": tuple(choices)}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: tuple(default), metadata=metadata,
+                                 **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)

@@ -1,0 +1,64 @@
+"""Producing every shard: in this process, or in worker processes forked
+from a fork server.
+
+The fork server imports TensorFlow (for the record writer) once and forks
+every worker from that clean process: no per-worker import, and no fork of a
+parent whose TensorFlow runtime may already be running threads. Both die
+with the build (`data_prep.lifeline`). Workers only write `.tmp` files; this
+process publishes each shard as its result arrives (`writer.publish`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+
+from data_prep import writer
+from data_prep.progress import Progress
+
+
+def run_tasks(tasks: list[writer.ShardTask], num_workers: int,
+              progress: Progress) -> list[writer.ShardResult]:
+    """Every task's result, published; results lose their per-file lists as
+    they arrive (they stay on disk in the `.parts` records), so this
+    process's memory does not grow with them."""
+    if num_workers == 1 or len(tasks) <= 1:
+        results = []
+        for task in tasks:
+            results.append(_done(task, writer.produce_shard(task, progress.tick), progress))
+        return results
+    return _in_workers(tasks, num_workers, progress)
+
+
+def _in_workers(tasks: list[writer.ShardTask], num_workers: int,
+                progress: Progress) -> list[writer.ShardResult]:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["data_prep.forkserver_preload"])
+    counter = context.Value("q", 0)
+    results = []
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(num_workers, len(tasks)), mp_context=context,
+            initializer=writer.init_worker, initargs=(counter,)) as pool:
+        pending = {pool.submit(writer.produce_shard, t, writer.count_image): t
+                   for t in tasks}
+        try:
+            while pending:
+                done, _ = concurrent.futures.wait(
+                    pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
+                progress.update(counter.value)
+                for future in done:
+                    task = pending.pop(future)
+                    results.append(_done(task, future.result(), progress))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return results
+
+
+def _done(task: writer.ShardTask, result: writer.ShardResult,
+          progress: Progress) -> writer.ShardResult:
+    writer.publish(task, result)
+    progress.shard_done(len(task.plan.files), result.kept)
+    return dataclasses.replace(result, converted=[])

@@ -1,0 +1,72 @@
+"""Imports Caffe's reference AlexNet into a model_dir (issue 15).
+
+    python -m launch.import_caffe --caffemodel=bvlc_alexnet.caffemodel \
+        --model_dir=runs/bvlc_alexnet [--mean=ilsvrc_2012_mean.npy] [--labels=synset_words.txt]
+
+or `--npy=bvlc_alexnet.npy` (caffe-tensorflow's conversion) instead of
+--caffemodel. The model_dir then works with every other tool's defaults:
+launch.evaluate, launch.export, launch.train --init_from=<model_dir>,
+launch.figures; launch.predict on the export.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from launch import terminal
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defined only when run as a program (no clash with other tools' flags)."""
+    flags.DEFINE_string("caffemodel", None, "Caffe's binary weights (bvlc_alexnet.caffemodel), "
+                        "new `layer` or old V1 `layers` format.")
+    flags.DEFINE_string("npy", None, "caffe-tensorflow's bvlc_alexnet.npy instead of "
+                        "--caffemodel.")
+    flags.DEFINE_string("model_dir", None, "Folder to create (it must not exist, or be empty).")
+    flags.DEFINE_string("mean", None, "Caffe's mean image (ilsvrc_2012_mean.npy or a "
+                        ".binaryproto): its per-channel means become the model's mean_rgb. "
+                        "Default: Caffe's published ILSVRC-2012 values (B 104.007, G 116.669, "
+                        "R 122.679).")
+    flags.DEFINE_string("labels", None, "The classes: this project's labels.txt (e.g. your "
+                        "ILSVRC-2012 records' own) or Caffe's synset_words.txt. Without it the "
+                        "classes are named caffe_class_0000.. and evaluation on ImageNet "
+                        "records refuses the model (the wnids differ).")
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        terminal.usage_error("--model_dir is required")
+    if bool(FLAGS.caffemodel) == bool(FLAGS.npy):
+        terminal.usage_error("give exactly one of --caffemodel and --npy")
+    from alexnet_tf.caffe.importer import import_alexnet  # TensorFlow loads after the checks
+    result = import_alexnet(FLAGS.model_dir, caffemodel=FLAGS.caffemodel, npy=FLAGS.npy,
+                            mean=FLAGS.mean, labels=FLAGS.labels)
+    config = result["config"]
+    print(f"imported {result['source']} ({result['format']})")
+    print(f"  sha1 {result['sha1']}"
+          + ("  (BVLC's bvlc_alexnet.caffemodel)" if result["is_bvlc_alexnet_caffemodel"] else ""))
+    print(f"  {result['parameters']:,} parameters, {config['num_classes']} classes, "
+          f"{config['image_size']}x{config['image_size']} input, conv1 padding "
+          f"{config['conv1_padding']}, LRN k={config['lrn_k']:g} alpha={config['lrn_alpha']:g} "
+          f"(Caffe's alpha / {config['lrn_size']}) beta={config['lrn_beta']:g}")
+    print(f"  mean_rgb {json.dumps([round(m, 3) for m in config['mean_rgb']])} from "
+          f"{result['mean']}; labels from {result['labels']}")
+    if not result["labels_sorted"]:
+        print("  warning: the labels' wnids are not in sorted order, but Caffe's class i is the "
+              "i-th wnid in sorted order (ILSVRC-2012's): check the labels file")
+    if FLAGS.labels is None:
+        print("  warning: no --labels: classes are named caffe_class_0000..; pass your "
+              "records' labels.txt or Caffe's synset_words.txt to evaluate on ImageNet")
+    print(f"wrote {result['model_dir']}")
+    print(f"next: python -m launch.export --model_dir={result['model_dir']} "
+          "--export_dir=saved_models/bvlc_alexnet")
+
+
+if __name__ == "__main__":
+    define_flags()
+    terminal.run(main)

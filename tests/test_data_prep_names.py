@@ -1,0 +1,103 @@
+"""Names that are not UTF-8, or hold tabs and newlines: escaped losslessly,
+never a crash (data_prep.names)."""
+
+import csv
+import glob
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf.data import records
+from alexnet_tf.data.labels import LabelMap
+from data_prep import build_tfrecords, names
+
+
+def _jpeg(path: bytes, colour=(200, 40, 40)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 48, 3), colour, np.uint8)).save(buffer, "JPEG")
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _build(root, out, **kwargs):
+    return build_tfrecords.build(build_tfrecords.BuildConfig(
+        os.fsdecode(root), str(out), num_workers=1, image_size=32, **kwargs),
+        log=open(os.devnull, "w"))
+
+
+RAW_NAMES = [b"plain.jpg", b"caf\xc3\xa9.jpg", b"caf\xe9.jpg", b"\xff\xfe", b"tab\there",
+             b"new\nline", b"back\\slash", b"looks\\xffescaped", b"\\\\", b"\x7f\x01"]
+
+
+@pytest.mark.parametrize("raw", RAW_NAMES)
+def test_escape_is_printable_and_lossless(raw):
+    text = names.escape(raw)
+    assert names.escape(os.fsdecode(raw)) == text  # str from os.* or bytes: the same
+    text.encode("utf-8")  # never raises
+    assert "\t" not in text and "\n" not in text
+    assert names.unescape(text) == raw
+
+
+def test_escape_keeps_valid_names_and_tells_lookalikes_apart():
+    assert names.escape("café.jpg") == "café.jpg"
+    assert names.escape(b"caf\xe9.jpg") == "caf\\xe9.jpg"
+    assert names.escape("cls\ttab") == "cls\\x09tab"
+    # A real backslash-x in a name does not collide with an undecodable byte.
+    assert names.escape(b"a\\xff") != names.escape(b"a\xff")
+    assert len({names.escape(raw) for raw in RAW_NAMES}) == len(RAW_NAMES)
+
+
+def test_non_utf8_file_and_class_names_are_converted(tmp_path):
+    """The build that used to die with 'surrogates not allowed' (and leave a
+    .tmp shard behind): every image converted, names escaped everywhere."""
+    root = os.fsencode(tmp_path / "in")
+    bad_class, bad_file = b"cl\xffass", b"caf\xe9\xff.jpg"
+    _jpeg(root + b"/train/" + bad_class + b"/" + bad_file)
+    _jpeg(root + b"/train/" + bad_class + b"/ok.jpg")
+    _jpeg(root + b"/train/plain/a.jpg", (40, 200, 40))
+    _jpeg(root + b"/val/" + bad_class + b"/v\xfe.jpg")
+    out = tmp_path / "out"
+    summary = _build(root, out, train_shards=2, validation_shards=1)
+    assert summary.ok and summary.written == summary.found == 4
+    assert not glob.glob(str(out / "*.tmp"))
+
+    label_map = LabelMap.read(str(out))
+    assert label_map.wnids == ("cl\\xffass", "plain")
+    examples = [records.parse_example(s) for s in tf.data.TFRecordDataset(
+        sorted(glob.glob(records.shard_pattern(str(out), "train"))))]
+    by_name = {e[records.FILENAME].numpy().decode(): e for e in examples}
+    assert set(by_name) == {"caf\\xe9\\xff.jpg", "ok.jpg", "a.jpg"}
+    assert names.unescape("caf\\xe9\\xff.jpg") == bad_file
+    assert by_name["caf\\xe9\\xff.jpg"][records.SYNSET].numpy() == b"cl\\xffass"
+    assert int(by_name["caf\\xe9\\xff.jpg"][records.LABEL]) == 0
+
+    with open(out / build_tfrecords.FILES_FILENAME, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    raw_paths = {names.unescape(r["path"]) for r in rows}
+    assert root + b"/train/" + bad_class + b"/" + bad_file in raw_paths
+    assert root + b"/val/" + bad_class + b"/v\xfe.jpg" in raw_paths
+    json.loads((out / build_tfrecords.MANIFEST_FILENAME).read_text(encoding="utf-8"))
+
+    again = _build(root, out, train_shards=2, validation_shards=1)
+    assert (again.shards_written, again.shards_kept) == (0, 3)  # resumes with such names
+
+
+def test_tab_and_newline_in_class_folder_names_make_classes(tmp_path):
+    """Used to be a traceback ('bad wnid') naming no folder: now each such
+    folder is a class under its escaped name."""
+    root = tmp_path / "in"
+    for cls, colour in (("cls\ttab", (200, 0, 0)), ("cls\nnl", (0, 200, 0)),
+                        ("plain", (0, 0, 200))):
+        _jpeg(os.fsencode(root / "train" / cls / "a.jpg"), colour)
+        _jpeg(os.fsencode(root / "val" / cls / "b.jpg"), colour)
+    summary = _build(root, tmp_path / "out")
+    assert summary.ok and summary.written == 6
+    label_map = LabelMap.read(str(tmp_path / "out"))
+    assert label_map.wnids == ("cls\\x09tab", "cls\\x0anl", "plain")
+    assert names.unescape(label_map.wnids[0]) == b"cls\ttab"

@@ -1,0 +1,91 @@
+"""The launchers' terminal: the project's own lines, no TensorFlow or absl
+INFO chatter unless asked for; a user's mistake is one line, exit 2."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHATTER = re.compile(r"Sharding callback|oneDNN custom operations|cpu_feature_guard|"
+                     r"signature_serialization|^[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ ", re.M)
+
+
+def _run(*args, timeout=600):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quiet")
+    data = write_tiny_dataset(root / "data", num_classes=3, train_per_class=4,
+                              val_per_class=2)
+    model_dir = str(root / "run")
+    result = _run("launch.train", f"--data_dir={data}", f"--model_dir={model_dir}",
+                  "--batch_size=4", "--epochs=1", "--steps_per_epoch=2",
+                  "--checkpoint_every_steps=1", f"--image_size={TINY_MODEL['image_size']}",
+                  f"--width={TINY_MODEL['width']}")
+    return root, data, model_dir, result
+
+
+def test_train_evaluate_and_export_print_only_the_projects_lines(trained):
+    root, data, model_dir, train = trained
+    assert train.returncode == 0, train.stderr
+    evaluate = _run("launch.evaluate", f"--data_dir={data}", f"--model_dir={model_dir}",
+                    "--crops=1")
+    export = _run("launch.export", f"--model_dir={model_dir}",
+                  f"--export_dir={root / 'saved_models' / 'tiny'}")
+    for result in (evaluate, export):
+        assert result.returncode == 0, result.stderr
+    output = "\n".join(r.stdout + r.stderr for r in (train, evaluate, export))
+    assert not CHATTER.findall(output), CHATTER.findall(output)
+    assert "Training finished" in train.stdout and "step 2/2" in train.stdout
+    assert "top-1" in evaluate.stdout
+    assert "exported 3-class model to" in export.stdout
+
+
+def test_verbosity_0_shows_tensorflows_lines_again(trained):
+    root, data, model_dir, _ = trained
+    verbose = _run("launch.evaluate", f"--data_dir={data}", f"--model_dir={model_dir}",
+                   "--crops=1", "--verbosity=0")
+    assert verbose.returncode == 0, verbose.stderr
+    assert CHATTER.search(verbose.stdout + verbose.stderr)  # the check above can fail
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--batch_size=0", "--batch_size=0: must be positive"),
+    ("--learning_rate=nan", "--learning_rate=nan: must be a positive finite number"),
+    ("--learning_rate=-0.1", "--learning_rate=-0.1: must be a positive finite number"),
+    ("--mixed_precision=mixed_bfloat16", "--mixed_precision=mixed_bfloat16: TensorFlow's "
+     "LRN op has no bfloat16 kernel"),
+    ("--model_dir={data}/labels.txt", "labels.txt is a file, not a folder"),
+    ("--data_dir={root}/nowhere", "nowhere not found"),
+    ("--data_dir={bad_labels}", r"labels.txt:2: wnid 'n00000000' repeats line 1"),
+    ("--init_from={root}/nowhere", "init_from .*nowhere: no checkpoint found there"),
+])
+def test_a_users_mistake_is_one_line_and_exit_2_and_writes_nothing(trained, tmp_path, flag,
+                                                                  message):
+    root, data, _, _ = trained
+    bad_labels = tmp_path / "bad_labels"
+    if "bad_labels" in flag:
+        import shutil
+        shutil.copytree(data, bad_labels)
+        (bad_labels / "labels.txt").write_text("0\tn00000000\ta\n1\tn00000000\tb\n"
+                                               "2\tn00000002\tc\n")
+    model_dir = tmp_path / "model"
+    args = [f"--data_dir={data}", f"--model_dir={model_dir}", "--max_steps=1",
+            flag.format(data=data, root=root, bad_labels=bad_labels)]
+    result = _run("launch.train", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("launch.train: error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not model_dir.exists()

@@ -1,0 +1,87 @@
+"""Training refuses an incomplete or foreign records folder before writing
+anything, naming what is missing; foreign records train with the published
+statistics only when asked."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from alexnet_tf.data import records_check
+from alexnet_tf.data.records_check import RecordsError, check_records_dir
+from alexnet_tf.training.config import TrainConfig
+from alexnet_tf.training.loop import train
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def complete(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("records"), num_classes=2,
+                              train_per_class=4, val_per_class=2, train_shards=4)
+
+
+def _copy(complete, tmp_path):
+    target = tmp_path / "records"
+    shutil.copytree(complete, target)
+    return str(target)
+
+
+def test_a_complete_build_passes_and_sha256_is_checked_on_request(complete, tmp_path):
+    assert len(check_records_dir(complete, verify_sha256=True)["shards"]) == 5
+    data = _copy(complete, tmp_path)
+    shard = os.path.join(data, "train-00001-of-00004")
+    with open(shard, "r+b") as f:  # same size, other bytes
+        f.seek(20)
+        byte = f.read(1)
+        f.seek(20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    check_records_dir(data)  # sizes still match
+    with pytest.raises(RecordsError, match="train-00001-of-00004's sha256 differs"):
+        check_records_dir(data, verify_sha256=True)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: [os.remove(os.path.join(d, f"train-0000{i}-of-00004")) for i in (2, 3)],
+     r"2 problem\(s\)\): train-00002-of-00004 is missing; train-00003-of-00004 is missing"),
+    (lambda d: open(os.path.join(d, "train-00000-of-00004"), "ab").write(b"x"),
+     r"train-00000-of-00004 has \d+ bytes, the manifest says \d+"),
+    (lambda d: os.remove(os.path.join(d, "stats.json")), "has no stats.json"),
+    (lambda d: os.remove(os.path.join(d, "manifest.json")),
+     "has no manifest.json: the build did not finish"),
+    (lambda d: os.remove(os.path.join(d, "labels.txt")), "has no labels.txt"),
+    (lambda d: open(os.path.join(d, "manifest.json"), "w").write("{"), "cannot read it"),
+])
+def test_an_incomplete_folder_is_refused_naming_what_is_missing(complete, tmp_path, damage,
+                                                                message):
+    data = _copy(complete, tmp_path)
+    damage(data)
+    with pytest.raises(RecordsError, match=message):
+        check_records_dir(data)
+    # Training refuses it before anything lands in the model_dir.
+    model_dir = tmp_path / "run"
+    with pytest.raises(RecordsError, match=message):
+        train(TrainConfig(data, str(model_dir), model=TINY_MODEL, max_steps=1))
+    assert not model_dir.exists()
+
+
+def test_foreign_records_train_only_with_the_published_statistics(complete, tmp_path):
+    data = _copy(complete, tmp_path)  # as tensorflow/models' files: no manifest, no stats
+    os.remove(os.path.join(data, "manifest.json"))
+    os.remove(os.path.join(data, "stats.json"))
+    with pytest.raises(RecordsError, match="set published_stats"):
+        check_records_dir(data)
+    assert check_records_dir(data, published_stats=True) == {}
+    summary = train(TrainConfig(data, str(tmp_path / "run"), published_stats=True,
+                                batch_size=4, max_steps=2, steps_per_epoch=2,
+                                model={**TINY_MODEL, "dropout": 0.0}))
+    assert summary["step"] == 2
+    with open(tmp_path / "run" / "model_config.json") as f:
+        saved = json.load(f)
+    from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB
+    assert saved["mean_rgb"] == pytest.approx(list(IMAGENET_MEAN_RGB))
+
+
+def test_manifest_name_is_the_data_preps():
+    from data_prep import build_tfrecords
+    assert records_check.MANIFEST_FILENAME == build_tfrecords.MANIFEST_FILENAME
