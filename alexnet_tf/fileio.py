@@ -26,6 +26,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}",
                                dir=folder)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would not
     os.close(fd)
     try:
         yield tmp
@@ -36,6 +37,12 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str, text: str) -> None:

@@ -195,12 +195,14 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
 
 
 def publish(task: ShardTask, result: ShardResult) -> None:
-    """Gives a written shard its real name, then records it: run by the
-    build's own process only."""
+    """Records a written shard, then gives it its real name: run by the
+    build's own process only. In this order a kill between the two leaves a
+    record without its shard (redone on the rerun), never a published shard
+    without its record."""
     if result.kept:
         return
-    os.replace(task.path + TMP_SUFFIX, task.path)
     fileio.write_json(task.part_path, result.to_json())
+    os.replace(task.path + TMP_SUFFIX, task.path)
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from absl import flags
 
+from alexnet_tf.training.config import ConfigError
+
 FLAGS = flags.FLAGS
 
 
@@ -90,7 +92,12 @@ def _flag_value(flag_values, name: str, kind):
     kind = _unwrap_optional(kind)
     if _is_sequence(kind) and value is not None:
         element = _element_type(kind)
-        return tuple(element(v) for v in value)
+        try:
+            return tuple(element(v) for v in value)
+        except ValueError:
+            kind_name = "a whole number" if element is int else f"a {element.__name__}"
+            raise ConfigError(name, ",".join(value), f"each item must be {kind_name}",
+                              "flag") from None
     return value
 
 

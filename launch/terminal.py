@@ -43,12 +43,18 @@ class _PlainFormatter(logging.Formatter):
         return message
 
 
-# glog-format INFO/WARNING lines ("I1201 06:41:45.099955  123 file.cc:12] ...",
-# "W0000 00:00:..."), and absl's notice that precedes the first of them.
+# C++ INFO/WARNING lines in glog format ("I1201 06:41:45.099955  123 port.cc:12]
+# ...", "W0000 00:00:..."), and absl's notice before the first of them. Python
+# records (absl's glog format names a .py file) pass.
 _NATIVE_LINE = (rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-                rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+:\d+\] )")
+                rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+\.(cc|h|cpp):\d+\] )")
+# The filter ignores the terminal's signals (Ctrl-C reaches the whole process
+# group): it must outlive the launcher to forward its last lines, and it ends
+# when every writer has closed the pipe.
 _FILTER = f"""
-import re, sys
+import re, signal, sys
+for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
 drop = re.compile({_NATIVE_LINE!r})
 out = sys.stdout.buffer
 for line in sys.stdin.buffer:
@@ -66,9 +72,9 @@ def wants_native_logs() -> bool:
         return True
     for i, arg in enumerate(sys.argv[1:], 1):
         value = None
-        if arg.startswith(("--verbosity=", "-v=")):
+        if arg.startswith(("--verbosity=", "-v=", "--v=")):
             value = arg.split("=", 1)[1]
-        elif arg in ("--verbosity", "-v") and i + 1 < len(sys.argv):
+        elif arg in ("--verbosity", "-v", "--v") and i + 1 < len(sys.argv):
             value = sys.argv[i + 1]
         if value is not None:
             try:
@@ -170,4 +176,12 @@ def run(main: Callable, *, user_errors: tuple = ()) -> None:
         except caught as e:
             usage_error(flag_message(e))
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    """absl's parsing, with its errors (unknown flag, bad value) as one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        usage_error(str(e))

@@ -12,7 +12,7 @@ import pytest
 import caffe_fixtures as fx
 import caffe_reference as ref
 from conftest import REPO_ROOT, SHARED_DATA
-from alexnet_tf.caffe import importer, synsets
+from alexnet_tf.caffe import importer, npy, synsets
 from alexnet_tf.caffe.errors import CaffeFormatError
 
 MINI = ref.NetSpec(width=0.0625, num_classes=10, pool5=2)
@@ -260,3 +260,24 @@ def test_a_layer_that_does_not_read_the_one_before(mini, tmp_path):
     refused(tmp_path, r"fc7 reads \['pool5'\], not the output of relu_fc6 \(\['fc6'\]\)",
             caffemodel=write(tmp_path, "skip.caffemodel",
                              fx.net_header(MINI) + b"".join(messages.values())))
+
+
+def test_npy_pickled_by_older_numpy_and_protocol_2(mini, tmp_path):
+    """Files shared for years were pickled with protocol 2 by numpy 1
+    (module numpy.core): they load, through the same arrays-only unpickler."""
+    weights, biases, _ = mini
+    layers = {name: [np.ascontiguousarray(w.transpose(2, 3, 1, 0) if w.ndim == 4 else w.T),
+                     biases[name]] for name, w in weights.items()}
+    side, channels = MINI.pool5, weights["conv5"].shape[0]
+    layers["fc6"][0] = np.ascontiguousarray(weights["fc6"].reshape(-1, channels, side, side)
+                                            .transpose(2, 3, 1, 0).reshape(-1, 4096))
+    data = pickle.dumps(np.array(layers, dtype=object), protocol=2)
+    data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    path = tmp_path / "old.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                                 "shape": ()})
+        f.write(data)
+    blobs = npy.read_npy(str(path))
+    for name in weights:
+        np.testing.assert_array_equal(blobs.weights[name], weights[name], err_msg=name)

@@ -168,3 +168,16 @@ def test_model_config_from_before_standardization_builds_mean_only_input():
     config = {"num_classes": 3, "mean_rgb": [1.0, 2.0, 3.0], "init": "caffe", **TINY_MODEL}
     model = checkpoints.build_model_from_config(config)  # no "std_rgb": the first release
     assert model.get_layer("mean_subtraction").std is None
+
+
+def test_fine_tuning_takes_the_source_architecture_unless_the_run_sets_it(run, tmp_path):
+    _, model_dir, _ = run  # a TINY_MODEL source: width 0.0625, image size 67
+    data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
+                               val_per_class=1)
+    config = TrainConfig(data5, str(tmp_path / "tuned"), batch_size=8, epochs=1,
+                         steps_per_epoch=1, init_from=os.path.join(model_dir, "best"))
+    summary = train(config)  # no model flags: the source's width and input size
+    assert summary["step"] == 1
+    tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
+    assert (tuned["width"], tuned["image_size"]) == (TINY_MODEL["width"],
+                                                     TINY_MODEL["image_size"])

@@ -222,6 +222,7 @@ def test_cifar10_subset_at_32_pixels(cifar10, tmp_path):
         assert tf.io.decode_jpeg(example[records.ENCODED]).shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_cli_flagfile_and_strict_exit_code(synthetic, tmp_path):
     """The command line: --flagfile works; --strict fails on the corrupt file."""
     root, made = synthetic

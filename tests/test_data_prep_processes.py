@@ -17,6 +17,8 @@ from PIL import Image
 
 from data_prep import build_tfrecords, output_dir, writer
 
+pytestmark = pytest.mark.slow  # subprocess builds, killed
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 

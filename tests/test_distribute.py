@@ -112,6 +112,7 @@ def _free_ports(n):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_two_local_workers_finish_with_identical_weights(plain_data, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

@@ -40,8 +40,8 @@ def setup(tmp_path_factory):
 
 def _by_hand(data_dir, model_dirs, crops):
     """Softmax per model (averaged over crops made here in numpy), then errors.
-    Decoding and resizing use the shared ops (another JPEG decoder differs by
-    a few pixel levels); the crops, averaging and ranking are done here."""
+    The stored view uses the shared op (another JPEG decoder differs by a few
+    pixel levels); the crops, averaging and ranking are done here."""
     size = TINY_MODEL["image_size"]
     images, targets = [], []
     raw = tf.data.TFRecordDataset(input_pipeline.list_shards(data_dir, "validation"))
@@ -49,8 +49,7 @@ def _by_hand(data_dir, model_dirs, crops):
         example = tf.train.Example.FromString(record.numpy())
         encoded = example.features.feature["image/encoded"].bytes_list.value[0]
         targets.append(example.features.feature["image/class/label"].int64_list.value[0])
-        image = preprocessing.resize_shorter_side(
-            preprocessing.decode_rgb(encoded), preprocessing.stored_size(size)).numpy()
+        image = preprocessing.stored_view(encoded, preprocessing.stored_size(size)).numpy()
         h, w = image.shape[:2]
         boxes = [((h - size) // 2, (w - size) // 2)]
         if crops == 10:

@@ -2,7 +2,8 @@
 
 Two module-scoped exports keep this fast:
 - `probe_export`: `export_probe`'s stand-in whose `features` output is the
-  serving graph's own input pixels (parity, bad input, signatures, classify).
+  serving graph's own input pixels (parity, signatures, classify). Bad
+  requests: test_serving_requests.py; memory per request: test_serving_limits.py.
 - `alexnet_export`: the real `build_alexnet` (10 classes, 56.9M parameters):
   weights stored once, no device pins, no XLA, shapes of all four signatures.
 """
@@ -333,6 +334,7 @@ def test_top_k_shrinks_to_class_count(tmp_path):
 
 # -- launch.export --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     """The CLI on a training-style model_dir: model_config.json, labels.txt,
     a latest and a best checkpoint with different weights; --checkpoint=best

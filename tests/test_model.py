@@ -44,6 +44,7 @@ def paper_model():
     return build_alexnet(1000)
 
 
+@pytest.mark.slow
 def test_parameter_count_is_the_papers(paper_model):
     assert paper_model.count_params() == 60_965_224
     assert {name: params(paper_model, name) for name in PAPER_LAYERS} == {
@@ -51,6 +52,7 @@ def test_parameter_count_is_the_papers(paper_model):
         "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
 
 
+@pytest.mark.slow
 def test_neurons_per_layer_are_the_papers(paper_model):
     # Figure 2's caption says 253,440 for conv1: an erratum for 55*55*96.
     assert [neurons(paper_model, name) for name in PAPER_LAYERS] == [
@@ -59,6 +61,7 @@ def test_neurons_per_layer_are_the_papers(paper_model):
     assert paper_model.get_layer("conv1_pad").output.shape[1:] == (228, 228, 3)
 
 
+@pytest.mark.slow
 def test_towers_read_what_figure_2_says(paper_model):
     kernels = {l.name: tuple(inner(l).kernel.shape) for l in paper_model.layers
                if l.name.startswith(("conv", "fc")) and l.weights}
@@ -72,6 +75,7 @@ def test_towers_read_what_figure_2_says(paper_model):
                    for l in paper_model.layers)
 
 
+@pytest.mark.slow
 def test_named_outputs_of_the_contract(paper_model):
     assert paper_model.get_layer("fc7").output.shape[1:] == (4096,)
     assert paper_model.get_layer("fc8").output.shape[1:] == (1000,)
@@ -81,6 +85,7 @@ def test_named_outputs_of_the_contract(paper_model):
     assert set(CLASSIFIER_LAYERS) >= {"fc8_a", "fc8_b", "fc8"}
 
 
+@pytest.mark.slow
 def test_summary_reads_like_the_papers_table(paper_model):
     lines = []
     paper_model.summary(print_fn=lambda line, **kwargs: lines.append(line))
@@ -121,6 +126,7 @@ def test_lrn_switch_removes_only_the_normalization_layers():
     assert with_lrn.count_params() == without.count_params()
 
 
+@pytest.mark.slow
 def test_non_overlapping_pooling_keeps_the_output_sizes():
     model = build_alexnet(num_classes=10, overlapping_pool=False)
     pools = {l.name: l for l in model.layers if isinstance(inner(l), keras.layers.MaxPooling2D)}

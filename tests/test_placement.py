@@ -181,10 +181,11 @@ def test_weights_move_between_placed_and_unplaced_builds(placed_model, tmp_path)
     assert placed_model.get_config()["tower_devices"] is None
 
 
-def test_resolve_tower_devices(caplog):
-    # The absl logger's own level too: a test that parsed absl flags earlier in
-    # this process has set it from --verbosity (WARNING by default).
-    caplog.set_level(logging.INFO, logger="absl")
+def test_resolve_tower_devices(caplog, monkeypatch):
+    # A launcher run in this process earlier may have pointed the project's
+    # logger at its own handler (launch.terminal): let caplog see it again.
+    monkeypatch.setattr(logging.getLogger("alexnet_tf"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="alexnet_tf.model.placement")
     if not tf.config.list_logical_devices("GPU"):
         assert placement.resolve_tower_devices("auto") is None
         assert "Tower placement: none" in caplog.text

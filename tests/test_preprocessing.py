@@ -100,26 +100,7 @@ def test_decode_rgb_bad_bytes_raise(data, message):
         in_tf_data(pp.decode_rgb, tf.constant(data))
 
 
-# --- resize_shorter_side / center_crop / eval_image ------------------------
-
-@pytest.mark.parametrize("shape, expected", [
-    ((300, 400), (256, 341)),   # landscape: height is the shorter side
-    ((400, 300), (341, 256)),   # portrait
-    ((100, 150), (256, 384)),   # small: scaled up
-    ((50, 50), (256, 256)),
-    ((256, 700), (256, 700)),   # already 256: untouched
-])
-def test_resize_shorter_side_sizes(shape, expected):
-    image = tf.constant(pixels(*shape))
-    for resized in both_ways(pp.resize_shorter_side, image):
-        assert resized.dtype == np.float32 and resized.shape == (*expected, 3)
-
-
-def test_resize_shorter_side_is_exact_noop_at_256():
-    image = pixels(256, 300)
-    for resized in both_ways(pp.resize_shorter_side, tf.constant(image)):
-        np.testing.assert_array_equal(resized, image.astype(np.float32))
-
+# --- center_crop / eval_image --------------------------------------------------
 
 def test_center_crop_matches_slicing():
     image = pixels(256, 300)
@@ -240,16 +221,19 @@ def test_ten_crops_are_corners_centre_and_mirrors_of_the_stored_square(shape):
     np.testing.assert_array_equal(pp.ten_crops(tf.constant(jpeg))[4], pp.eval_image(tf.constant(jpeg)))
 
 
-# --- random_crop_jpeg / random_flip / train_image ---------------------------
+# --- the training view: random_crop_jpeg / random_flip / lighting -------------
+# What the input pipeline runs: random_crop_and_flip per image (uint8), then
+# lighting_shifts per batch, added in the train step by apply_lighting.
 
-def find_window_patch(patch, full, size):
-    """(top, left, error): the size-square window of `full` whose top-left
-    corner best matches `patch`."""
+def find_window_patch(patch, full, size, offset=0):
+    """(top, left, error): the size-square window of `full` whose pixels at
+    column `offset` onward best match `patch`."""
     rows, cols = patch.shape[:2]
     best = None
     for top in range(full.shape[0] - size + 1):
         for left in range(full.shape[1] - size + 1):
-            error = np.abs(full[top:top + rows, left:left + cols] - patch).max()
+            window = full[top:top + rows, left + offset:left + offset + cols]
+            error = np.abs(window - patch).max()
             if best is None or error < best[2]:
                 best = (top, left, error)
     return best
@@ -270,8 +254,8 @@ def test_random_crop_jpeg_equals_window_of_full_decode():
     crops.append(in_tf_data(pp.random_crop_jpeg, tf.constant(jpeg)).numpy())
     windows = set()
     for crop in crops:
-        assert crop.dtype == np.float32 and crop.shape == (224, 224, 3)
-        top, left, error = find_window(crop, full)
+        assert crop.dtype == np.uint8 and crop.shape == (224, 224, 3)
+        top, left, error = find_window(crop.astype(np.float32), full)
         assert error == 0, f"crop at ({top}, {left}) differs by {error}"
         windows.add((top, left))
     assert len(windows) > 1  # it is random
@@ -284,17 +268,22 @@ def test_random_crop_jpeg_subsampled_chroma_differs_only_at_crop_edge():
     jpeg = encode(pixels(256, 256), subsampling=2)
     full = decoded(jpeg).astype(np.float32)
     for _ in range(3):
-        crop = pp.random_crop_jpeg(tf.constant(jpeg)).numpy()
-        top, left, _ = find_window_patch(crop[:8, 2:10], full[:, 2:], 224)
+        crop = pp.random_crop_jpeg(tf.constant(jpeg)).numpy().astype(np.float32)
+        # Located by an interior patch (columns 2-9), so a crop at the left
+        # image edge is found too.
+        top, left, _ = find_window_patch(crop[:8, 2:10], full, 224, offset=2)
         window = full[top:top + 224, left:left + 224]
         np.testing.assert_array_equal(crop[:, 1:-1], window[:, 1:-1])
         assert np.abs(crop - window).max() <= 48
 
 
-def test_random_crop_jpeg_small_image_is_resized_up():
-    jpeg = encode(pixels(100, 180))
+@pytest.mark.parametrize("shape", [(100, 180), (3, 4000), (4000, 3)])
+def test_random_crop_jpeg_of_a_small_or_thin_image_is_its_stored_view(shape):
+    jpeg = encode(pixels(*shape))
+    expected = np.round(pp.stored_view(tf.constant(jpeg), 224).numpy())
     for crop in both_ways(pp.random_crop_jpeg, tf.constant(jpeg)):
-        assert crop.shape == (224, 224, 3)
+        assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+        np.testing.assert_array_equal(crop, expected)
 
 
 def test_random_flip_is_identity_or_mirror_and_both_happen():
@@ -313,38 +302,14 @@ def test_random_flip_is_identity_or_mirror_and_both_happen():
     assert outcomes == {"same", "mirror"}
 
 
-def test_train_image_without_lighting_is_a_flipped_window():
+def test_random_crop_and_flip_is_a_window_or_its_mirror():
     jpeg = encode(pixels(256, 256))
     full = decoded(jpeg).astype(np.float32)
-    for image in both_ways(pp.train_image, tf.constant(jpeg)):
-        assert image.shape == (224, 224, 3)
-        unflipped = min((image, image[:, ::-1]),
-                        key=lambda c: find_window(c, full)[2])
+    for image in both_ways(pp.random_crop_and_flip, tf.constant(jpeg)):
+        assert image.shape == (224, 224, 3) and image.dtype == np.uint8
+        image = image.astype(np.float32)
+        unflipped = min((image, image[:, ::-1]), key=lambda c: find_window(c, full)[2])
         assert find_window(unflipped, full)[2] == 0
-
-
-def test_train_image_with_lighting_adds_one_rgb_shift():
-    jpeg = encode(pixels(256, 256))
-    tf.random.set_seed(3)
-    plain = pp.train_image(tf.constant(jpeg), seed=11).numpy()
-    tf.random.set_seed(3)  # same crop and flip draws, then the lighting
-    lit = pp.train_image(tf.constant(jpeg), EIGVAL, EIGVEC, seed=11).numpy()
-    shift = lit - plain
-    assert np.abs(shift - shift[0, 0]).max() < 1e-3
-    assert np.abs(shift[0, 0]).max() > 0.01
-
-
-# --- pca_lighting -----------------------------------------------------------
-
-def test_pca_lighting_adds_eigvec_times_alpha_eigval_to_every_pixel():
-    image = pixels(6, 5).astype(np.float32)
-    tf.random.set_seed(42)
-    lit = pp.pca_lighting(tf.constant(image), EIGVAL, EIGVEC, stddev=0.1, seed=9).numpy()
-    tf.random.set_seed(42)  # replay the same alpha draw
-    alpha = tf.random.normal([3], stddev=0.1, seed=9).numpy()
-    expected_shift = EIGVEC @ (alpha * EIGVAL)
-    np.testing.assert_allclose(lit - image, np.broadcast_to(expected_shift, image.shape),
-                               rtol=1e-5, atol=1e-4)
 
 
 def recovered_alphas(shifts):
@@ -352,32 +317,32 @@ def recovered_alphas(shifts):
     return (shifts @ EIGVEC) / EIGVAL
 
 
-def test_pca_lighting_alpha_is_normal_with_stddev_point_one():
-    image = tf.zeros([2, 2, 3])
-    eager = np.stack([pp.pca_lighting(image, EIGVAL, EIGVEC).numpy() for _ in range(300)])
-    dataset = tf.data.Dataset.from_tensors(image).repeat(3000).map(
-        lambda x: pp.pca_lighting(x, EIGVAL, EIGVEC), num_parallel_calls=tf.data.AUTOTUNE)
-    graph = np.stack(list(dataset.batch(3000).take(1))[0].numpy())
-    for shifts in (eager, graph):
-        # Constant over the pixels of each image: alpha drawn once per image.
-        assert np.abs(shifts - shifts[:, :1, :1]).max() < 1e-4
-        alphas = recovered_alphas(shifts[:, 0, 0])
-        np.testing.assert_allclose(shifts[:, 0, 0], (EIGVEC @ (alphas * EIGVAL).T).T, atol=1e-3)
-    alphas = recovered_alphas(graph[:, 0, 0])  # 9,000 draws
-    np.testing.assert_allclose(alphas.std(axis=0), 0.1, rtol=0.06)
-    np.testing.assert_allclose(alphas.mean(axis=0), 0.0, atol=0.008)
-    assert abs(np.corrcoef(alphas.T)[0, 1]) < 0.08  # independent per component
-
-
-def test_lighting_shifts_and_apply_lighting_split_pca_lighting_in_two():
-    # The training input draws the shifts in tf.data, the train step adds them.
+def test_lighting_shifts_are_eigvec_times_alpha_eigval():
     tf.random.set_seed(5)
     shifts = pp.lighting_shifts(4, EIGVAL, EIGVEC, stddev=0.1, seed=2).numpy()
     tf.random.set_seed(5)  # the same draw, made by hand
     alpha = tf.random.normal([4, 3], stddev=0.1, seed=2).numpy()
     np.testing.assert_allclose(shifts, (EIGVEC @ (alpha * EIGVAL).T).T, rtol=1e-5, atol=1e-4)
+
+
+def test_lighting_alpha_is_normal_with_stddev_point_one_eagerly_and_in_tf_data():
+    eager = np.concatenate([pp.lighting_shifts(30, EIGVAL, EIGVEC).numpy() for _ in range(10)])
+    dataset = tf.data.Dataset.range(30).map(
+        lambda _: pp.lighting_shifts(100, EIGVAL, EIGVEC), num_parallel_calls=tf.data.AUTOTUNE)
+    graph = np.concatenate(list(dataset.as_numpy_iterator()))  # 3,000 draws
+    for shifts in (eager, graph):
+        alphas = recovered_alphas(shifts)
+        np.testing.assert_allclose(shifts, (EIGVEC @ (alphas * EIGVAL).T).T, atol=1e-3)
+    alphas = recovered_alphas(graph)
+    np.testing.assert_allclose(alphas.std(axis=0), 0.1, rtol=0.06)
+    np.testing.assert_allclose(alphas.mean(axis=0), 0.0, atol=0.008)
+    assert abs(np.corrcoef(alphas.T)[0, 1]) < 0.08  # independent per component
+
+
+def test_apply_lighting_adds_each_images_shift_to_every_pixel_as_float32():
+    shifts = pp.lighting_shifts(4, EIGVAL, EIGVEC, stddev=0.1, seed=2).numpy()
     crops = np.random.default_rng(0).integers(0, 256, (4, 7, 5, 3), dtype=np.uint8)
-    lit = pp.apply_lighting(tf.constant(crops), tf.constant(shifts))
-    assert lit.dtype == tf.float32
-    np.testing.assert_allclose(lit, crops.astype(np.float32) + shifts[:, None, None, :],
-                               rtol=1e-6, atol=1e-4)
+    for lit in both_ways(pp.apply_lighting, tf.constant(crops), tf.constant(shifts)):
+        assert lit.dtype == np.float32
+        np.testing.assert_allclose(lit, crops.astype(np.float32) + shifts[:, None, None, :],
+                                   rtol=1e-6, atol=1e-4)

@@ -3,9 +3,12 @@ synthetic data -> records -> train -> evaluate -> export -> predict."""
 
 import os
 
+import pytest
 import tensorflow as tf
 
 from launch import quickstart
+
+pytestmark = pytest.mark.slow  # the whole chain: data prep, training, export
 
 
 def test_quickstart_runs_the_whole_chain_on_tiny_settings(tmp_path, capsys):

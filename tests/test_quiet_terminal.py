@@ -48,7 +48,7 @@ def test_train_evaluate_and_export_print_only_the_projects_lines(trained):
     output = "\n".join(r.stdout + r.stderr for r in (train, evaluate, export))
     assert not CHATTER.findall(output), CHATTER.findall(output)
     assert "Training finished" in train.stdout and "step 2/2" in train.stdout
-    assert "top-1" in evaluate.stdout
+    assert "Top-1" in evaluate.stdout
     assert "exported 3-class model to" in export.stdout
 
 

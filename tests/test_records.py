@@ -64,3 +64,24 @@ def test_shard_names_and_pattern(tmp_path):
     matched = sorted(p.split("/")[-1] for p in tf.io.gfile.glob(
         records.shard_pattern(str(tmp_path) + "/", records.TRAIN_PREFIX)))
     assert matched == ["train-00000-of-00002", "train-00001-of-00002"]
+
+
+def test_atomic_writes_replace_whole_files_with_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    from alexnet_tf import fileio
+    path = tmp_path / "labels.txt"
+    fileio.write_text(str(path), "old\n")
+    fileio.write_text(str(path), "new\n")
+    assert path.read_text() == "new\n"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    try:
+        with fileio.atomic_path(str(path)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("killed mid-write")
+    except RuntimeError:
+        pass
+    assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["labels.txt"]

@@ -51,6 +51,9 @@ def test_a_complete_build_passes_and_sha256_is_checked_on_request(complete, tmp_
      "has no manifest.json: the build did not finish"),
     (lambda d: os.remove(os.path.join(d, "labels.txt")), "has no labels.txt"),
     (lambda d: open(os.path.join(d, "manifest.json"), "w").write("{"), "cannot read it"),
+    (lambda d: shutil.copy(os.path.join(d, "train-00000-of-00004"),
+                           os.path.join(d, "train-00000-of-00003")),
+     r"train-00000-of-00003 is not in the manifest \(left from another build\?\)"),
 ])
 def test_an_incomplete_folder_is_refused_naming_what_is_missing(complete, tmp_path, damage,
                                                                 message):

@@ -14,6 +14,8 @@ import tensorflow as tf
 from alexnet_tf.figures import tb_logs
 from tiny_data import write_tiny_dataset
 
+pytestmark = pytest.mark.slow  # a subprocess training, killed and rerun
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 50
 KILL_AFTER_CHECKPOINT = 25

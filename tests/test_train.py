@@ -69,19 +69,25 @@ def test_an_epoch_is_a_full_pass_with_the_last_partial_batch_rounded_up(data_dir
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         data_dir, tmp_path):
+    # A good start: three steps, a checkpoint after each.
     model_dir = tmp_path / "run"
-    # lr 1e30: the first update pushes the weights past float32's range.
-    config = _config(data_dir, model_dir, learning_rate=1e30, checkpoint_every_steps=1,
-                     log_every_steps=1)
-    with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as info:
-        train(config)
-    bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
-    assert bad_step >= 2  # the first loss comes from the finite initial weights
-    latest = tf.train.latest_checkpoint(str(model_dir))
-    assert latest.endswith(f"ckpt-{bad_step - 1}"), (latest, bad_step)
-    assert f"Last good checkpoint: {latest}" in str(info.value)
-    reader = tf.train.load_checkpoint(latest)
-    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == bad_step - 1
+    train(_config(data_dir, model_dir, max_steps=3, checkpoint_every_steps=1))
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-3")
+    # lr 1e30: the first update pushes the weights past float32's range, while
+    # that step's loss (computed before the update) is still finite. A loop of
+    # two steps (steps_per_loop 4, a checkpoint every 2) names both steps.
+    for per_loop, where in ((1, r"at step [12]\b"), (4, "in steps 1-2")):
+        bad_dir = tmp_path / f"bad{per_loop}"
+        config = _config(data_dir, bad_dir, learning_rate=1e30, checkpoint_every_steps=2,
+                         log_every_steps=10, steps_per_loop=per_loop)
+        with pytest.raises(NonFiniteLossError, match=where) as info:
+            train(config)
+        assert "Last good checkpoint: none" in str(info.value)
+        assert tf.train.latest_checkpoint(str(bad_dir)) is None  # nothing saved after it
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    assert all(np.all(np.isfinite(reader.get_tensor(k))) for k, _ in
+               tf.train.list_variables(str(model_dir / "ckpt-3")) if k.startswith("model/"))
 
     # Resuming that model_dir with another architecture is refused up front.
     with pytest.raises(ValueError, match="model_config.json differs"):
@@ -111,3 +117,18 @@ def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_p
     off = model_kwargs_for(TrainConfig(data_dir="d", model_dir="m", model=ModelConfig(
         init="paper", standardize=False)), label_map, rgb)
     assert off["std_rgb"] is None and off["init"] == "paper" and "standardize" not in off
+
+
+def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
+        data_dir, tmp_path, capsys):
+    from alexnet_tf.errors import InputError
+    model_dir = tmp_path / "run"
+    train(_config(data_dir, model_dir, max_steps=2))
+    # towers=2 and lrn=True are the model's defaults: the same model.
+    again = train(_config(data_dir, model_dir, max_steps=3, learning_rate=0.5,
+                          model={"towers": 2, "lrn": True}))
+    assert again["step"] == 3 and again["resumed_from"]
+    assert "learning_rate 0.5 is ignored on a resume" in capsys.readouterr().out
+    # A loss-scaled optimizer cannot restore a plain one's checkpoint: one clear error.
+    with pytest.raises(InputError, match="does not match this run's settings"):
+        train(_config(data_dir, model_dir, max_steps=4, mixed_precision="mixed_float16"))

@@ -21,10 +21,11 @@ import numpy as np
 from alexnet_tf.caffe.blobs import AlexNetBlobs, CONV_LAYERS, LEARNED_LAYERS, shape_text
 from alexnet_tf.caffe.errors import CaffeFormatError
 
-# The globals a pickled dict of numpy arrays needs (numpy 1 and 2 module names).
+# The globals a pickled dict of numpy arrays needs (numpy 1 and 2 module
+# names; _codecs.encode turns text back into bytes in protocol-2 pickles).
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-            ("numpy", "ndarray"), ("numpy", "dtype")}
+            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _ArraysOnly(pickle.Unpickler):

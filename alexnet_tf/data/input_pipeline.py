@@ -45,6 +45,7 @@ DEFAULT_SHUFFLE_BUFFER = 10_000
 DEFAULT_CYCLE_LENGTH = 16
 _READ_BUFFER_BYTES = 8 << 20
 _READ_BLOCK = 16  # records handed over at a time by each shard reader
+_ACROSS_BUFFER_BYTES = 256 << 10
 
 # Keys of a training batch's features (see make_train_dataset).
 IMAGE = "image"
@@ -112,7 +113,8 @@ def _shard_files(files, input_context):
 
 
 def _read_records(files, *, shuffle_files: bool, seed, cycle_length: int,
-                  deterministic: bool, repeat: bool, read_block: int = _READ_BLOCK):
+                  deterministic: bool, repeat: bool, read_block: int = _READ_BLOCK,
+                  read_buffer: int = _READ_BUFFER_BYTES):
     """(shard path, serialized record) pairs; the path is kept for errors."""
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
@@ -121,7 +123,7 @@ def _read_records(files, *, shuffle_files: bool, seed, cycle_length: int,
         dataset = dataset.repeat()
 
     def read(path):
-        shard = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
+        shard = tf.data.TFRecordDataset(path, buffer_size=read_buffer)
         # Handed over in small blocks: the parallel interleave's per-element
         # thread hand-off then costs little next to the decoding.
         return shard.batch(read_block).map(lambda block: (
@@ -243,7 +245,10 @@ def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,
     dataset = _read_records(files, shuffle_files=False, seed=None,
                             cycle_length=len(files) if across_shards else 1,
                             deterministic=True, repeat=False,
-                            read_block=1 if across_shards else _READ_BLOCK)
+                            read_block=1 if across_shards else _READ_BLOCK,
+                            # every shard open at once: a small buffer each
+                            read_buffer=_ACROSS_BUFFER_BYTES if across_shards
+                            else _READ_BUFFER_BYTES)
     if record_shard is not None:
         dataset = dataset.shard(*record_shard)
     view = preprocessing.eval_image if crops == 1 else preprocessing.ten_crops

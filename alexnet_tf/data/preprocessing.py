@@ -22,29 +22,6 @@ STORED_SIZE = 256
 CROP_SIZE = 224
 
 
-def resize_shorter_side(image: tf.Tensor, size: int = STORED_SIZE) -> tf.Tensor:
-    """Scales so the shorter side is `size` (antialiased bilinear), float32.
-
-    An image whose shorter side already is `size` is returned unresized, so a
-    256x256 record passes through bit-exact.
-    """
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    shorter = tf.minimum(height, width)
-    tf.debugging.assert_positive(shorter, message="image has a zero dimension")
-    scale = tf.cast(size, tf.float32) / tf.cast(shorter, tf.float32)
-    new_height = tf.maximum(size, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32))
-    new_width = tf.maximum(size, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32))
-    new_height = tf.where(height < width, size, new_height)
-    new_width = tf.where(height < width, new_width, size)
-    image = tf.cast(image, tf.float32)
-    return tf.cond(
-        tf.equal(shorter, size),
-        lambda: image,
-        lambda: tf.image.resize(image, tf.stack([new_height, new_width]),
-                                method="bilinear", antialias=True))
-
-
 def center_crop(image: tf.Tensor, size: int = CROP_SIZE) -> tf.Tensor:
     shape = tf.shape(image)
     top = (shape[0] - size) // 2
@@ -96,14 +73,10 @@ def ten_crops(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
 def random_crop_jpeg(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
                      seed=None) -> tf.Tensor:
     """A random crop_size square of a JPEG, decoding only that window
-    (`decode_and_crop_jpeg`). Smaller images are resized up first. float32."""
-    return tf.cast(_random_crop_jpeg_uint8(image_bytes, crop_size, seed), tf.float32)
-
-
-def _random_crop_jpeg_uint8(image_bytes: tf.Tensor, crop_size: int, seed) -> tf.Tensor:
-    """`random_crop_jpeg` before the cast: uint8, so a flip after it moves a
-    quarter of the bytes. The rare small-image path is rounded back to uint8
-    (as data prep stores its resized images)."""
+    (`decode_and_crop_jpeg`); uint8, so the flip after it moves a quarter of
+    float32's bytes. An image smaller than the crop (records from other
+    tools) becomes its stored view at the crop size: bounded memory whatever
+    its shape, rounded to uint8 as data prep stores images."""
     shape = tf.image.extract_jpeg_shape(image_bytes)
     height, width = shape[0], shape[1]
 
@@ -114,32 +87,16 @@ def _random_crop_jpeg_uint8(image_bytes: tf.Tensor, crop_size: int, seed) -> tf.
         return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3,
                                              dct_method=JPEG_DCT_METHOD)
 
-    def resize_then_crop():
-        image = resize_shorter_side(decode_rgb(image_bytes), crop_size)
-        image = tf.image.random_crop(image, [crop_size, crop_size, 3], seed=seed)
-        return tf.saturate_cast(tf.round(image), tf.uint8)
+    def small():
+        return tf.saturate_cast(tf.round(stored_view(image_bytes, crop_size)), tf.uint8)
 
-    image = tf.cond(tf.minimum(height, width) >= crop_size, crop, resize_then_crop)
+    image = tf.cond(tf.minimum(height, width) >= crop_size, crop, small)
     image.set_shape([crop_size, crop_size, 3])
     return image
 
 
 def random_flip(image: tf.Tensor, seed=None) -> tf.Tensor:
     return tf.image.random_flip_left_right(image, seed=seed)
-
-
-def pca_lighting(image: tf.Tensor, eigval, eigvec, stddev: float = 0.1,
-                 seed=None) -> tf.Tensor:
-    """Section 4.1's colour augmentation on one image [H, W, 3]: adds
-    sum_i p_i * alpha_i * lambda_i to every pixel, alpha_i ~ N(0, stddev)
-    drawn once per image. float32.
-
-    `eigval` (3,) and `eigvec` (3, 3, columns are p_i) as in
-    `dataset_stats.RGBStats` (data prep's stats.json): eigval is on the
-    lighting scale fixed there, so the shift is in 0..255 pixel units.
-    """
-    shift = lighting_shifts(1, eigval, eigvec, stddev, seed)
-    return apply_lighting(image[tf.newaxis], shift)[0]
 
 
 def lighting_shifts(batch_size, eigval, eigvec, stddev: float = 0.1,
@@ -183,16 +140,4 @@ def random_crop_and_flip(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
                          seed=None) -> tf.Tensor:
     """The geometric part of the training view, uint8: a random crop_size
     square (decode_and_crop_jpeg) and a random horizontal flip."""
-    return random_flip(_random_crop_jpeg_uint8(image_bytes, crop_size, seed), seed)
-
-
-def train_image(image_bytes: tf.Tensor, eigval=None, eigvec=None,
-                crop_size: int = CROP_SIZE, lighting_stddev: float = 0.1,
-                seed=None) -> tf.Tensor:
-    """The training view of one image: random crop, random flip, PCA lighting
-    (if given). float32 0..255 (the lighting can go a little outside it). The
-    input pipeline runs the same two steps, the lighting per batch."""
-    image = random_crop_and_flip(image_bytes, crop_size, seed)
-    if eigval is not None and lighting_stddev > 0:
-        return pca_lighting(image, eigval, eigvec, lighting_stddev, seed)
-    return tf.cast(image, tf.float32)
+    return random_flip(random_crop_jpeg(image_bytes, crop_size, seed), seed)

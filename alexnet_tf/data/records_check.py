@@ -79,7 +79,16 @@ def _read_manifest(path: str) -> dict:
 
 def _shard_problems(data_dir: str, manifest: dict, verify_sha256: bool) -> list[str]:
     problems = []
+    listed = {shard.get("name") for shard in manifest["shards"]}
+    for split in records.SPLITS:  # the reader globs: a shard left from another build would count
+        for path in records.list_shards(data_dir, split, required=False):
+            if os.path.basename(path) not in listed:
+                problems.append(f"{os.path.basename(path)} is not in the manifest (left from "
+                                "another build?)")
     for shard in manifest["shards"]:
+        if not isinstance(shard, dict) or not {"name", "bytes"} <= set(shard):
+            problems.append(f"manifest entry {shard!r} has no name or size")
+            continue
         path = os.path.join(data_dir, shard["name"])
         if not os.path.exists(path):
             problems.append(f"{shard['name']} is missing")

@@ -99,7 +99,7 @@ def top5_figure(images: np.ndarray, probabilities: np.ndarray, labels: Sequence[
                 tick.set_color("red")
                 tick.set_fontweight("bold")
                 ax_bar.text(probabilities[i][t] + 0.02, len(top) - 1 - row,
-                            f"{probabilities[i][t]:.3f}", color="red", fontsize=7,
+                            f"{probabilities[i][t]:.3g}", color="red", fontsize=7,
                             va="center")
         ax_bar.set_xlim(0, 1)
         ax_bar.tick_params(axis="x", labelsize=7)

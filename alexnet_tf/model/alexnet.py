@@ -35,16 +35,17 @@ for it, and XLA-compiled graphs break TensorFlow Serving.
 
 from __future__ import annotations
 
+import inspect
 import logging
-import math
 from typing import Optional, Sequence
 
 import keras
 
 from alexnet_tf.model import placement
 from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from alexnet_tf.model.layers import (CrossTowerLRN, LocalResponseNormalization,
-                                     MeanSubtraction, OnDevice)
+from alexnet_tf.model.initializers import INITS
+from alexnet_tf.model.layers import MeanSubtraction
+from alexnet_tf.model.towers import TowerBuilder, scaled_filters
 
 log = logging.getLogger(__name__)
 
@@ -75,32 +76,6 @@ SOURCE_SETTINGS = ("conv1_padding", *PAPER_LRN)
 CONV_FILTERS = (96, 256, 384, 384, 256)
 FC_UNITS = (4096, 4096)
 EXTRA_CONV_FILTERS = 256
-
-INITS = ("paper", "caffe", "he")
-# Paper section 5: biases 1 in these layers ("accelerates the early stages of
-# learning by providing the ReLUs with positive inputs"), 0 elsewhere.
-_POSITIVE_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
-
-# The bias of those layers per init. "caffe" and "he" use Caffe's reference
-# AlexNet's 0.1: on "he"'s unit-scale net the paper's 1 keeps the net at
-# chance (README, Benchmarks).
-_POSITIVE_BIAS = {"paper": 1.0, "caffe": 0.1, "he": 0.1}
-
-
-def _initializers(init: str, layer: str):
-    """(kernel_initializer, bias_initializer) for one paper layer."""
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    bias = keras.initializers.Constant(
-        _POSITIVE_BIAS[init] if layer in _POSITIVE_BIAS_LAYERS else 0.0)
-    if init == "he" and not layer.startswith("fc"):  # for unit-scale inputs: see std_rgb
-        return keras.initializers.HeNormal(), bias
-    # N(0, 0.01): the paper's, and "he"'s in the FC layers too. He in the
-    # 4,096-wide layers makes fc7's features unit-scale; one SGD step at lr
-    # 0.01 then moves the logits by lr * |fc7|^2 (tens) times the softmax
-    # error, a loss spike at the start. N(0, 0.01) starts the logits near zero.
-    return keras.initializers.RandomNormal(0.0, 0.01), bias
-
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class AlexNet(keras.Model):
@@ -192,7 +167,7 @@ class AlexNet(keras.Model):
         devices = tower_devices or (None,) * towers
         lrn_constants = dict(size=lrn_size, k=lrn_k, alpha=lrn_alpha, beta=lrn_beta,
                              across_towers=bool(lrn_across_towers) and towers > 1)
-        builder = _Builder(towers, devices, activation, lrn_constants if lrn else None,
+        builder = TowerBuilder(towers, devices, activation, lrn_constants if lrn else None,
                            overlapping_pool, init)
 
         inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -202,7 +177,7 @@ class AlexNet(keras.Model):
                             "mean-subtracted 0..255 input (std_rgb=None)", init, std_rgb)
         x = MeanSubtraction(mean_rgb, std_rgb, name="mean_subtraction")(inputs)
         x = keras.layers.ZeroPadding2D(conv1_padding, name="conv1_pad")(x)
-        filters = [_scaled(f, width, towers) for f in CONV_FILTERS[:4]]
+        filters = [scaled_filters(f, width, towers) for f in CONV_FILTERS[:4]]
         filters.append(CONV_FILTERS[4])
         # conv1: each tower reads the whole image.
         xs = builder.conv("conv1", [x] * towers, filters[0], 11, strides=4, padding="valid")
@@ -282,6 +257,17 @@ def saved_config_defaults(config: dict) -> dict:
     return {"std_rgb": None, **PAPER_LRN, "conv1_padding": CONV1_PADDING, **config}
 
 
+def complete_config(config: dict) -> dict:
+    """Every setting of a model config, the defaults filled in: two configs
+    build the same model exactly when their complete configs are equal."""
+    defaults = {name: p.default for name, p in inspect.signature(AlexNet.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    complete = {**defaults, **saved_config_defaults(config)}
+    for key in ("tower_devices", "name"):  # not part of what is built
+        complete.pop(key, None)
+    return complete
+
+
 def build_alexnet(num_classes: int = 1000, **kwargs) -> AlexNet:
     """The paper's AlexNet; keyword arguments as `AlexNet`'s."""
     model = AlexNet(num_classes=num_classes, **kwargs)
@@ -312,92 +298,3 @@ def _check_config(num_classes, image_size, activation, towers, width, dropout, i
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-
-
-def _scaled(filters: int, width: float, towers: int) -> int:
-    """Kernel count scaled by width, kept divisible by the tower count."""
-    return max(towers, int(round(filters * width / towers)) * towers)
-
-
-def _split(total: int, towers: int) -> list[int]:
-    """Units per tower: halves, the first tower taking the odd one."""
-    first = math.ceil(total / towers)
-    return [first] + [total - first] * (towers - 1)
-
-
-class _Builder:
-    """Makes the per-tower layers: names `<layer>_a` / `_b` for two towers
-    (each wrapped in `OnDevice`), plain `<layer>` for one column."""
-
-    def __init__(self, towers, devices, activation, lrn, overlapping_pool, init):
-        self.towers = towers
-        self.devices = devices
-        self.activation = activation
-        self.lrn = lrn  # the paper's LRN constants, or None for no LRN
-        self.pool_size = 3 if overlapping_pool else 2
-        self.init = init
-
-    def _names(self, layer: str) -> list[str]:
-        if self.towers == 1:
-            return [layer]
-        return [f"{layer}_{chr(ord('a') + i)}" for i in range(self.towers)]
-
-    def _apply(self, make, layer: str, xs: list) -> list:
-        """make(name) -> layer, applied per tower to that tower's input."""
-        outputs = []
-        for name, device, x in zip(self._names(layer), self.devices, xs):
-            if self.towers == 1:
-                outputs.append(make(name)(x))
-            else:
-                outputs.append(OnDevice(make(name), device, name=name)(x))
-        return outputs
-
-    # Initializers are made afresh for every tower: an unseeded Keras
-    # initializer instance returns the same values each time it is called, so
-    # sharing one would start both towers as identical twins.
-    def conv(self, layer, xs, filters, kernel, strides=1, padding="same"):
-        # conv6 (extra_conv) is initialised like the conv5 it follows.
-        init_layer = "conv5" if layer == "conv6" else layer
-        per_tower = filters // self.towers
-
-        def make(name):
-            kernel_init, bias_init = _initializers(self.init, init_layer)
-            return keras.layers.Conv2D(
-                per_tower, kernel, strides=strides, padding=padding,
-                activation=self.activation, kernel_initializer=kernel_init,
-                bias_initializer=bias_init, name=name)
-        return self._apply(make, layer, xs)
-
-    def dense(self, layer, x, units, activation):
-        sizes = iter(_split(units, self.towers))
-
-        def make(name):
-            kernel_init, bias_init = _initializers(self.init, layer)
-            return keras.layers.Dense(
-                next(sizes), activation=activation, kernel_initializer=kernel_init,
-                bias_initializer=bias_init, name=name)
-        return self._apply(make, layer, [x] * self.towers)
-
-    def pool(self, layer, xs):
-        return self._apply(lambda name: keras.layers.MaxPooling2D(
-            self.pool_size, strides=2, padding="valid", name=name), layer, xs)
-
-    def normalize_and_pool(self, index: str, xs):
-        if self.lrn:
-            constants = dict(self.lrn)
-            if constants.pop("across_towers"):  # each tower's layer reads both towers
-                towers = iter(range(self.towers))
-                xs = self._apply(lambda name: CrossTowerLRN.from_paper_constants(
-                    **constants, tower=next(towers), name=name), f"lrn{index}",
-                    [xs] * self.towers)
-            else:
-                xs = self._apply(lambda name: LocalResponseNormalization.from_paper_constants(
-                    **constants, name=name), f"lrn{index}", xs)
-        return self.pool(f"pool{index}", xs)
-
-    def join(self, layer, xs):
-        """Where the paper crosses towers: the towers' outputs concatenated
-        by a layer named after the paper's layer (one column: nothing to do)."""
-        if self.towers == 1:
-            return xs[0]
-        return keras.layers.Concatenate(axis=-1, name=layer)(xs)

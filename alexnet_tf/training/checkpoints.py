@@ -14,6 +14,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from alexnet_tf.errors import InputError
 from alexnet_tf.training import model_dir as model_dir_files
 
 CHECKPOINT_NAME = "ckpt"
@@ -58,7 +59,13 @@ class TrainingCheckpoints:
         """Restores the newest checkpoint of `model_dir`, if any; its path."""
         path = tf.train.latest_checkpoint(self.model_dir)
         if path:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                raise InputError(
+                    f"{path} does not match this run's settings (mixed_precision or the "
+                    "optimizer changed?): resume with the settings it was trained with, or "
+                    f"use a new model_dir ({type(e).__name__})") from None
         return path
 
     def save(self) -> Optional[str]:

@@ -153,7 +153,10 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
-        self.step_epochs = tuple(int(e) for e in self.step_epochs)
+        try:
+            self.step_epochs = tuple(int(e) for e in self.step_epochs)
+        except (TypeError, ValueError):
+            raise ConfigError("step_epochs", self.step_epochs, "must be whole epochs") from None
         self.devices = tuple(self.devices)
         self.tower_devices = tuple(self.tower_devices)
         self.validate()
@@ -172,13 +175,16 @@ class TrainConfig:
         need(self.learning_rate > 0 and self.learning_rate != float("inf"), "learning_rate",
              "must be a positive finite number")
         need(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(0 <= self.weight_decay < float("inf"), "weight_decay", "must be finite and >= 0")
         need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}")
         need(self.plateau_patience >= 1, "plateau_patience", "must be >= 1")
-        need(self.plateau_min_delta >= 0, "plateau_min_delta", "must be >= 0")
+        need(0 <= self.plateau_min_delta < float("inf"), "plateau_min_delta",
+             "must be finite and >= 0")
         need(self.max_lr_drops >= 0, "max_lr_drops", "must be >= 0")
-        need(list(self.step_epochs) == sorted(self.step_epochs), "step_epochs",
-             "must be increasing")
+        need(all(0 < a < b for a, b in zip(self.step_epochs, self.step_epochs[1:]))
+             and all(e > 0 for e in self.step_epochs), "step_epochs",
+             "must be positive and increasing")
+        need(self.seed is None or 0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)")
         for name in ("steps_per_epoch", "max_steps", "validation_steps"):
             value = getattr(self, name)
             need(value is None or value > 0, name, "must be positive or None")
@@ -195,7 +201,10 @@ class TrainConfig:
              "mixed_precision", "TensorFlow's LRN op has no bfloat16 kernel: use "
              "mixed_float16, or turn LRN off (lrn=False)")
         need(self.label_offset >= 0, "label_offset", "must be >= 0")
-        need(self.lighting_stddev >= 0, "lighting_stddev", "must be >= 0")
+        need(0 <= self.lighting_stddev < float("inf"), "lighting_stddev",
+             "must be finite and >= 0")
+        need(all(self.devices) and all(self.tower_devices), "devices",
+             "device names must not be empty")
         need(self.shuffle_buffer >= 0, "shuffle_buffer", "must be >= 0")
         need(self.init_normalization in INIT_NORMALIZATIONS, "init_normalization",
              f"must be one of {INIT_NORMALIZATIONS}")
@@ -203,10 +212,11 @@ class TrainConfig:
         need(model.activation in (None, *ACTIVATIONS), "activation",
              f"must be one of {ACTIVATIONS}", model)
         need(model.init in (None, *INITS), "init", f"must be one of {INITS}", model)
-        for name in ("towers", "image_size"):
-            need(getattr(model, name) is None or getattr(model, name) > 0, name,
-                 "must be positive", model)
-        need(model.width is None or model.width > 0, "width", "must be positive", model)
+        # The model's own limits, checked before anything is written.
+        need(model.towers in (None, 1, 2), "towers", "must be 1 or 2", model)
+        need(model.image_size is None or model.image_size >= 67, "image_size",
+             "must be at least 67 (pool5 is empty below)", model)
+        need(model.width is None or 0 < model.width <= 1, "width", "must be in (0, 1]", model)
         need(model.dropout is None or 0 <= model.dropout < 1, "dropout", "must be in [0, 1)",
              model)
 

@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from alexnet_tf.errors import InputError
+
 
 def mirrored_strategy(devices: Sequence[str] = ()) -> tf.distribute.MirroredStrategy:
     """A MirroredStrategy whose collective keys cannot collide with an earlier
@@ -42,7 +44,7 @@ def make_strategy(name: str, devices: Sequence[str] = ()) -> tf.distribute.Strat
         return mirrored_strategy(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+            raise InputError("the multi_worker strategy needs the TF_CONFIG environment variable "
                              "(cluster and task of this worker)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}")

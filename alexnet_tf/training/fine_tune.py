@@ -17,6 +17,8 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 
 NORMALIZATION_KEYS = ("mean_rgb", "std_rgb")
+ARCHITECTURE_SETTINGS = ("image_size", "width", "towers", "extra_conv", "activation", "lrn",
+                         "overlapping_pool")
 
 
 def _resolve_checkpoint(path: str) -> tuple[str, str]:
@@ -65,7 +67,10 @@ def source_settings(config, source: keras.Model | None) -> dict:
         saved = model_dir_files.read_model_config(config.model_dir)
     else:
         return {}
-    keys = SOURCE_SETTINGS + (() if config.model.image_size else ("image_size",))
+    # The architecture too, where the run leaves it to the model's default:
+    # a source of another width or towers would keep none of its conv layers.
+    keys = SOURCE_SETTINGS + tuple(key for key in ARCHITECTURE_SETTINGS
+                                   if getattr(config.model, key) is None)
     return {key: saved[key] for key in keys if key in saved}
 
 

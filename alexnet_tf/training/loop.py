@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf.data import dataset_stats, input_pipeline, labels, records_check
+from alexnet_tf.errors import InputError
 from alexnet_tf.model import placement
 from alexnet_tf.training import checkpoints, distribute, fine_tune, reporting, schedules
 from alexnet_tf.training import model_dir as model_dir_files
@@ -33,8 +34,9 @@ from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.steps import TrainSteps
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stopped."""
+class NonFiniteLossError(InputError, FloatingPointError):
+    """The loss or the weights became NaN or infinite (a learning rate too
+    large, most often); training stopped without saving."""
 
 
 def train(config: TrainConfig) -> dict:
@@ -70,6 +72,7 @@ def _train(config: TrainConfig) -> dict:
     if chief:
         if resuming:
             model_dir_files.refuse_changed_model_config(config.model_dir, model_kwargs)
+            warn_about_resumed_rate(config)
         model_dir_files.write_run_files(config.model_dir, config.data_dir, model_kwargs,
                                         config.to_dict())
     out_dir = distribute.write_dir(config.model_dir, strategy)
@@ -209,6 +212,15 @@ def model_kwargs_for(config: TrainConfig, label_map: labels.LabelMap, rgb,
     return kwargs
 
 
+def warn_about_resumed_rate(config: TrainConfig) -> None:
+    """A resume continues the schedule's rate; a new learning_rate has no effect."""
+    before = model_dir_files.read_train_config(config.model_dir).get("learning_rate")
+    if before is not None and before != config.learning_rate:
+        print(f"warning: learning_rate {config.learning_rate:g} is ignored on a resume: the "
+              f"run continues its schedule (started at {before:g}); use a new model_dir to "
+              "start over at another rate")
+
+
 def make_optimizer(config: TrainConfig):
     """The paper's SGD (section 5); wrapped for loss scaling in float16."""
     optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
@@ -233,6 +245,10 @@ def describe_start(config, resumed_from, ckpts, schedule, model, source, kwargs)
     if source is None:
         return "from scratch"
     copied = fine_tune.copy_matching_weights(model, source)
+    convs = [name for name in copied["reinitialized"] if name.startswith("conv")]
+    if convs:
+        print(f"warning: fine-tuning re-initialized convolutional layers {convs}: their "
+              "shapes differ from the source model's")
     normalization = ("the source model's input mean and std" if
                      config.init_normalization == "source" else "this data's mean and std")
     return (f"fine-tuning from {config.init_from}: kept {len(copied['kept'])} layers "
@@ -277,5 +293,5 @@ def loop_length(step: int, config: TrainConfig, steps_per_epoch: int, total: int
 def non_finite_message(loss: float, step: int, n: int, model_dir: str) -> str:
     where = f"at step {step + 1}" if n == 1 else f"in steps {step + 1}-{step + n}"
     last_good = tf.train.latest_checkpoint(model_dir)
-    return (f"non-finite training loss ({loss}) {where}; stopped without saving. "
-            f"Last good checkpoint: {last_good or 'none'}")
+    return (f"non-finite training loss or weights ({loss}) {where}; stopped without saving "
+            f"(a learning rate too large?). Last good checkpoint: {last_good or 'none'}")

@@ -71,7 +71,9 @@ def refuse_changed_model_config(model_dir: str, model_kwargs: dict) -> None:
     path = os.path.join(model_dir, MODEL_CONFIG_FILENAME)
     if not os.path.exists(path):
         return
-    on_disk, wanted = read_model_config(model_dir), jsonable(model_kwargs)
+    from alexnet_tf.model.alexnet import complete_config  # defaults spelled out or not
+    on_disk = jsonable(complete_config(read_model_config(model_dir)))
+    wanted = jsonable(complete_config(model_kwargs))
     changed = {k: (on_disk.get(k), wanted.get(k)) for k in set(on_disk) | set(wanted)
                if on_disk.get(k) != wanted.get(k)}
     if changed:
@@ -91,6 +93,15 @@ def write_run_files(model_dir: str, data_dir: str, model_kwargs: dict,
         if os.path.exists(source):
             with fileio.atomic_path(os.path.join(model_dir, name)) as tmp:
                 shutil.copyfile(source, tmp)
+
+
+def read_train_config(model_dir: str) -> dict:
+    """The TrainConfig the model_dir's last run wrote ({} if none)."""
+    path = os.path.join(model_dir, TRAIN_CONFIG_FILENAME)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def write_summary(model_dir: str, summary: dict) -> None:

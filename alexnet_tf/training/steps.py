@@ -95,7 +95,11 @@ class TrainSteps:
         for _ in tf.range(num_steps):
             step = self._summed(self.strategy.run(self._replica_step, args=next(iterator)))
             sums = [a + b for a, b in zip(sums, step)]
-        return sums
+        # Each loss is computed before its update, so the last update of a
+        # loop can break the weights with every loss still finite.
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                                for v in self.model.trainable_variables])
+        return sums, finite
 
     def _eval(self, inputs):
         return self._summed(self.strategy.run(self._replica_eval_step, args=inputs))
@@ -103,9 +107,11 @@ class TrainSteps:
     # ---- public
     def train_loop(self, iterator, num_steps: int) -> tuple[float, float, float]:
         """Runs `num_steps` training steps; returns the sums over their
-        examples of (loss, top-1 correct, top-5 correct)."""
-        sums = self._train_loop(iterator, tf.constant(num_steps, tf.int32))
-        return tuple(float(v) for v in sums)
+        examples of (loss, top-1 correct, top-5 correct). The loss sum is NaN
+        when the weights became non-finite."""
+        sums, finite = self._train_loop(iterator, tf.constant(num_steps, tf.int32))
+        loss, top1, top5 = (float(v) for v in sums)
+        return (loss if bool(finite) else float("nan")), top1, top5
 
     def evaluate(self, dataset) -> dict:
         """Loss and top-1/top-5 error over a (distributed) dataset."""
