@@ -11,7 +11,7 @@ Speed comes from doing no more work than the output needs:
 - Only the centre square is resampled, with a fast approximation of the
   antialiased bilinear filter (see `resize_and_crop`).
 The resize filter is antialiased bilinear (a triangle filter widened by the
-scale factor), the filter `alexnet_tf.preprocessing` uses at serving.
+scale factor), the filter `alexnet_tf.data.preprocessing` uses at serving.
 
 The format is sniffed from the bytes, never from the file name. Grayscale,
 palette, CMYK/YCCK, alpha and 16-bit sources all come out as 8-bit RGB; the

@@ -1,4 +1,4 @@
-"""alexnet_tf.dataset_stats: stats.json's RGB section."""
+"""alexnet_tf.data.dataset_stats: stats.json's RGB section."""
 
 import json
 

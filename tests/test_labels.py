@@ -1,4 +1,4 @@
-"""alexnet_tf.labels: labels.txt, keyed on the wnid."""
+"""alexnet_tf.data.labels: labels.txt, keyed on the wnid."""
 
 import pytest
 

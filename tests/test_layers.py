@@ -1,4 +1,4 @@
-"""alexnet_tf.layers: LRN against the paper's formula, mean subtraction,
+"""alexnet_tf.model.layers: LRN against the paper's formula, mean subtraction,
 the device wrapper's serialisation."""
 
 import keras

@@ -1,4 +1,4 @@
-"""alexnet_tf.model: the paper's sizes read off the built model, every
+"""alexnet_tf.model.alexnet: the paper's sizes read off the built model, every
 ablation switch, serialisation, dropout only in training.
 
 The full 1,000-class model is built once (61M parameters); the other tests

@@ -1,4 +1,4 @@
-"""alexnet_tf.placement: each tower's forward AND backward ops on its device,
+"""alexnet_tf.model.placement: each tower's forward AND backward ops on its device,
 read off the traced training step's graph (two logical CPUs from conftest)."""
 
 import logging

@@ -1,4 +1,4 @@
-"""alexnet_tf.records: the one TFRecord schema."""
+"""alexnet_tf.data.records: the one TFRecord schema."""
 
 import numpy as np
 import tensorflow as tf

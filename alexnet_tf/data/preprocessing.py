@@ -75,8 +75,9 @@ def random_crop_jpeg(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
     """A random crop_size square of a JPEG, decoding only that window
     (`decode_and_crop_jpeg`); uint8, so the flip after it moves a quarter of
     float32's bytes. An image smaller than the crop (records from other
-    tools) becomes its stored view at the crop size: bounded memory whatever
-    its shape, rounded to uint8 as data prep stores images."""
+    tools) becomes its centre square resized to the crop: memory bounded by
+    the decoded image whatever its shape, rounded to uint8 as data prep
+    stores images."""
     shape = tf.image.extract_jpeg_shape(image_bytes)
     height, width = shape[0], shape[1]
 
@@ -87,8 +88,15 @@ def random_crop_jpeg(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
         return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3,
                                              dct_method=JPEG_DCT_METHOD)
 
-    def small():
-        return tf.saturate_cast(tf.round(stored_view(image_bytes, crop_size)), tf.uint8)
+    def small():  # the centre square, resized up (bilinear): kept light, it is traced
+        # into every training map function, where the general decoder costs ~10%
+        image = tf.io.decode_jpeg(image_bytes, channels=3, dct_method=JPEG_DCT_METHOD)
+        side = tf.minimum(height, width)
+        square = image[(height - side) // 2:(height - side) // 2 + side,
+                       (width - side) // 2:(width - side) // 2 + side]
+        resized = tf.image.resize(square, [crop_size, crop_size], method="bilinear",
+                                  antialias=True)
+        return tf.saturate_cast(tf.round(resized), tf.uint8)
 
     image = tf.cond(tf.minimum(height, width) >= crop_size, crop, small)
     image.set_shape([crop_size, crop_size, 3])
