@@ -19,7 +19,8 @@ def read_scalars(log_dir: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
                                        recursive=True)):
         run = os.path.relpath(os.path.dirname(event_file), log_dir)
         series = runs.setdefault(run, collections.defaultdict(dict))
-        for event in tf.compat.v1.train.summary_iterator(event_file):
+        for record in tf.data.TFRecordDataset(event_file):  # an event file is TFRecords
+            event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
                 if value.HasField("simple_value"):
                     number = value.simple_value
