@@ -132,3 +132,11 @@ def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
     # A loss-scaled optimizer cannot restore a plain one's checkpoint: one clear error.
     with pytest.raises(InputError, match="does not match this run's settings"):
         train(_config(data_dir, model_dir, max_steps=4, mixed_precision="mixed_float16"))
+
+
+def test_labels_out_of_range_are_one_error_naming_the_record(data_dir, tmp_path):
+    from alexnet_tf.errors import InputError
+    # 0-based records read as tensorflow/models' 1-based ones: label -1.
+    with pytest.raises(InputError, match=r"label out of range \[0, 3\) .* label -1 record "
+                                         r"\S+\.JPEG in shard \S+train-0000"):
+        train(_config(data_dir, tmp_path / "run", max_steps=2, label_offset=1))

@@ -32,12 +32,14 @@ auto-sharding (`experimental_distribute_dataset`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 import tensorflow as tf
 
 from alexnet_tf.data import dataset_stats, preprocessing, records
+from alexnet_tf.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -262,3 +264,18 @@ def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,
     dataset = dataset.batch(per_replica_batch_size(batch_size, input_context),
                             drop_remainder=False)
     return _finish(dataset, deterministic=True, own_sharding=input_context is not None)
+
+
+@contextlib.contextmanager
+def bad_records_as_input_errors():
+    """A record the input pipeline refuses (a label out of range: often
+    tensorflow/models' 1-based labels read without label_offset=1) as one
+    InputError line, not TensorFlow's op traceback."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        lines = [line for line in e.message.splitlines() if "label out of range" in line]
+        if not lines:
+            raise
+        raise InputError(lines[0].replace("assertion failed: ", "").replace("] [", " ")
+                         .replace("\\'", "'").strip(" []")) from None

@@ -113,7 +113,8 @@ def _train(config: TrainConfig) -> dict:
     saved_at = step if resumed_from else -1
     while step < total_steps:
         n = loop_length(step, config, steps_per_epoch, total_steps)
-        loss_sum, top1, top5 = steps.train_loop(train_batches, n)
+        with input_pipeline.bad_records_as_input_errors():
+            loss_sum, top1, top5 = steps.train_loop(train_batches, n)
         if not math.isfinite(loss_sum):
             raise NonFiniteLossError(non_finite_message(loss_sum / (batch * n), step, n,
                                                         config.model_dir))
@@ -128,7 +129,8 @@ def _train(config: TrainConfig) -> dict:
             window.reset()
         if epoch_end:
             epoch = step // steps_per_epoch
-            last_val = steps.evaluate(eval_batches)
+            with input_pipeline.bad_records_as_input_errors():
+                last_val = steps.evaluate(eval_batches)
             reporting.write_scalars(val_writer, step, last_val)
             ckpts.epoch.assign(epoch)
             new_lr = schedule.update(epoch - 1, last_val["top1_error"])
