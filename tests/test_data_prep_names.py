@@ -3,32 +3,16 @@ never a crash (data_prep.names)."""
 
 import csv
 import glob
-import io
 import json
 import os
 
-import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, names
-
-
-def _jpeg(path: bytes, colour=(200, 40, 40)):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((40, 48, 3), colour, np.uint8)).save(buffer, "JPEG")
-    with open(path, "wb") as f:
-        f.write(buffer.getvalue())
-
-
-def _build(root, out, **kwargs):
-    return build_tfrecords.build(build_tfrecords.BuildConfig(
-        os.fsdecode(root), str(out), num_workers=1, image_size=32, **kwargs),
-        log=open(os.devnull, "w"))
+from tree_data import build_quietly, write_jpeg
 
 
 RAW_NAMES = [b"plain.jpg", b"caf\xc3\xa9.jpg", b"caf\xe9.jpg", b"\xff\xfe", b"tab\there",
@@ -58,12 +42,12 @@ def test_non_utf8_file_and_class_names_are_converted(tmp_path):
     .tmp shard behind): every image converted, names escaped everywhere."""
     root = os.fsencode(tmp_path / "in")
     bad_class, bad_file = b"cl\xffass", b"caf\xe9\xff.jpg"
-    _jpeg(root + b"/train/" + bad_class + b"/" + bad_file)
-    _jpeg(root + b"/train/" + bad_class + b"/ok.jpg")
-    _jpeg(root + b"/train/plain/a.jpg", (40, 200, 40))
-    _jpeg(root + b"/val/" + bad_class + b"/v\xfe.jpg")
+    write_jpeg(root + b"/train/" + bad_class + b"/" + bad_file)
+    write_jpeg(root + b"/train/" + bad_class + b"/ok.jpg")
+    write_jpeg(root + b"/train/plain/a.jpg", (40, 200, 40))
+    write_jpeg(root + b"/val/" + bad_class + b"/v\xfe.jpg")
     out = tmp_path / "out"
-    summary = _build(root, out, train_shards=2, validation_shards=1)
+    summary = build_quietly(root, out, train_shards=2, validation_shards=1)
     assert summary.ok and summary.written == summary.found == 4
     assert not glob.glob(str(out / "*.tmp"))
 
@@ -84,7 +68,7 @@ def test_non_utf8_file_and_class_names_are_converted(tmp_path):
     assert root + b"/val/" + bad_class + b"/v\xfe.jpg" in raw_paths
     json.loads((out / build_tfrecords.MANIFEST_FILENAME).read_text(encoding="utf-8"))
 
-    again = _build(root, out, train_shards=2, validation_shards=1)
+    again = build_quietly(root, out, train_shards=2, validation_shards=1)
     assert (again.shards_written, again.shards_kept) == (0, 3)  # resumes with such names
 
 
@@ -94,9 +78,9 @@ def test_tab_and_newline_in_class_folder_names_make_classes(tmp_path):
     root = tmp_path / "in"
     for cls, colour in (("cls\ttab", (200, 0, 0)), ("cls\nnl", (0, 200, 0)),
                         ("plain", (0, 0, 200))):
-        _jpeg(os.fsencode(root / "train" / cls / "a.jpg"), colour)
-        _jpeg(os.fsencode(root / "val" / cls / "b.jpg"), colour)
-    summary = _build(root, tmp_path / "out")
+        write_jpeg(os.fsencode(root / "train" / cls / "a.jpg"), colour)
+        write_jpeg(os.fsencode(root / "val" / cls / "b.jpg"), colour)
+    summary = build_quietly(root, tmp_path / "out")
     assert summary.ok and summary.written == 6
     label_map = LabelMap.read(str(tmp_path / "out"))
     assert label_map.wnids == ("cls\\x09tab", "cls\\x0anl", "plain")

@@ -4,30 +4,15 @@ links neither looping nor leaking (data_prep.tree)."""
 import csv
 import errno
 import glob
-import io
 import os
 
-import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, layouts
-
-
-def _jpeg(path, colour=(200, 40, 40)):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((40, 48, 3), colour, np.uint8)).save(buffer, "JPEG")
-    with open(path, "wb") as f:
-        f.write(buffer.getvalue())
-
-
-def _build(root, out, **kwargs):
-    return build_tfrecords.build(build_tfrecords.BuildConfig(
-        str(root), str(out), num_workers=1, image_size=32, **kwargs), log=open(os.devnull, "w"))
+from tree_data import build_quietly, write_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +21,13 @@ def messy(tmp_path_factory):
     base = tmp_path_factory.mktemp("messy")
     elsewhere, root = base / "elsewhere", base / "in"  # elsewhere: "another disk"
     for name in ("bird/b1.jpg", "bird/b2.jpg", "more/m1.jpg", "more/m2.jpg", "x.jpg"):
-        _jpeg(elsewhere / name, (40, 40, 200))
+        write_jpeg(elsewhere / name, (40, 40, 200))
     train, val = root / "train", root / "val"
     for name in ("cat/c1.jpg", "cat/c2.jpg"):
-        _jpeg(train / name)
+        write_jpeg(train / name)
     for name, colour in (("cat/v1.jpg", (200, 40, 40)), ("dog/d1.jpg", (40, 200, 40)),
                          ("bird/vb.jpg", (40, 40, 200))):
-        _jpeg(val / name, colour)
+        write_jpeg(val / name, colour)
     cat = train / "cat"
     os.symlink(elsewhere / "more", cat / "sub")  # linked sub-folder: read
     os.symlink(elsewhere / "x.jpg", cat / "ext.jpg")  # file link anywhere: read
@@ -55,9 +40,9 @@ def messy(tmp_path_factory):
     os.symlink("..", train / "n2loop")  # the issue's loop: would duplicate everything
     os.symlink(os.path.join("..", "val", "dog"), train / "dogs")
     (train / "empty").mkdir()
-    _jpeg(train / "stray.jpg")
+    write_jpeg(train / "stray.jpg")
     out = base / "out"
-    return root, out, _build(root, out)
+    return root, out, build_quietly(root, out)
 
 
 def test_every_entry_is_counted_or_reported(messy):
@@ -134,9 +119,9 @@ def deny():
 def test_unreadable_class_folder_is_an_error_naming_it(tmp_path, deny):
     """Permission denied on a class folder: an error, not a class that quietly
     vanishes from labels.txt. An unreadable sub-folder is reported."""
-    _jpeg(tmp_path / "train" / "cat" / "a.jpg")
-    _jpeg(tmp_path / "train" / "dog" / "a.jpg")
-    _jpeg(tmp_path / "train" / "dog" / "locked" / "b.jpg")
+    write_jpeg(tmp_path / "train" / "cat" / "a.jpg")
+    write_jpeg(tmp_path / "train" / "dog" / "a.jpg")
+    write_jpeg(tmp_path / "train" / "dog" / "locked" / "b.jpg")
     deny(tmp_path / "train" / "dog" / "locked")
     listing = layouts.list_inputs(str(tmp_path))
     assert listing.label_map.wnids == ("cat", "dog")
@@ -149,7 +134,7 @@ def test_unreadable_class_folder_is_an_error_naming_it(tmp_path, deny):
 
 
 def test_splits_that_are_one_folder_are_refused(tmp_path):
-    _jpeg(tmp_path / "train" / "cat" / "a.jpg")
+    write_jpeg(tmp_path / "train" / "cat" / "a.jpg")
     os.symlink("train", tmp_path / "val")
     with pytest.raises(layouts.LayoutError, match="same folder"):
         layouts.list_inputs(str(tmp_path))
