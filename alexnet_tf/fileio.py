@@ -51,11 +51,5 @@ def write_text(path: str, text: str) -> None:
             f.write(text)
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
 def write_json(path: str, value: Any, *, default: Callable | None = None) -> None:
     write_text(path, json.dumps(value, indent=2, default=default) + "\n")

@@ -110,7 +110,7 @@ def test_fine_tuning_to_new_classes_reinitializes_only_the_classifier(run):
     source = checkpoints.restore_model(model_dir, "latest")
     target = build_alexnet(num_classes=5, **TINY_MODEL)
     fresh_fc8 = target.get_layer("fc8_a").get_weights()[0].copy()
-    report = fine_tune.init_from_pretrained(target, model_dir)
+    report = fine_tune.copy_matching_weights(target, fine_tune.load_source_model(model_dir))
     assert sorted(report["reinitialized"]) == ["fc8_a", "fc8_b"]
     assert {"conv1_a", "conv1_b", "conv5_b", "fc6_a", "fc7_b"} <= set(report["kept"])
     for name in report["kept"]:
@@ -129,7 +129,7 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     # the weights; the same ones here, so the outputs must match.
     target = build_alexnet(num_classes=3, mean_rgb=source.mean_rgb, std_rgb=source.std_rgb,
                            **TINY_MODEL)
-    report = fine_tune.init_from_pretrained(target, path)
+    report = fine_tune.copy_matching_weights(target, fine_tune.load_source_model(path))
     assert report["reinitialized"] == []
     x = np.random.default_rng(0).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
     expected = source(x).numpy()

@@ -96,8 +96,3 @@ def copy_matching_weights(model: keras.Model, source: keras.Model) -> dict[str, 
         else:
             reinit.append(layer.name)
     return {"kept": kept, "reinitialized": reinit}
-
-
-def init_from_pretrained(model: keras.Model, init_from: str) -> dict[str, list[str]]:
-    """`copy_matching_weights` from the model at `init_from`."""
-    return copy_matching_weights(model, load_source_model(init_from))

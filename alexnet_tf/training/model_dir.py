@@ -122,12 +122,3 @@ def read_best_info(model_dir: str) -> dict:
 
 def write_best_info(model_dir: str, info: dict) -> None:
     write_json(best_info_path(model_dir), info)
-
-
-def read_stats_json(model_dir: str) -> dict | None:
-    """The stats.json that travelled with a model, if any."""
-    path = os.path.join(model_dir, STATS_FILENAME)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

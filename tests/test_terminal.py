@@ -1,0 +1,73 @@
+"""launch.terminal's stderr filter: it drops TensorFlow's C++ INFO/WARNING
+lines and nothing else, and a Ctrl-C still shows the launcher's own lines."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Written to fd 2 after the filter starts: as TF's C++ code, absl's Python
+# handler and the project would write them.
+DRIVER = r"""
+import os, sys, time
+sys.argv = ["driver"]
+from launch import terminal
+terminal.quiet_native_logs()
+lines = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1796115690.998995   16319 port.cc:153] oneDNN custom operations are on.\n",
+    b"W1201 10:12:49.600000  1234 cpu_feature_guard.cc:210] This TensorFlow binary\n",
+    b"E0000 00:00:1796115690.998995   16319 cuda_dnn.cc:8] a C++ error stays\n",
+    b"W1201 10:12:49.612345 139746 tmain.py:51] a Python warning stays\n",
+    b"launch.train: error: the project's line stays\n",
+    bytes(range(1, 10)) + b"\xff junk stays\n",
+]
+for line in lines:
+    os.write(2, line)
+if os.environ.get("DRIVER_SLEEP"):
+    print("ready", flush=True)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:  # what a launcher prints on Ctrl-C must arrive
+        os.write(2, b"the driver saw Ctrl-C\n")
+        raise
+os.write(2, b"last line without a newline")
+"""
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, **extra}
+
+
+def test_the_filter_drops_only_cpp_info_and_warning_lines():
+    result = subprocess.run([sys.executable, "-c", DRIVER], cwd=REPO, env=_env(),
+                            capture_output=True, timeout=60)
+    err = result.stderr
+    assert b"oneDNN" not in err and b"cpu_feature_guard" not in err
+    assert b"InitializeLog" not in err
+    for kept in (b"a C++ error stays", b"a Python warning stays", b"the project's line stays",
+                 b"\xff junk stays", b"last line without a newline"):
+        assert kept in err, (kept, err)
+
+
+def test_tf_cpp_min_log_level_set_by_the_user_turns_the_filter_off():
+    result = subprocess.run([sys.executable, "-c", DRIVER], cwd=REPO,
+                            env=_env(TF_CPP_MIN_LOG_LEVEL="0"), capture_output=True, timeout=60)
+    assert b"oneDNN custom operations" in result.stderr
+
+
+def test_ctrl_c_to_the_process_group_still_shows_the_launchers_traceback():
+    process = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO,
+                               env=_env(DRIVER_SLEEP="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    assert process.stdout.readline() == b"ready\n"
+    time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the filter too
+    _, err = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert b"the driver saw Ctrl-C" in err and b"KeyboardInterrupt" in err, err
+    assert b"the project's line stays" in err
