@@ -44,11 +44,13 @@ def test_sigkill_then_rerun_resumes_without_a_jump(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     command = _command(data_dir, model_dir)
 
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+    # A file, not a pipe nobody drains while waiting: a full pipe would stall the run.
+    first_log = tmp_path / "first.log"
+    with open(first_log, "wb") as log:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while _latest_step(model_dir) < KILL_AFTER_CHECKPOINT:
-        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        assert first.poll() is None, first_log.read_text(errors="replace")[-3000:]
         assert time.time() < deadline, "no checkpoint appeared in time"
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
