@@ -46,8 +46,13 @@ class _PlainFormatter(logging.Formatter):
 # C++ INFO/WARNING lines in glog format ("I1201 06:41:45.099955  123 port.cc:12]
 # ...", "W0000 00:00:..."), and absl's notice before the first of them. Python
 # records (absl's glog format names a .py file) pass.
+# Two ERROR-level lines are notices, not errors: libjpeg's warnings about a
+# damaged file (the project's own line names the file and what failed), and
+# oneDNN's note that float16 runs without AVX-512 kernels.
 _NATIVE_LINE = (rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-                rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+\.(cc|h|cpp):\d+\] )")
+                rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+\.(cc|h|cpp):\d+\] "
+                rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ (jpeg_mem\.cc:\d+\] "
+                rb"|util\.cc:\d+\] oneDNN supports DT_HALF only))")
 # The filter ignores the terminal's signals (Ctrl-C reaches the whole process
 # group): it must outlive the launcher to forward its last lines, and it ends
 # when every writer has closed the pipe.

@@ -65,15 +65,32 @@ def test_pruning_keeps_only_the_leader_after_one_epoch():
     rng = np.random.default_rng(0)  # noise with random labels: the target is never reached
     images = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 4, 256).astype(np.int32)
+    lines = []
     sweep = relu_tanh.race_learning_rates(
         images, labels, activation="tanh", condition="modern",
         learning_rates=[0.001, 0.01], max_epochs=2, target_error=0.0, batch_size=64,
-        evals_per_epoch=2, num_classes=4, prune_after_epochs=1, log=lambda m: None)
+        evals_per_epoch=2, num_classes=4, prune_after_epochs=1, log=lines.append)
     a, b = sweep.runs
     leader, loser = (a, b) if a.errors[1] <= b.errors[1] else (b, a)
     assert loser.stopped == "pruned at epoch 1" and loser.epochs == [0.5, 1.0]
     assert leader.stopped == "max epochs" and leader.epochs == [0.5, 1.0, 1.5, 2.0]
     assert sweep.best is None
+    # One line per epoch; after the pruning it counts the leader's epochs.
+    assert [line.split(":")[0] for line in lines] == [
+        "modern/tanh epoch 1.0", "modern/tanh epoch 2.0"], lines
+    assert "[pruned at epoch 1]" in lines[1] and "[max epochs]" in lines[1]
+
+
+def test_many_small_runs_print_no_retracing_notice(capfd):
+    """Each run traces its own step once; TensorFlow would call that "frequent
+    retracing" when runs are a few steps long."""
+    images, labels = _color_classes(n=64)
+    sweep = relu_tanh.race_learning_rates(
+        images, labels, activation="relu", condition="modern",
+        learning_rates=[0.001, 0.002, 0.003, 0.004, 0.005, 0.006], max_epochs=1,
+        batch_size=32, evals_per_epoch=2, num_classes=4, log=lambda m: None)
+    assert len(sweep.runs) == 6
+    assert "retracing" not in capfd.readouterr().err
 
 
 def _tiny_cifar(src, dst, per_class=20):
@@ -149,6 +166,14 @@ def test_experiment_end_to_end_on_cifar_images(cifar10, tmp_path):
     assert json.loads((merged_dir / "results.json").read_text()) == result
     assert (merged_dir / "results.md").read_text() == table
     assert (merged_dir / "figure1.png").stat().st_size > 0
+    # A results file given by its path (as docs/figures/figure1_relu_tanh.json) redraws the same.
+    redrawn = tmp_path / "redrawn"
+    _parse_flags(["prog", f"--out_dir={redrawn}", f"--merge_from={out / 'results.json'}"])
+    try:
+        reproduce_relu_tanh.main([])
+    finally:
+        reproduce_relu_tanh.FLAGS.unparse_flags()
+    assert (redrawn / "results.md").read_text() == table
 
 
 def test_merge_refuses_incomparable_results():
@@ -189,6 +214,64 @@ def test_merge_extends_a_learning_rate_grid_and_refuses_a_different_rerun():
     changed["conditions"]["paper"]["tanh"]["runs"][0]["errors"] = [0.5, 0.3]
     with pytest.raises(ValueError, match="tanh at learning rate 0.003 appears twice"):
         relu_tanh.merge_results([low, changed])
+
+
+LAUNCHER_MISTAKES = [
+    (["--conditions=bogus"], "--conditions: a comma-separated subset of paper,modern"),
+    (["--activations=relu,sigmoid"], "--activations: a comma-separated subset of relu,tanh"),
+    (["--paper_learning_rates=abc"], "--paper_learning_rates: comma-separated numbers > 0"),
+    (["--modern_learning_rates=0.01,-1"], "--modern_learning_rates: comma-separated numbers"),
+    (["--max_epochs=-1"], "--max_epochs must be > 0"),
+    (["--target_error=1.5"], "--target_error must be between 0 and 1"),
+    (["--batch_size=0"], "batch_size"),
+    (["--data_dir=/nonexistent/cifar"], "/nonexistent/cifar"),
+]
+
+
+@pytest.mark.parametrize("flags,message", LAUNCHER_MISTAKES, ids=lambda v: str(v)[:30])
+def test_launcher_refuses_a_bad_flag_in_one_line(tmp_path, flags, message):
+    if not any(f.startswith("--data_dir") for f in flags):
+        flags = [f"--data_dir={tmp_path}", *flags]
+    result = _launch(tmp_path, *flags)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _launch(tmp_path, *flags):
+    """The launcher as a user runs it (TensorFlow's log level not set)."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "launch.reproduce_relu_tanh", f"--out_dir={tmp_path / 'out'}",
+         *flags], cwd=repo, capture_output=True, text=True, timeout=120,
+        env=dict(env, PYTHONPATH=repo))
+
+
+def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
+    seeds = []
+    for seed in (0, 1):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(
+            {"seed": seed, "target_error": 0.25, "complete": True, "conditions": {}}))
+        seeds.append(str(folder))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.json").write_text('{"seed": 0, "conditions": ')
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.json").write_text("[1, 2]")
+    for merge_from, message in ((seeds, "results differ in seed: cannot merge"),
+                                ([str(broken)], f"{broken / 'results.json'} is not valid JSON"),
+                                ([str(foreign)], "is not a Figure 1 results.json"),
+                                ([str(tmp_path / "none")], "results.json")):
+        result = _launch(tmp_path, f"--merge_from={','.join(merge_from)}")
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert message in result.stderr, result.stderr
 
 
 def test_load_split_names_an_image_of_the_wrong_size(tmp_path):

@@ -21,6 +21,9 @@ lines = [
     b"I0000 00:00:1796115690.998995   16319 port.cc:153] oneDNN custom operations are on.\n",
     b"W1201 10:12:49.600000  1234 cpu_feature_guard.cc:210] This TensorFlow binary\n",
     b"E0000 00:00:1796115690.998995   16319 cuda_dnn.cc:8] a C++ error stays\n",
+    b"E0000 00:00:1796125429.032420    6665 jpeg_mem.cc:331] Premature end of JPEG data\n",
+    b"E0000 00:00:1796125429.032420    6665 util.cc:131] oneDNN supports DT_HALF only on "
+    b"platforms with AVX-512. Falling back to the default Eigen-based implementation\n",
     b"W1201 10:12:49.612345 139746 tmain.py:51] a Python warning stays\n",
     b"launch.train: error: the project's line stays\n",
     bytes(range(1, 10)) + b"\xff junk stays\n",
@@ -49,6 +52,7 @@ def test_the_filter_drops_only_cpp_info_and_warning_lines():
     err = result.stderr
     assert b"oneDNN" not in err and b"cpu_feature_guard" not in err
     assert b"InitializeLog" not in err
+    assert b"Premature end of JPEG" not in err and b"DT_HALF" not in err
     for kept in (b"a C++ error stays", b"a Python warning stays", b"the project's line stays",
                  b"\xff junk stays", b"last line without a newline"):
         assert kept in err, (kept, err)

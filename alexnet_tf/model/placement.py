@@ -54,23 +54,24 @@ def resolve_tower_devices(requested: Union[None, str, Sequence[str]] = AUTO,
         raise ValueError(f"tower_devices must name {towers} devices, one per tower; "
                          f"got {list(requested)!r}")
     for device in devices:
-        _check_local_device(device)
+        check_local_device(device)
     log.info("Tower placement: %s (named by the caller).", devices)
     return devices
 
 
-def _check_local_device(device: str) -> None:
+def check_local_device(device: str, what: str = "tower device") -> None:
     """A device of this process (no job given) must exist: a typo like
-    "/GPU:2" would otherwise only fail, or silently fall back, much later."""
+    "/GPU:2" would otherwise only fail, or silently fall back, much later.
+    (Also `distribute.check_local_devices`'s check of `--devices`.)"""
     spec = tf.DeviceSpec.from_string(device)
     if spec.job is not None:  # a remote task's device: not ours to list
         return
     if spec.device_type is None:
-        raise ValueError(f"tower device {device!r} names no device type (e.g. /GPU:0)")
+        raise ValueError(f"{what} {device!r} names no device type (e.g. /GPU:0)")
     known = tf.config.list_logical_devices(spec.device_type.upper())
     indices = {tf.DeviceSpec.from_string(d.name).device_index for d in known}
     if spec.device_index not in indices:
-        raise ValueError(f"tower device {device!r} is not among this process's devices "
+        raise ValueError(f"{what} {device!r} is not among this process's devices "
                          f"{[d.name for d in tf.config.list_logical_devices()]}")
 
 

@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from alexnet_tf.errors import InputError
+from alexnet_tf.model.placement import check_local_device
+from alexnet_tf.training.config import ConfigError
 
 
 def mirrored_strategy(devices: Sequence[str] = ()) -> tf.distribute.MirroredStrategy:
@@ -41,6 +43,7 @@ def make_strategy(name: str, devices: Sequence[str] = ()) -> tf.distribute.Strat
     if name in ("default", "towers"):
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        check_local_devices(devices)
         return mirrored_strategy(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
@@ -48,6 +51,17 @@ def make_strategy(name: str, devices: Sequence[str] = ()) -> tf.distribute.Strat
                              "(cluster and task of this worker)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}")
+
+
+def check_local_devices(devices: Sequence[str]) -> None:
+    """Every device named for `mirrored` must exist in this process: with soft
+    placement, MirroredStrategy would silently run a missing GPU's replica on
+    the CPU. Refused naming the `devices` setting."""
+    for device in devices:
+        try:
+            check_local_device(device, "device")
+        except ValueError as e:
+            raise ConfigError("devices", tuple(devices), str(e)) from None
 
 
 def task_info(strategy: tf.distribute.Strategy) -> tuple[Optional[str], int]:

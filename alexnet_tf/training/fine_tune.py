@@ -9,6 +9,7 @@ unless asked to use the new data's.
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -19,6 +20,10 @@ from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 NORMALIZATION_KEYS = ("mean_rgb", "std_rgb")
 ARCHITECTURE_SETTINGS = ("image_size", "width", "towers", "extra_conv", "activation", "lrn",
                          "overlapping_pool")
+# Inherited like the architecture when the run leaves them unset: the init
+# the source was made for (an imported Caffe model's "caffe" goes with its
+# mean-only input) is the one for the layers fine-tuning re-initializes.
+INHERITED_SETTINGS = (*ARCHITECTURE_SETTINGS, "init")
 
 
 def _resolve_checkpoint(path: str) -> tuple[str, str]:
@@ -41,7 +46,12 @@ def load_source_model(init_from: str) -> keras.Model:
         if not os.path.exists(init_from):
             raise InputError(f"init_from {init_from}: file not found")
         import alexnet_tf.model.alexnet  # noqa: F401  registers the custom layers
-        return keras.saving.load_model(init_from, compile=False)
+        try:
+            return keras.saving.load_model(init_from, compile=False)
+        except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as e:
+            raise InputError(f"init_from {init_from}: not a Keras model file this project "
+                             f"can load ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                             ) from None
     prefix, model_dir = _resolve_checkpoint(init_from)
     model = checkpoints.build_model_from_config(model_dir_files.read_model_config(model_dir))
     checkpoints.restore_weights(model, prefix)
@@ -57,9 +67,10 @@ def normalization_of(source: keras.Model) -> dict:
 def source_settings(config, source: keras.Model | None) -> dict:
     """What the source's weights were trained with that their shapes do not
     show (`alexnet.SOURCE_SETTINGS`: LRN constants, conv1 padding; an
-    imported Caffe model's differ from the paper's), and its input size
-    unless the run sets one. On a resume (no source loaded), from the
-    model_dir's model_config.json, which the first run wrote."""
+    imported Caffe model's differ from the paper's), and its input size,
+    architecture and init unless the run sets them. On a resume (no source
+    loaded), from the model_dir's model_config.json, which the first run
+    wrote."""
     from alexnet_tf.model.alexnet import SOURCE_SETTINGS
     if source is not None:
         saved = source.get_config()
@@ -67,9 +78,10 @@ def source_settings(config, source: keras.Model | None) -> dict:
         saved = model_dir_files.read_model_config(config.model_dir)
     else:
         return {}
-    # The architecture too, where the run leaves it to the model's default:
-    # a source of another width or towers would keep none of its conv layers.
-    keys = SOURCE_SETTINGS + tuple(key for key in ARCHITECTURE_SETTINGS
+    # The architecture (and init) too, where the run leaves it to the model's
+    # default: a source of another width or towers would keep none of its
+    # conv layers.
+    keys = SOURCE_SETTINGS + tuple(key for key in INHERITED_SETTINGS
                                    if getattr(config.model, key) is None)
     return {key: saved[key] for key in keys if key in saved}
 

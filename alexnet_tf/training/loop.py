@@ -2,10 +2,12 @@
 
     train(config) -> dict of final figures
 
-1. Check the records folder (before anything is written), read its label
-   map and statistics, prepare the model_dir, build the model and the
-   paper's SGD under the strategy, resume from the latest checkpoint or start
-   from `init_from` (fine-tuning) or from scratch.
+1. Before anything is written: check the records folder, read its label
+   map and statistics, make the strategy (the batch must split over its
+   replicas), load the `init_from` source and resolve the tower devices.
+   Then prepare the model_dir, build the model and the paper's SGD under
+   the strategy, resume from the latest checkpoint or start from
+   `init_from` (fine-tuning) or from scratch.
 2. Loop: `steps_per_loop` training steps per call of the compiled loop
    (`steps.TrainSteps`); a call never crosses a log, checkpoint or epoch
    boundary. A non-finite loss stops at once, naming the steps, with no
@@ -29,7 +31,7 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.model import placement
 from alexnet_tf.training import checkpoints, distribute, fine_tune, reporting, schedules
 from alexnet_tf.training import model_dir as model_dir_files
-from alexnet_tf.training.config import TrainConfig
+from alexnet_tf.training.config import ConfigError, TrainConfig
 from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.steps import TrainSteps
 
@@ -61,14 +63,18 @@ def _train(config: TrainConfig) -> dict:
     train_images = input_pipeline.count_records(config.data_dir, "train")
     steps_per_epoch, total_steps = run_length(config, train_images)
 
-    # ---- the model_dir, the model, the optimizer, the checkpoints
+    # ---- the strategy, the source model and the devices, still before writing
     strategy = distribute.make_strategy(config.strategy, config.devices)
+    check_batch_size(config, strategy)
     chief = distribute.is_chief(strategy)
     say = print if chief else (lambda *_: None)
     resuming = tf.train.latest_checkpoint(config.model_dir) is not None
     source = (fine_tune.load_source_model(config.init_from)
               if config.init_from and not resuming else None)
     model_kwargs = model_kwargs_for(config, label_map, rgb, source)
+    tower_devices = resolve_towers(config, model_kwargs)
+
+    # ---- the model_dir, the model, the optimizer, the checkpoints
     if chief:
         if resuming:
             model_dir_files.refuse_changed_model_config(config.model_dir, model_kwargs)
@@ -76,7 +82,6 @@ def _train(config: TrainConfig) -> dict:
         model_dir_files.write_run_files(config.model_dir, config.data_dir, model_kwargs,
                                         config.to_dict())
     out_dir = distribute.write_dir(config.model_dir, strategy)
-    tower_devices = resolve_towers(config)
     if config.seed is not None:  # reproducible weight init (and dropout draws)
         keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -180,8 +185,22 @@ def data_statistics(config: TrainConfig) -> dataset_stats.RGBStats:
     """stats.json's figures, or the published ILSVRC-2012 ones when asked."""
     if config.published_stats:
         return dataset_stats.RGBStats()
-    return dataset_stats.read_rgb_stats(
-        os.path.join(config.data_dir, dataset_stats.STATS_FILENAME))
+    path = os.path.join(config.data_dir, dataset_stats.STATS_FILENAME)
+    try:
+        return dataset_stats.read_rgb_stats(path)
+    except ValueError as e:  # also a JSONDecodeError
+        raise InputError(f"{path}: cannot use it ({e}); rerun data prep, or set "
+                         "published_stats to use the published ILSVRC-2012 statistics"
+                         ) from None
+
+
+def check_batch_size(config: TrainConfig, strategy: tf.distribute.Strategy) -> None:
+    """The global batch splits evenly over the replicas (tf.distribute's rule)."""
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError("batch_size", config.batch_size,
+                          f"must be divisible by the {replicas} replicas of strategy "
+                          f"{config.strategy} (the global batch is split evenly)")
 
 
 def run_length(config: TrainConfig, train_images: int) -> tuple[int, int]:
@@ -231,12 +250,24 @@ def make_optimizer(config: TrainConfig):
     return optimizer
 
 
-def resolve_towers(config: TrainConfig):
+def resolve_towers(config: TrainConfig, model_kwargs: dict):
     """Tower devices for the towers strategy (the config's, else two GPUs);
-    `placement` logs the choice."""
+    `placement` logs the choice. A device this process lacks, or devices for
+    a one-column model (`towers=1`, also inherited from an init_from source),
+    are refused naming `tower_devices`."""
     if config.strategy != "towers":
         return None
-    return placement.resolve_tower_devices(list(config.tower_devices) or "auto")
+    towers = model_kwargs.get("towers", 2)
+    if towers == 1:
+        if config.tower_devices:
+            raise ConfigError("tower_devices", config.tower_devices,
+                              "the model has one column (towers=1): nothing to place; "
+                              "drop tower_devices, or use towers=2")
+        return None
+    try:
+        return placement.resolve_tower_devices(list(config.tower_devices) or "auto", towers)
+    except ValueError as e:
+        raise ConfigError("tower_devices", config.tower_devices, str(e)) from None
 
 
 def describe_start(config, resumed_from, ckpts, schedule, model, source, kwargs) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.data import preprocessing, records
+from alexnet_tf.errors import InputError
 
 
 def load_split(records_dir: str, prefix: str = records.TRAIN_PREFIX, *,
@@ -34,14 +35,14 @@ def load_split(records_dir: str, prefix: str = records.TRAIN_PREFIX, *,
         labels = labels[keep]
     if np.any(labels < 0):
         bad = names[int(np.argmax(labels < 0))].decode()
-        raise ValueError(f"{records_dir}: record {bad!r} has no label")
+        raise InputError(f"{records_dir}: record {bad!r} has no label")
 
     images = np.empty((len(encoded), image_size, image_size, 3), np.uint8)
     decoded = tf.data.Dataset.from_tensor_slices(encoded).map(
         preprocessing.decode_rgb, num_parallel_calls=tf.data.AUTOTUNE)
     for i, image in enumerate(decoded.as_numpy_iterator()):
         if image.shape != images.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"{records_dir}: image {names[i].decode()!r} is {image.shape}, "
                 f"expected {images.shape[1:]} (build the records with --image_size={image_size})")
         images[i] = image

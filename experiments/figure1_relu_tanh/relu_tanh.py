@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from alexnet_tf.errors import InputError
 from experiments.figure1_relu_tanh.data import InputNormalization, load_split  # noqa: F401
 from experiments.figure1_relu_tanh.race import (  # noqa: F401
     MOMENTUM, Run, Sweep, TrainingRun, epochs_to_target, race_learning_rates,
     train_until_target)
 from experiments.figure1_relu_tanh.results import (  # noqa: F401
-    ACTIVATIONS, FIGURE_PNG, RESULTS_JSON, RESULTS_MD, finalize_partial, merge_results,
+    ACTIVATIONS, CONDITIONS, FIGURE_PNG, RESULTS_JSON, RESULTS_MD, finalize_partial, merge_results,
     plot_figure1, ratio, results_table, write_results)
 
-CONDITIONS = ("paper", "modern")
 PAPER_RATIO = 6.0  # Figure 1: ReLU reaches 25% "six times faster"
 
 
@@ -48,12 +48,12 @@ def run_experiment(images, labels, *, conditions=CONDITIONS, activations=ACTIVAT
     """
     for activation in activations:
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
+            raise InputError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
     for condition in conditions:
         if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
+            raise InputError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
         if not learning_rates.get(condition):
-            raise ValueError(f"no learning rates given for condition {condition!r}")
+            raise InputError(f"no learning rates given for condition {condition!r}")
     num_classes = int(labels.max()) + 1
     result = {"target_error": target_error, "max_epochs": max_epochs,
               "batch_size": batch_size, "momentum": MOMENTUM, "seed": seed,

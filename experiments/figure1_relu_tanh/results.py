@@ -7,7 +7,9 @@ import json
 import os
 
 from alexnet_tf import fileio
+from alexnet_tf.errors import InputError
 
+CONDITIONS = ("paper", "modern")
 ACTIVATIONS = ("relu", "tanh")
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -54,7 +56,7 @@ def merge_results(parts: list) -> dict:
     the runs are not comparable; a learning rate run twice must have given
     the same curve (same seed and settings: the same run)."""
     if not parts:
-        raise ValueError("nothing to merge")
+        raise InputError("nothing to merge")
     merged = {k: v for k, v in parts[0].items() if k != "conditions"}
     merged["conditions"] = {}
     for part in parts:
@@ -63,7 +65,8 @@ def merge_results(parts: list) -> dict:
         if settings != expected:
             diff = sorted(k for k in set(settings) | set(expected)
                           if settings.get(k) != expected.get(k))
-            raise ValueError(f"results differ in {', '.join(diff)}: cannot merge")
+            raise InputError(f"results differ in {', '.join(diff)}: cannot merge (runs with "
+                             "other settings or seeds are separate experiments)")
         for condition, section in part["conditions"].items():
             section = json.loads(json.dumps(section))
             if condition in merged["conditions"]:
@@ -83,7 +86,7 @@ def _merge_section(condition: str, first: dict, second: dict) -> dict:
         elif sweeps:
             section[activation] = _merge_sweeps(condition, activation, *sweeps)
     if not any(a in section for a in ACTIVATIONS):
-        raise ValueError(f"condition {condition!r} appears twice with nothing to merge")
+        raise InputError(f"condition {condition!r} appears twice with nothing to merge")
     if all(a in section for a in ACTIVATIONS):
         section["ratio_epochs"] = ratio(section, "epochs_to_target")
         section["ratio_seconds"] = ratio(section, "seconds_to_target")
@@ -96,7 +99,7 @@ def _merge_sweeps(condition: str, activation: str, first: dict, second: dict) ->
         same = runs.get(run["learning_rate"])
         if same is not None and (same["epochs"], same["errors"]) != (run["epochs"],
                                                                      run["errors"]):
-            raise ValueError(f"condition {condition!r}: {activation} at learning rate "
+            raise InputError(f"condition {condition!r}: {activation} at learning rate "
                              f"{run['learning_rate']:g} appears twice with different curves")
         runs.setdefault(run["learning_rate"], run)
     ordered = [runs[lr] for lr in sorted(runs)]
