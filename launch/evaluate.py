@@ -31,10 +31,11 @@ def define_flags() -> None:
     flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of each model_dir: the "
                       "best by validation top-1 error, or the latest.")
     flags.DEFINE_enum("split", "validation", ["validation", "train"], "Split to evaluate.")
-    flags.DEFINE_integer("batch_size", 128, "Images per batch (times 10 with --crops=10).")
+    flags.DEFINE_integer("batch_size", 128, "Images per batch (times 10 with --crops=10).",
+                         lower_bound=1)
     flags.DEFINE_integer("label_offset", 0, "Subtracted from stored labels: 1 reads "
-                         "tensorflow/models' 1-based records.")
-    flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches.")
+                         "tensorflow/models' 1-based records.", lower_bound=0)
+    flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches.", lower_bound=1)
     flags.DEFINE_string("output_json", None, "Where the figures go; default "
                         "<first model_dir>/eval_<split>_<crops>crop.json.")
 

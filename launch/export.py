@@ -87,7 +87,9 @@ def main(argv):
         path = export.export_saved_model(
             model, label_map, FLAGS.export_dir, FLAGS.version, top_k=FLAGS.top_k,
             classify_classes=FLAGS.classify_classes, warmup=FLAGS.warmup)
-    except FileExistsError as e:
+    except NotADirectoryError as e:
+        terminal.usage_error(f"--export_dir={FLAGS.export_dir}: {e}")
+    except FileExistsError as e:  # the version asked for is there already
         terminal.usage_error(f"--version={FLAGS.version}: {e}")
     except ValueError as e:  # the model and the label map disagree
         terminal.usage_error(str(e))

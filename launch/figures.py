@@ -19,7 +19,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "Which checkpoint to draw.")
     flags.DEFINE_integer("max_train_images", None,
                          "Cap on training images whose fc7 features are extracted for "
-                         "the nearest-neighbour figure (default: the whole split).")
+                         "the nearest-neighbour figure (default: the whole split).", lower_bound=1)
     flags.mark_flags_as_required(["model_dir", "data_dir"])
 
 

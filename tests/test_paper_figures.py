@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from alexnet_tf.errors import InputError
 from alexnet_tf.figures import features, paper_figures
 from alexnet_tf.model import alexnet as model_lib
 import tiny_data
@@ -54,3 +55,13 @@ def test_spread_over_classes_takes_classes_in_turn():
     labels = np.array([0, 0, 0, 0, 1, 1, 2])
     assert paper_figures.spread_over_classes(labels, 5) == [0, 4, 6, 1, 5]
     assert paper_figures.spread_over_classes(labels, 10) == [0, 4, 6, 1, 5, 2, 3]
+
+
+def test_render_refuses_data_of_another_class_count_before_writing(tmp_path):
+    data_dir = tiny_data.write_tiny_dataset(tmp_path / "data", num_classes=3,
+                                            train_per_class=2, val_per_class=1)
+    model = model_lib.build_alexnet(num_classes=4, **tiny_data.TINY_MODEL)
+    out_dir = tmp_path / "fig"
+    with pytest.raises(InputError, match="the model has 4 classes but the data's labels.txt has 3"):
+        paper_figures.render(model, data_dir, str(out_dir))
+    assert not out_dir.exists()

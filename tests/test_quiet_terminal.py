@@ -89,3 +89,31 @@ def test_a_users_mistake_is_one_line_and_exit_2_and_writes_nothing(trained, tmp_
     assert len(lines) == 1 and lines[0].startswith("launch.train: error: "), result.stderr
     assert re.search(message, lines[0]), lines[0]
     assert not model_dir.exists()
+
+
+@pytest.mark.parametrize("tool, flags, message", [
+    ("launch.evaluate", ["--data_dir={data}", "--model_dir={model_dir}", "--batch_size=0"],
+     "flag --batch_size=0: 0 is not a positive integer"),
+    ("launch.evaluate", ["--data_dir={other}", "--model_dir={model_dir}"],
+     "the model has 3 classes but the data's labels.txt has 4"),
+    ("launch.figures", ["--data_dir={other}", "--model_dir={model_dir}",
+                        "--out_dir={tmp}/figures"],
+     "the model has 3 classes but the data's labels.txt has 4"),
+    ("launch.export", ["--model_dir={model_dir}", "--export_dir={data}/labels.txt"],
+     "--export_dir=.*labels.txt: export base .*labels.txt is a file, not a folder"),
+    ("launch.serve", ["--export_dir={tmp}", "--rest_port=0", "--dry_run"],
+     r"flag --rest_port=0: 0 is not an integer in the range \[1, 65535\]"),
+])
+def test_the_other_launchers_refuse_a_mistake_in_one_line(trained, tmp_path, tool, flags,
+                                                          message):
+    root, data, model_dir, _ = trained
+    other = root / "four_classes"
+    if not other.exists():
+        write_tiny_dataset(other, num_classes=4, train_per_class=1, val_per_class=1)
+    args = [f.format(data=data, model_dir=model_dir, other=other, tmp=tmp_path) for f in flags]
+    result = _run(tool, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "figures").exists()

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from alexnet_tf.figures import features, render as figures, tb_logs
 from alexnet_tf.data import input_pipeline, labels
+from alexnet_tf.training import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def render(model: keras.Model, data_dir: str, out_dir: str, model_dir: str | Non
            num_top5: int = 8, num_queries: int = 5, num_neighbours: int = 6,
            max_train_images: int | None = None, candidate_pool: int = 256) -> dict[str, str]:
     """Writes every figure it can; returns {figure name: png path}."""
+    data_labels = labels.LabelMap.read(os.path.join(data_dir, labels.LABELS_FILENAME))
+    evaluate.check_labels(model_dir or data_dir, data_labels, model.output_shape[-1])
     os.makedirs(out_dir, exist_ok=True)
     label_map = labels.LabelMap.read(os.path.join(model_dir or data_dir, labels.LABELS_FILENAME))
     written = {}

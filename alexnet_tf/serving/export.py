@@ -88,6 +88,8 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str
     function, makes the export fail rather than publish a model that a
     CPU-only or one-GPU server could not load.
     """
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise NotADirectoryError(f"export base {export_base} is a file, not a folder")
     version = next_version(export_base) if version is None else int(version)
     if version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version}")

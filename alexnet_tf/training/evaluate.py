@@ -23,7 +23,9 @@ from alexnet_tf.data import input_pipeline, labels
 from alexnet_tf.errors import InputError
 
 
-def _check_labels(model_dir: str, data_labels: labels.LabelMap, num_classes: int) -> None:
+def check_labels(model_dir: str, data_labels: labels.LabelMap, num_classes: int) -> None:
+    """The model (with `num_classes` outputs, trained in `model_dir`) scores
+    the classes of the data's labels.txt, or InputError."""
     if num_classes != len(data_labels):
         raise InputError(f"{model_dir}: the model has {num_classes} classes but the data's "
                          f"labels.txt has {len(data_labels)}")
@@ -52,16 +54,18 @@ def evaluate(data_dir: str, model_dirs: Sequence[str], *, crops: int = 10,
     models only), "table": Table 2 text}.
     """
     if not model_dirs:
-        raise ValueError("evaluate needs at least one model_dir")
+        raise InputError("evaluate needs at least one model_dir")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     data_labels = labels.LabelMap.read(os.path.join(data_dir, labels.LABELS_FILENAME))
     models = []
     for model_dir in model_dirs:
         model = checkpoints.restore_model(model_dir, which)
-        _check_labels(model_dir, data_labels, model.output_shape[-1])
+        check_labels(model_dir, data_labels, model.output_shape[-1])
         models.append(model)
     sizes = {model.input_shape[1] for model in models}
     if len(sizes) != 1:
-        raise ValueError(f"the models take different input sizes {sorted(sizes)}; "
+        raise InputError(f"the models take different input sizes {sorted(sizes)}; "
                          "an ensemble needs one")
     image_size = sizes.pop()
     dataset = input_pipeline.make_eval_dataset(
