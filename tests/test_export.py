@@ -241,6 +241,7 @@ def test_parity_b_original_jpegs_close_to_data_prep_path(probe, imagenet_sample)
     assert max(to_pixels) < 0.2, to_pixels
 
 
+@pytest.mark.slow  # these four share the full-size AlexNet export
 def test_parity_real_model_serving_equals_keras_on_eval_image(alexnet_and_export, imagenet_sample):
     model, path = alexnet_and_export
     originals = sample_jpegs(imagenet_sample, 4, start=500)
@@ -260,6 +261,7 @@ def test_parity_real_model_serving_equals_keras_on_eval_image(alexnet_and_export
 
 # -- the real AlexNet: size, placement, XLA, saved_model_cli ------------------------
 
+@pytest.mark.slow
 def test_variables_hold_each_weight_once(alexnet_and_export):
     model, path = alexnet_and_export
     param_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
@@ -269,6 +271,7 @@ def test_variables_hold_each_weight_once(alexnet_and_export):
     assert param_bytes <= stored < param_bytes + 1_000_000, (stored, param_bytes)
 
 
+@pytest.mark.slow
 def test_no_device_pins_and_no_xla(alexnet_and_export):
     _, path = alexnet_and_export
     meta_graph = export.read_saved_model_proto(path).meta_graphs[0]
@@ -293,6 +296,7 @@ def test_tower_placed_model_exports_unpinned(tmp_path):
     np.testing.assert_allclose(served, placed(images, training=False).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_four_signatures(alexnet_and_export):
     _, path = alexnet_and_export
     shown = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", path],
