@@ -1,0 +1,71 @@
+"""What `train()` passes to its input pipelines and says in its header: the
+shuffle buffer sized to the data, the validation subset read across shards,
+the fine-tuning start naming its input normalization."""
+
+import os
+
+import pytest
+
+from alexnet_tf.data import input_pipeline
+from alexnet_tf.training.config import ModelConfig, TrainConfig
+from alexnet_tf.training.loop import train
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    # 3 classes x 4 training images: far fewer than the default shuffle buffer.
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"), num_classes=3,
+                              train_per_class=4, val_per_class=2)
+
+
+def _config(data_dir, model_dir, **overrides):
+    values = dict(batch_size=4, epochs=1, steps_per_epoch=1, log_every_steps=1,
+                  checkpoint_every_steps=100, seed=1, learning_rate=0.001)
+    values.update(overrides)
+    return TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
+                       model=ModelConfig(**{**TINY_MODEL, "dropout": 0.0}), **values)
+
+
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """The keyword arguments of every train and eval pipeline `train()` builds."""
+    calls = {"train": [], "eval": []}
+    real_train, real_eval = input_pipeline.make_train_dataset, input_pipeline.make_eval_dataset
+
+    def spy_train(*args, **kwargs):
+        calls["train"].append(kwargs)
+        return real_train(*args, **kwargs)
+
+    def spy_eval(*args, **kwargs):
+        calls["eval"].append(kwargs)
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(input_pipeline, "make_train_dataset", spy_train)
+    monkeypatch.setattr(input_pipeline, "make_eval_dataset", spy_eval)
+    return calls
+
+
+def test_the_shuffle_buffer_never_exceeds_the_training_set(data_dir, tmp_path, pipeline_calls):
+    assert TrainConfig(data_dir="d", model_dir="m").shuffle_buffer > 12
+    train(_config(data_dir, tmp_path / "run"))
+    assert [c["shuffle_buffer"] for c in pipeline_calls["train"]] == [12]
+    train(_config(data_dir, tmp_path / "small", shuffle_buffer=5))
+    assert pipeline_calls["train"][-1]["shuffle_buffer"] == 5  # a smaller setting stays
+
+
+def test_a_validation_subset_is_read_across_shards_the_whole_split_in_order(
+        data_dir, tmp_path, pipeline_calls):
+    train(_config(data_dir, tmp_path / "subset", validation_steps=1))
+    assert [c["across_shards"] for c in pipeline_calls["eval"]] == [True]
+    train(_config(data_dir, tmp_path / "whole"))
+    assert pipeline_calls["eval"][-1]["across_shards"] is False
+
+
+def test_the_fine_tuning_header_names_the_input_normalization(data_dir, tmp_path, capsys):
+    train(_config(data_dir, tmp_path / "source"))
+    source = os.path.join(tmp_path, "source", "best")
+    train(_config(data_dir, tmp_path / "tuned", init_from=source))
+    assert "input normalization: the source model's input mean and std" in capsys.readouterr().out
+    train(_config(data_dir, tmp_path / "by_data", init_from=source, init_normalization="data"))
+    assert "input normalization: this data's mean and std" in capsys.readouterr().out
