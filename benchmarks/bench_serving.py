@@ -11,7 +11,8 @@ at batch 1 and 32 (images/s), and batch-1 latency p50 / p99. Then the peak
 memory of single serving_default requests, measured in a child process
 (tests/request_memory.py: peak RSS above the level before the call): a
 normal photo next to 1 x 65,500 and 65,500 x 1 images and a GIF bomb, the
-inputs that cost gigabytes before issue 12.
+inputs that cost gigabytes before issue 12, and the largest images the pixel
+limit lets through (8192 x 8192).
 
     python -m benchmarks.bench_serving [--data_dir=../shared/data/imagenet-sample]
         [--batch1_iterations=60] [--batch32_iterations=6]
@@ -140,6 +141,10 @@ def request_peaks(saved_model: str, photo: bytes, folder: str) -> dict:
         "65500x1.gif": hostile_images.thin(65500, "GIF", vertical=True),
         "gif 1x1 then 6000x6000.gif": hostile_images.gif_large_second_frame(6000),
         "gif 600 frames of 1024x1024.gif": hostile_images.gif_repeated_frames(1024, 600),
+        # The largest images the limit lets through: their cost is the decoder's.
+        "8192x8192.png": hostile_images.largest_allowed("PNG"),
+        "8192x8192 progressive.jpeg": hostile_images.largest_allowed(
+            "JPEG", progressive=True, subsampling=0),
     }
     cases = []
     for name, data in inputs.items():

@@ -28,6 +28,12 @@ def thin(length: int, fmt: str, vertical: bool = False) -> bytes:
     return encode(noise(*shape), fmt)
 
 
+def largest_allowed(fmt: str, side: int = 8192, **kwargs) -> bytes:
+    """A side x side image of one colour: small on the wire (a few hundred KB),
+    side^2 pixels (8192^2 = 2^26, the serving limit) once decoded."""
+    return encode(np.full((side, side, 3), 128, np.uint8), fmt, **kwargs)
+
+
 def jpeg_claiming(height: int, width: int) -> bytes:
     """A real JPEG whose frame header claims another size."""
     data = bytearray(encode(noise(16, 16), "JPEG"))
