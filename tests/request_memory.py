@@ -1,9 +1,10 @@
 """Peak memory of single serving requests, measured in a child process.
 
-    python tests/request_memory.py <saved_model_dir> <kill_mb> <signature>:<image file> ...
+    python tests/request_memory.py <saved_model_dir> <kill_mb> <signature>:<image file>[*N] ...
 
 The child loads the SavedModel, answers one warm-up request with a normal
-photo, then for each case: resets the kernel's peak-RSS counter
+photo, then for each case (one image, or with `*N` a batch of N copies
+of it): resets the kernel's peak-RSS counter
 (`/proc/self/clear_refs`), runs the signature once, and reads the peak
 (`VmHWM`) back. A watchdog thread polls `VmRSS` every 2 ms and kills the
 child (exit 3) when it grows too far, so a regression fails the
@@ -92,9 +93,10 @@ def _child(saved_model: str, kill_mb: float, cases: list[str]) -> None:
     for case in cases:
         watchdog.case = case
         signature, path = case.split(":", 1)
+        path, _, copies = path.partition("*")
         with open(path, "rb") as f:
             data = f.read()
-        batch = [_example(data)] if signature == export.CLASSIFY else [data]
+        batch = [_example(data) if signature == export.CLASSIFY else data] * int(copies or 1)
         _reset_peak()
         before = _status_kb("VmRSS")
         error = None

@@ -64,6 +64,23 @@ def test_extreme_images_stay_under_the_bound_and_the_model_answers(exported, ima
     assert answer["peak_above_start_mb"] < BOUND_MB, answer
 
 
+@pytest.mark.slow
+def test_a_batch_of_large_images_costs_about_one_of_them(exported, tmp_path):
+    """A request's images are decoded one at a time: eight 4096x4096 PNGs (48 MB
+    each decoded; 64 MB for one, 105 MB for eight measured) stay under twice
+    one, where decoding them together would take eight times."""
+    big = tmp_path / "4096.png"
+    big.write_bytes(hostile.largest_allowed("PNG", side=4096))
+    peaks = []
+    for case in (str(big), f"{big}*8"):  # a child each: no memory kept from the other
+        answer = request_memory.measure(exported, [("serving_default", case)], kill_mb=KILL_MB)
+        assert answer["returncode"] == 0 and answer["cases"][0]["error"] is None, answer
+        peaks.append(answer["cases"][0]["peak_mb"])
+    one, eight = peaks
+    assert one > 30, peaks  # the decode shows: the measurement can see it
+    assert eight < 2 * one, peaks
+
+
 def test_the_measurement_fails_when_a_request_grows(exported, tmp_path):
     """The watchdog does stop a child that passes its limit: here 20 MB,
     which decoding a 4,000 x 4,000 PNG (48 MB, a 50 KB file) must pass."""
