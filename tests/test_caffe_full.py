@@ -179,7 +179,7 @@ def test_towers_keep_their_placement(imported):
 def test_fine_tuning_from_the_import_with_default_model_flags(imported, tmp_path):
     """`launch.train --init_from=<imported>` on 3-class records: every layer
     but the classifier is copied, and the model keeps Caffe's LRN constants,
-    geometry and mean (the source's)."""
+    geometry, mean and init (the source's)."""
     model_dir = imported[0]
     records = write_tiny_dataset(tmp_path / "records", num_classes=3, train_per_class=4,
                                  val_per_class=2, size=256, train_shards=1)
@@ -196,8 +196,11 @@ def test_fine_tuning_from_the_import_with_default_model_flags(imported, tmp_path
     mine = checkpoints.build_model_from_config(
         model_dir_files.read_model_config(str(tuned))).get_config()
     for key in ("image_size", "conv1_padding", "lrn_size", "lrn_k", "lrn_alpha", "lrn_beta",
-                "lrn_across_towers", "mean_rgb", "std_rgb"):
+                "lrn_across_towers", "mean_rgb", "std_rgb", "init"):
         assert mine[key] == source[key], key
+    # The import's init (caffe, for the mean-only input) is fc8's: no mismatch warning.
+    assert model_dir_files.read_model_config(str(tuned))["init"] == "caffe"
+    assert "std_rgb" not in result.stderr, result.stderr
     assert mine["num_classes"] == 3
     with open(tuned / "train_summary.json") as f:
         assert json.load(f)["step"] == 1

@@ -41,6 +41,27 @@ def test_a_complete_build_passes_and_sha256_is_checked_on_request(complete, tmp_
         check_records_dir(data, verify_sha256=True)
 
 
+def _edit_json(path, edit):
+    with open(path) as f:
+        values = json.load(f)
+    edit(values)
+    with open(path, "w") as f:
+        json.dump(values, f)
+
+
+def _train_only(d):
+    """What data prep writes for an input folder with train/ only."""
+    os.remove(os.path.join(d, "validation-00000-of-00001"))
+    _edit_json(os.path.join(d, "manifest.json"), lambda m: m.update(shards=[
+        s for s in m["shards"] if not s["name"].startswith("validation-")]))
+
+
+def _empty_validation(d):
+    open(os.path.join(d, "validation-00000-of-00001"), "w").close()
+    _edit_json(os.path.join(d, "manifest.json"), lambda m: [
+        s.update(bytes=0, records=0) for s in m["shards"] if s["name"].startswith("validation-")])
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: [os.remove(os.path.join(d, f"train-0000{i}-of-00004")) for i in (2, 3)],
      r"2 problem\(s\)\): train-00002-of-00004 is missing; train-00003-of-00004 is missing"),
@@ -54,6 +75,12 @@ def test_a_complete_build_passes_and_sha256_is_checked_on_request(complete, tmp_
     (lambda d: shutil.copy(os.path.join(d, "train-00000-of-00004"),
                            os.path.join(d, "train-00000-of-00003")),
      r"train-00000-of-00003 is not in the manifest \(left from another build\?\)"),
+    (_train_only, r"has no validation shards .*training validates at each epoch end"),
+    (_empty_validation, r"lists 1 validation shard\(s\) and no validation records"),
+    (lambda d: open(os.path.join(d, "labels.txt"), "w").write("0\tn00000000\tcolour 0\n"),
+     r"labels.txt names 1 class: a classifier needs at least 2"),
+    (lambda d: _edit_json(os.path.join(d, "stats.json"), lambda v: v.update(num_classes=3)),
+     r"stats.json counts 3 classes, labels.txt names 2"),
 ])
 def test_an_incomplete_folder_is_refused_naming_what_is_missing(complete, tmp_path, damage,
                                                                 message):
@@ -83,6 +110,43 @@ def test_foreign_records_train_only_with_the_published_statistics(complete, tmp_
         saved = json.load(f)
     from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB
     assert saved["mean_rgb"] == pytest.approx(list(IMAGENET_MEAN_RGB))
+
+
+@pytest.mark.parametrize("damage, message", [
+    # 6 of 8 train shards: an interrupted rebuild (data prep removed the manifest first).
+    (lambda d: [os.remove(os.path.join(d, f"train-0000{i}-of-00008")) for i in (6, 7)],
+     r"incomplete shard sets \(2 problem\(s\)\): train-00006-of-00008 is missing; "
+     r"train-00007-of-00008 is missing"),
+    (lambda d: shutil.copy(os.path.join(d, "validation-00000-of-00001"),
+                           os.path.join(d, "validation-00001-of-00003")),
+     r"validation shards of 2 builds \(-of-00001, -of-00003\); "
+     r"validation-00000-of-00003 is missing; validation-00002-of-00003 is missing"),
+    (lambda d: [open(os.path.join(d, f"train-0000{i}-of-00008"), "w").close()
+                for i in range(8)], "every train shard is empty"),
+])
+def test_foreign_records_need_every_shard_of_each_set(tmp_path, damage, message):
+    data = write_tiny_dataset(tmp_path / "foreign", num_classes=2, train_per_class=4,
+                              val_per_class=2, train_shards=8)
+    os.remove(os.path.join(data, "manifest.json"))
+    os.remove(os.path.join(data, "stats.json"))
+    check_records_dir(data, published_stats=True)  # complete: accepted
+    damage(data)
+    with pytest.raises(RecordsError, match=message):
+        check_records_dir(data, published_stats=True)
+    model_dir = tmp_path / "run"
+    with pytest.raises(RecordsError, match=message):
+        train(TrainConfig(data, str(model_dir), published_stats=True, model=TINY_MODEL,
+                          max_steps=1))
+    assert not model_dir.exists()
+
+
+def test_a_one_class_build_is_refused_before_writing(tmp_path):
+    data = write_tiny_dataset(tmp_path / "one", num_classes=1, train_per_class=4,
+                              val_per_class=2)
+    model_dir = tmp_path / "run"
+    with pytest.raises(RecordsError, match=r"one/labels.txt names 1 class"):
+        train(TrainConfig(data, str(model_dir), model=TINY_MODEL, max_steps=1))
+    assert not model_dir.exists()
 
 
 def test_manifest_name_is_the_data_preps():

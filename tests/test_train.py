@@ -135,8 +135,20 @@ def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
 
 
 def test_labels_out_of_range_are_one_error_naming_the_record(data_dir, tmp_path):
+    import os
+    import shutil
     from alexnet_tf.errors import InputError
-    # 0-based records read as tensorflow/models' 1-based ones: label -1.
+    from alexnet_tf.training.config import ConfigError
+    # A data prep build's labels are 0-based: label_offset is refused up front.
+    with pytest.raises(ConfigError, match=r"data prep build .* 0-based already") as info:
+        train(_config(data_dir, tmp_path / "run", max_steps=2, label_offset=1))
+    assert info.value.field == "label_offset" and not (tmp_path / "run").exists()
+    # The same records as foreign ones (no manifest): the input pipeline finds
+    # label -1 and names the record.
+    foreign = tmp_path / "foreign"
+    shutil.copytree(data_dir, foreign)
+    os.remove(foreign / "manifest.json")
     with pytest.raises(InputError, match=r"label out of range \[0, 3\) .* label -1 record "
                                          r"\S+\.JPEG in shard \S+train-0000"):
-        train(_config(data_dir, tmp_path / "run", max_steps=2, label_offset=1))
+        train(_config(str(foreign), tmp_path / "run2", max_steps=2, label_offset=1,
+                      published_stats=True))

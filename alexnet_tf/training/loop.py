@@ -55,8 +55,14 @@ def train(config: TrainConfig) -> dict:
 
 def _train(config: TrainConfig) -> dict:
     # ---- the data, checked before anything is written
-    records_check.check_records_dir(config.data_dir, verify_sha256=config.verify_records,
-                                    published_stats=config.published_stats)
+    manifest = records_check.check_records_dir(
+        config.data_dir, verify_sha256=config.verify_records,
+        published_stats=config.published_stats, require_validation=True)  # every run validates
+    if manifest and config.label_offset:
+        raise ConfigError("label_offset", config.label_offset,
+                          f"{config.data_dir} is a data prep build (it has a manifest.json), "
+                          "whose labels are 0-based already; label_offset is for "
+                          "tensorflow/models' 1-based records")
     model_dir_files.check_writable_dir(config.model_dir)
     label_map = labels.LabelMap.read(os.path.join(config.data_dir, labels.LABELS_FILENAME))
     rgb = data_statistics(config)
