@@ -17,7 +17,6 @@ def test_defaults_are_the_papers():
     ("batch_size", 0), ("strategy", "horovod"), ("lr_schedule", "cosine"),
     ("momentum", 1.0), ("max_steps", 0), ("mixed_precision", "float8"),
     ("step_epochs", (60, 30)), ("tower_devices", ("/CPU:0",)),
-    ("mixed_precision", "mixed_bfloat16"),
 ])
 def test_bad_values_are_refused_naming_the_field(field, value):
     kwargs = {field: value}

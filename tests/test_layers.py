@@ -49,6 +49,17 @@ def test_lrn_edge_channels_sum_over_fewer_neighbours():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_lrn_of_half_precision_maps_is_computed_in_float32(dtype):
+    """Activations of 300 square to 90,000, past float16's largest value: a
+    float16 sum would be infinite and the maps zero. bfloat16 has no LRN
+    kernel of its own."""
+    a = np.full((1, 2, 2, 8), 300.0, np.float32)
+    got = LocalResponseNormalization(dtype=f"mixed_{dtype}")(a)  # as under a mixed policy
+    assert got.dtype == dtype
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), paper_lrn(a), rtol=1e-2)
+
+
 def test_lrn_config_round_trip():
     layer = LocalResponseNormalization(depth_radius=3, bias=1.0, alpha=2e-4, beta=0.5,
                                        name="lrn")

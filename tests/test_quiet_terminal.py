@@ -64,8 +64,7 @@ def test_verbosity_0_shows_tensorflows_lines_again(trained):
     ("--batch_size=0", "--batch_size=0: must be positive"),
     ("--learning_rate=nan", "--learning_rate=nan: must be a positive finite number"),
     ("--learning_rate=-0.1", "--learning_rate=-0.1: must be a positive finite number"),
-    ("--mixed_precision=mixed_bfloat16", "--mixed_precision=mixed_bfloat16: TensorFlow's "
-     "LRN op has no bfloat16 kernel"),
+    ("--mixed_precision=mixed_float32", "--mixed_precision=mixed_float32: must be one of"),
     ("--model_dir={data}/labels.txt", "labels.txt is a file, not a folder"),
     ("--data_dir={root}/nowhere", "nowhere not found"),
     ("--data_dir={bad_labels}", r"labels.txt:2: wnid 'n00000000' repeats line 1"),

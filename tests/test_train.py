@@ -105,6 +105,15 @@ def test_mixed_float16_trains_with_loss_scaling(data_dir, tmp_path):
     assert all(v.dtype == "float32" for v in [reader.get_tensor(k) for k in scale_keys])
 
 
+@pytest.mark.parametrize("precision, jit", [("mixed_float16", True), ("mixed_bfloat16", False)])
+def test_half_precision_trains_with_lrn(data_dir, tmp_path, precision, jit):
+    """XLA's float16 LRN mixed precisions and TensorFlow has no bfloat16 LRN:
+    both train now that LRN runs in float32."""
+    summary = train(_config(data_dir, tmp_path / "run", steps_per_epoch=2, validation_steps=1,
+                            mixed_precision=precision, jit_compile=jit))
+    assert summary["step"] == 2 and math.isfinite(summary["train_loss"])
+
+
 def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_path):
     from alexnet_tf.data import dataset_stats, labels
     from alexnet_tf.training.loop import model_kwargs_for

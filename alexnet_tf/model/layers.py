@@ -57,9 +57,13 @@ class LocalResponseNormalization(keras.layers.Layer):
         return cls(depth_radius=(size - 1) // 2, bias=k, alpha=alpha, beta=beta, **kwargs)
 
     def call(self, inputs):
-        return tf.nn.local_response_normalization(
-            inputs, depth_radius=self.depth_radius, bias=self.bias,
+        # In float32 under mixed precision: a float16 sum of squares overflows
+        # (max 65504) once activations pass about 114, TensorFlow has no
+        # bfloat16 LRN kernel, and XLA's float16 LRN mixes precisions.
+        normalized = tf.nn.local_response_normalization(
+            tf.cast(inputs, tf.float32), depth_radius=self.depth_radius, bias=self.bias,
             alpha=self.alpha, beta=self.beta)
+        return tf.cast(normalized, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

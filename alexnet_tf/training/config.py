@@ -197,9 +197,6 @@ class TrainConfig:
              "tower_devices", "towers needs exactly two devices (or none for two GPUs)")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision",
              f"must be one of {MIXED_PRECISION}")
-        need(self.mixed_precision != "mixed_bfloat16" or self.model.lrn is False,
-             "mixed_precision", "TensorFlow's LRN op has no bfloat16 kernel: use "
-             "mixed_float16, or turn LRN off (lrn=False)")
         need(self.label_offset >= 0, "label_offset", "must be >= 0")
         need(0 <= self.lighting_stddev < float("inf"), "lighting_stddev",
              "must be finite and >= 0")
