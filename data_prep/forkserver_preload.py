@@ -1,21 +1,26 @@
 """The fork server's preload list: import it only through
-`set_forkserver_preload`.
+`set_forkserver_preload`, inside `lifeline.announced()`.
 
-It imports what every worker needs (TensorFlow, through the shard writer)
-once, in the fork server, so each worker forked from it starts warm; and it
-makes the fork server die with the build that started it (`data_prep.lifeline`).
+It makes the fork server die with the build that started it
+(`data_prep.lifeline`), first thing, and then imports what every worker
+needs (TensorFlow, through the shard writer) once, in the fork server, so
+each worker forked from it starts warm. In the other order a build killed
+during those seconds of imports left the fork server (and the worker it
+went on to fork for the build's queued request) running for good.
 """
 
 from __future__ import annotations
 
 import os
 
-from data_prep import lifeline, writer  # noqa: F401 - the writer is the preload
+from data_prep import lifeline  # light: no TensorFlow
 
 # The fork server's pid, inherited by every worker it forks: a worker that
 # finds another parent knows the fork server, hence the build, is gone.
 FORKSERVER_PID: int | None = None
 
 if lifeline.in_forkserver_preload():
-    lifeline.die_with_parent()
+    lifeline.die_with_build()
     FORKSERVER_PID = os.getpid()
+
+from data_prep import writer  # noqa: E402,F401 - the writer is the preload

@@ -109,13 +109,17 @@ def _kaggle(input_dir: str) -> Listing:
     if TRAIN in split_dirs:
         splits[TRAIN] = walk.class_folders(TRAIN)
     if VALIDATION in split_dirs:
-        splits[VALIDATION] = _flat_validation(input_dir, split_dirs[VALIDATION], walk.problems)
+        splits[VALIDATION] = _flat_validation(input_dir, walk)
     return _labelled(input_dir, "kaggle", splits, walk.problems)
 
 
-def _flat_validation(input_dir: str, val_dir: str, problems: list) -> list[SourceFile]:
-    """Kaggle's val/: flat files named by image id, labelled by the solution CSV."""
+def _flat_validation(input_dir: str, walk: TreeWalk) -> list[SourceFile]:
+    """Kaggle's val/: flat files named by image id, labelled by the solution
+    CSV. A file whose real path lies in the train folder (a link into it, or
+    a val/ that is itself a link into train/) is refused, as in class folders."""
     labels = ilsvrc.validation_labels(input_dir)
+    val_dir, problems = walk.split_dirs[VALIDATION], walk.problems
+    val_real = walk.real_folder(VALIDATION)
     files = []
     with os.scandir(val_dir) as it:
         entries = sorted(it, key=lambda e: e.name)
@@ -126,7 +130,10 @@ def _flat_validation(input_dir: str, val_dir: str, problems: list) -> list[Sourc
             problems.append((VALIDATION, escape(entry.path), f"cannot stat: {e.strerror}"))
             continue
         wnid = labels.lookup(entry.name) if stat.S_ISREG(st.st_mode) else None
-        if wnid is None:
+        refusal = walk.file_refusal(VALIDATION, entry, val_real) if wnid else None
+        if refusal:
+            problems.append((VALIDATION, escape(entry.path), refusal))
+        elif wnid is None:
             reason = (labels.missing_reason(entry.name) if stat.S_ISREG(st.st_mode)
                       else "not a regular file")
             problems.append((VALIDATION, escape(entry.path), reason))
@@ -139,6 +146,11 @@ def _flat_validation(input_dir: str, val_dir: str, problems: list) -> list[Sourc
 
 def _ilsvrc_tar(input_dir: str) -> Listing:
     problems: list[tuple[str, str, str]] = []
+    archives = [os.path.join(input_dir, n) for n in (TRAIN_TAR, VAL_TAR)]
+    if all(os.path.isfile(a) for a in archives) and os.path.samefile(*archives):
+        raise LayoutError(f"{escape(archives[0])} and {escape(archives[1])} are the same "
+                          f"file ({escape(os.path.realpath(archives[1]))}): keep the "
+                          "splits apart")
     splits = ilsvrc.list_archives(input_dir, problems)
     if not splits:
         raise LayoutError(f"'{escape(input_dir)}' has neither {TRAIN_TAR} nor {VAL_TAR}")

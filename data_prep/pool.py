@@ -14,7 +14,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 
-from data_prep import writer
+from data_prep import lifeline, writer
 from data_prep.progress import Progress
 
 
@@ -37,7 +37,9 @@ def _in_workers(tasks: list[writer.ShardTask], num_workers: int,
     context.set_forkserver_preload(["data_prep.forkserver_preload"])
     counter = context.Value("q", 0)
     results = []
-    with concurrent.futures.ProcessPoolExecutor(
+    # The fork server starts at the first submit; it reads this process's
+    # pid from the environment (`lifeline.announced`).
+    with lifeline.announced(), concurrent.futures.ProcessPoolExecutor(
             max_workers=min(num_workers, len(tasks)), mp_context=context,
             initializer=writer.init_worker, initargs=(counter,)) as pool:
         pending = {pool.submit(writer.produce_shard, t, writer.count_image): t

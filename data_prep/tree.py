@@ -107,11 +107,10 @@ class TreeWalk:
                 elif stat.S_ISREG(st.st_mode):
                     # A plain file lies where its folder does (checked); only a
                     # link can lead elsewhere, and only another split matters.
-                    other = (self._other_split(split, self._link_real(entry.path, real))
-                             if len(self._real) > 1 and entry.is_symlink() else None)
-                    if other:
-                        self._problem(split, entry.path, f"link into the {other} folder: "
-                                                         f"not used for {split}")
+                    refusal = (self.file_refusal(split, entry, real)
+                               if entry.is_symlink() else None)
+                    if refusal:
+                        self._problem(split, entry.path, refusal)
                     else:
                         files.append(stamped(entry.path, wnid, st))
                 else:
@@ -130,6 +129,22 @@ class TreeWalk:
         if _id(st) in self.visited:
             return f"same folder as {self.visited[_id(st)]}, already read: not followed"
         return None
+
+    def file_refusal(self, split: str, entry: os.DirEntry, folder_real: str) -> str | None:
+        """Why the regular file (or link to one) `entry`, in the folder whose
+        real path is `folder_real`, must not be used for `split`: its real
+        path lies in another split's folder."""
+        if len(self._real) < 2:
+            return None
+        if entry.is_symlink():
+            other = self._other_split(split, self._link_real(entry.path, folder_real))
+            return other and f"link into the {other} folder: not used for {split}"
+        other = self._other_split(split, os.path.join(folder_real, entry.name))
+        return other and f"lies in the {other} folder: not used for {split}"
+
+    def real_folder(self, split: str) -> str:
+        """The real path of `split`'s folder."""
+        return self._real[split]
 
     def _link_real(self, link: str, folder_real: str) -> str:
         """The real path of the file link `link` in the folder whose real path

@@ -1,9 +1,9 @@
 """Writing one shard, safely, and recognising a shard that is already done.
 
 A worker writes a shard under `<name>.tmp` and syncs it (`write_shard`); the
-build itself then renames it and writes a small record of it
-(`.parts/<name>.json`: what went in, what was skipped and why, record count,
-bytes, sha256, class counts, pixel moments), also atomically (`publish`). So
+build itself then writes a small record of it atomically (`.parts/<name>.json`:
+what went in, what was skipped and why, record count, bytes, sha256, class
+counts, pixel moments) and only then renames it to its name (`publish`). So
 a reader or a rerun never sees half a shard under its real name, and a worker
 that outlives a killed build can never publish one. A rerun keeps a shard
 only if that record exists, was made from exactly the same inputs (paths,
@@ -115,6 +115,11 @@ def init_worker(counter) -> None:
     global _counter
     _counter = counter
     from data_prep import forkserver_preload
+    if forkserver_preload.FORKSERVER_PID is None:  # the preload did not run there
+        raise RuntimeError("the fork server did not load data_prep.forkserver_preload: "
+                           "its workers would not die with the build")
+    # The pid is inherited from the fork server's memory, so a fork server
+    # gone before this line is caught by the comparison.
     lifeline.die_with_parent(forkserver_preload.FORKSERVER_PID)
 
 
@@ -162,7 +167,7 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
     counts: collections.Counter = collections.Counter()
     converted, skipped = [], []
     tmp_path = task.path + TMP_SUFFIX
-    with tf.io.TFRecordWriter(tmp_path) as writer:
+    with tf.io.TFRecordWriter(tf_path(tmp_path)) as writer:
         for source in task.plan.files:
             try:
                 image = convert.convert(source.read(), settings.image_size,
@@ -192,6 +197,14 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
         records=len(converted), bytes=os.path.getsize(tmp_path), sha256=file_sha256(tmp_path),
         class_counts=dict(sorted(counts.items())), moments=moments,
         converted=converted, skipped=skipped)
+
+
+def tf_path(path: str) -> bytes:
+    """`path` as TensorFlow's file layer must be given it: as bytes (a folder
+    name need not be UTF-8, and TF's own str -> bytes step insists on it), and
+    absolute (so a relative folder named like `gs://x` is never taken for
+    a file system scheme)."""
+    return os.fsencode(os.path.abspath(path))
 
 
 def publish(task: ShardTask, result: ShardResult) -> None:

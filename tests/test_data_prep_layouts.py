@@ -3,6 +3,7 @@
 import builtins
 import gzip
 import io
+import json
 import os
 import tarfile
 
@@ -11,6 +12,7 @@ import pytest
 import scipy.io
 
 from data_prep import ilsvrc, layouts
+from tree_data import build_quietly, write_jpeg
 
 # Devkit ids deliberately not in sorted-wnid order: id 1 is the last wnid.
 DEVKIT_IDS = {1: "n03000003", 2: "n01000001", 3: "n02000002"}
@@ -148,6 +150,75 @@ def test_kaggle_layout(tmp_path):
 def test_validation_without_labels_is_an_error(tmp_path):
     _write(tmp_path / "ILSVRC" / "Data" / "CLS-LOC" / "val" / "ILSVRC2012_val_00000001.JPEG")
     with pytest.raises(layouts.LayoutError, match="validation images need labels"):
+        layouts.list_inputs(str(tmp_path))
+
+
+def _kaggle_tree(tmp_path):
+    """Two training classes of real JPEGs, val/ with one image of its own."""
+    root = tmp_path / "ILSVRC" / "Data" / "CLS-LOC"
+    for n, wnid in enumerate(("n01000001", "n02000002")):
+        for i in range(2):
+            write_jpeg(str(root / "train" / wnid / f"{wnid}_{i}.JPEG"), (100 * n, 50, 50 * i))
+    write_jpeg(str(root / "val" / "ILSVRC2012_val_00000001.JPEG"))
+    (tmp_path / layouts.VAL_SOLUTION).write_text(
+        "ImageId,PredictionString\n" + "".join(
+            f"ILSVRC2012_val_{i:08d},n0{1 + i % 2}00000{1 + i % 2} 1 2 3 4\n"
+            for i in range(1, 6)))
+    (tmp_path / layouts.SYNSET_MAPPING).write_text("n01000001 first thing\nn02000002 crane\n")
+    return root
+
+
+def test_kaggle_val_links_into_train_are_refused(tmp_path):
+    """A file link in the flat val/ pointing into train/ was written into
+    validation ("validation: found 2, written 2, skipped 0"). Now it is
+    skipped with its reason, however the link is spelt."""
+    root = _kaggle_tree(tmp_path)
+    val, train = root / "val", root / "train"
+    os.symlink(train / "n01000001" / "n01000001_0.JPEG", val / "ILSVRC2012_val_00000002.JPEG")
+    os.symlink("../train/n02000002/n02000002_1.JPEG", val / "ILSVRC2012_val_00000003.JPEG")
+    os.symlink(tmp_path / "hop", val / "ILSVRC2012_val_00000004.JPEG")  # a chain of links
+    os.symlink(train / "n01000001" / "n01000001_1.JPEG", tmp_path / "hop")
+    write_jpeg(str(tmp_path / "elsewhere" / "x.JPEG"))  # a link out of both splits is fine
+    os.symlink(tmp_path / "elsewhere" / "x.JPEG", val / "ILSVRC2012_val_00000005.JPEG")
+
+    listing = layouts.list_inputs(str(tmp_path))
+    assert [f.filename for f in listing.splits["validation"]] == [
+        "ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000005.JPEG"]
+    assert sorted((p[0], os.path.basename(p[1]), p[2]) for p in listing.problems) == [
+        ("validation", f"ILSVRC2012_val_0000000{i}.JPEG",
+         "link into the train folder: not used for validation") for i in (2, 3, 4)]
+
+    summary = build_quietly(tmp_path, tmp_path / "out")
+    assert summary.per_split["validation"] == {"found": 5, "written": 2, "skipped": 3}
+    assert summary.per_split["train"] == {"found": 4, "written": 4, "skipped": 0}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    reasons = [s["reason"] for s in manifest["skipped_files"]]
+    assert sum(r.startswith("link into the train") for r in reasons) == 3
+
+
+def test_kaggle_val_folder_inside_train_is_refused(tmp_path):
+    """val/ itself a link to a class folder of train/: its plain files lie in
+    the train folder, so none is used for validation (and train does not
+    read the class folder that is the validation folder)."""
+    root = _kaggle_tree(tmp_path)
+    (root / "val" / "ILSVRC2012_val_00000001.JPEG").rename(
+        root / "train" / "n01000001" / "ILSVRC2012_val_00000001.JPEG")
+    (root / "val").rmdir()
+    os.symlink(root / "train" / "n01000001", root / "val")
+    listing = layouts.list_inputs(str(tmp_path))
+    assert listing.splits["validation"] == []
+    assert [(p[0], os.path.basename(p[1]), p[2].split(" '")[0]) for p in listing.problems] == [
+        ("train", "n01000001", "folder in the validation folder: not read for train"),
+        ("validation", "ILSVRC2012_val_00000001.JPEG",
+         "lies in the train folder: not used for validation"),
+        ("validation", "n01000001_0.JPEG", "no label for"),
+        ("validation", "n01000001_1.JPEG", "no label for")]
+
+
+def test_ilsvrc_tar_archives_must_be_two_files(tmp_path):
+    _write(tmp_path / layouts.TRAIN_TAR, _tar_bytes({}))
+    os.symlink(tmp_path / layouts.TRAIN_TAR, tmp_path / layouts.VAL_TAR)
+    with pytest.raises(layouts.LayoutError, match="are the same file"):
         layouts.list_inputs(str(tmp_path))
 
 

@@ -68,7 +68,8 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
     servers |= {p.pid for p in [forkserver()] if p is not None}
     alive_before = [_describe(p, servers) for p in _children(me, recursive=True)]
     running = build.poll() is None
-    os.kill(build.pid, signal.SIGKILL)
+    if running:  # (once reaped, its pid could be another process's)
+        os.kill(build.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     build.wait()
 
@@ -183,5 +184,7 @@ def test_no_descendant_survives_a_kill_during_start_up(small_tree, tmp_path, eve
         harness.wait(timeout=30)
     report = json.loads(stdout.strip().splitlines()[-1])
     assert "error" not in report, report
+    if event == "start" and not report["build_was_running"]:
+        pytest.skip(f"this machine finished the build within {delay} s: {report}")
     assert report["build_was_running"], report
     assert report["survivors"] == [], report
