@@ -108,3 +108,16 @@ def test_fine_tuning_inherits_the_source_init_unless_the_run_sets_it(data_dir, t
     train(TrainConfig(str(data_dir), str(again), batch_size=4, epochs=1, steps_per_epoch=1,
                       max_steps=1, init_from=str(source), model={"init": "paper"}))
     assert model_dir_files.read_model_config(str(again))["init"] == "paper"
+
+
+def test_a_data_dir_whose_name_is_not_utf8_is_refused_by_name(data_dir, tmp_path):
+    """Data prep writes into such a folder; TensorFlow's file functions cannot
+    open it (a UnicodeEncodeError traceback), so training says so in one line."""
+    import shutil
+    odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"records\xff"))
+    shutil.copytree(data_dir, odd)
+    model_dir = tmp_path / "run"
+    with pytest.raises(InputError, match=r"records\\xff'?: TensorFlow's file functions take "
+                                         "UTF-8 names only"):
+        train(_config(odd, model_dir))
+    assert not model_dir.exists()

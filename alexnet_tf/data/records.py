@@ -10,8 +10,11 @@ with `label_offset`).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import tensorflow as tf
+
+from alexnet_tf.errors import InputError
 
 ENCODED = "image/encoded"
 FORMAT = "image/format"
@@ -127,7 +130,15 @@ def list_shards(data_dir, split: str, *, required: bool = True) -> list[str]:
     pattern, unless `required=False`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
-    pattern = shard_pattern(str(data_dir), split)
+    data_dir = os.fspath(data_dir)
+    if isinstance(data_dir, str) and not data_dir.isascii():
+        try:
+            data_dir.encode("utf-8")
+        except UnicodeEncodeError:  # bytes from sys.argv that are not UTF-8
+            raise InputError(
+                f"{os.fsencode(data_dir)!r}: TensorFlow's file functions take UTF-8 names "
+                "only; rename the folder, or link it under a UTF-8 name") from None
+    pattern = shard_pattern(data_dir, split)
     files = sorted(tf.io.gfile.glob(pattern))
     if required and not files:
         raise FileNotFoundError(
