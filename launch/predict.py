@@ -46,7 +46,7 @@ def define_flags() -> None:
                       "package, the 'serving' extra).")
     flags.DEFINE_string("saved_model", None, "Run this SavedModel version directory in-process "
                         "instead of asking a server.")
-    flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the server.", lower_bound=0.001)
+    flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the server.")
 
 
 def shown(name: str) -> str:

@@ -49,10 +49,8 @@ def define_flags() -> None:
                         "Model base path holding numbered versions (launch.export's --export_dir).")
     flags.DEFINE_string("model_name", None, "Name clients use in URLs and ModelSpecs; default the "
                         "export_dir's last component.")
-    flags.DEFINE_integer("grpc_port", 8500, "gRPC port (PredictionService, ModelService).",
-                         lower_bound=1, upper_bound=65535)
-    flags.DEFINE_integer("rest_port", 8501, "REST port (/v1/models/<name>:predict, ...).",
-                         lower_bound=1, upper_bound=65535)
+    flags.DEFINE_integer("grpc_port", 8500, "gRPC port (PredictionService, ModelService).")
+    flags.DEFINE_integer("rest_port", 8501, "REST port (/v1/models/<name>:predict, ...).")
     flags.DEFINE_string("versions", "latest:1", "Version policy: latest:N (the N highest), all, "
                         "or specific:1,2 (only those).")
     flags.DEFINE_string("config_dir", None, "Where the generated config files go; default "
@@ -62,14 +60,11 @@ def define_flags() -> None:
     flags.DEFINE_string("docker_image", "tensorflow/serving:latest",
                         "Image for the Docker runner (use a -gpu tag with --docker_gpus).")
     flags.DEFINE_bool("docker_gpus", False, "Pass --gpus=all to docker run.")
-    flags.DEFINE_integer("max_batch_size", 32, "Server-side batching: largest batch formed.",
-                         lower_bound=1)
+    flags.DEFINE_integer("max_batch_size", 32, "Server-side batching: largest batch formed.")
     flags.DEFINE_integer("batch_timeout_micros", 5000, "Server-side batching: longest wait for a "
-                         "batch to fill, in microseconds.", lower_bound=0)
-    flags.DEFINE_integer("num_batch_threads", None, "Threads running batches; default the CPU count.",
-                         lower_bound=1)
-    flags.DEFINE_integer("max_enqueued_batches", 100, "Queue bound; beyond it requests are refused.",
-                         lower_bound=1)
+                         "batch to fill, in microseconds.")
+    flags.DEFINE_integer("num_batch_threads", None, "Threads running batches; default the CPU count.")
+    flags.DEFINE_integer("max_enqueued_batches", 100, "Queue bound; beyond it requests are refused.")
     flags.DEFINE_bool("dry_run", False, "Write the configs and print the command, do not run it.")
 
 
