@@ -22,7 +22,7 @@ import os
 import stat
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from launch import predict_clients, terminal
 from launch.predict_clients import CLASSIFY, SERVING_DEFAULT, ItemError, PredictError
@@ -152,10 +152,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    terminal.quiet_native_logs()
-
-    def run(argv):
-        terminal.configure_logging()
-        return main(argv)
-
-    app.run(run)
+    terminal.run(main, takes_arguments=True)

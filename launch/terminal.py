@@ -160,8 +160,11 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-def run(main: Callable, *, user_errors: tuple = ()) -> None:
+def run(main: Callable, *, user_errors: tuple = (), takes_arguments: bool = False) -> None:
     """`app.run(main)` with the quiet terminal and one-line user errors.
+
+    Arguments after the flags are refused unless `takes_arguments` (file
+    names, for launch.predict); main's return value is the exit status.
 
     InputError (bad settings, incomplete records, wrong files) and the
     file-system errors of paths the user gave are the user's to fix; other
@@ -174,7 +177,7 @@ def run(main: Callable, *, user_errors: tuple = ()) -> None:
 
     def wrapped(argv):
         configure_logging()
-        if len(argv) > 1:
+        if len(argv) > 1 and not takes_arguments:
             usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
         try:
             return main(argv)

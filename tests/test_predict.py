@@ -304,6 +304,8 @@ def test_cli_classify_signature_over_rest_and_in_process(rest_server, saved_mode
     (["--signature_name=predict_images"], "--signature_name=predict_images: gives no classes"),
     (["--timeout=0"], "--timeout=0.0: must be more than 0"),
     (["--saved_model=/nonexistent/1"], "--saved_model=/nonexistent/1: no saved_model.pb"),
+    (["--top_k=5"], "Unknown command line flag 'top_k'"),  # absl's own parse: one line too
+    (["--timeout=fast"], "flag --timeout=fast: could not convert string to float"),
 ])
 def test_cli_usage_errors_are_one_line_exit_2(tmp_path, images, args, message):
     path = tmp_path / "photo.jpg"
