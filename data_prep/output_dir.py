@@ -21,10 +21,10 @@ import time
 
 from alexnet_tf import fileio
 from alexnet_tf.data import records
+from alexnet_tf.data.records_check import PARTS_DIR  # per-shard records (data_prep.writer)
 from data_prep.names import escape
 
 LOCK_FILENAME = ".build.lock"
-PARTS_DIR = ".parts"  # per-shard records (data_prep.writer)
 CONFIG_FILENAME = "config.json"  # inside PARTS_DIR: the identity of the build
 SHARD_TMP_SUFFIX = ".tmp"
 

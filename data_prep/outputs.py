@@ -16,10 +16,10 @@ from alexnet_tf import fileio
 from alexnet_tf.data import records
 from alexnet_tf.data.dataset_stats import STATS_FILENAME, rgb_stats_to_json, split_counts_to_json
 from alexnet_tf.data.labels import LABELS_FILENAME
+from alexnet_tf.data.records_check import MANIFEST_FILENAME
 from data_prep import layouts, stats, writer
 from data_prep.names import escape, printable
 
-MANIFEST_FILENAME = "manifest.json"
 FILES_FILENAME = "manifest_files.tsv"
 NAMES = (MANIFEST_FILENAME, FILES_FILENAME, LABELS_FILENAME, STATS_FILENAME)
 

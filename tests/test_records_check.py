@@ -113,7 +113,7 @@ def test_foreign_records_train_only_with_the_published_statistics(complete, tmp_
 
 
 @pytest.mark.parametrize("damage, message", [
-    # 6 of 8 train shards: an interrupted rebuild (data prep removed the manifest first).
+    # 6 of 8 train shards: a partial copy.
     (lambda d: [os.remove(os.path.join(d, f"train-0000{i}-of-00008")) for i in (6, 7)],
      r"incomplete shard sets \(2 problem\(s\)\): train-00006-of-00008 is missing; "
      r"train-00007-of-00008 is missing"),
@@ -152,3 +152,34 @@ def test_a_one_class_build_is_refused_before_writing(tmp_path):
 def test_manifest_name_is_the_data_preps():
     from data_prep import build_tfrecords
     assert records_check.MANIFEST_FILENAME == build_tfrecords.MANIFEST_FILENAME
+
+
+def test_an_unfinished_data_prep_build_is_refused_even_with_published_stats(tmp_path):
+    """A rebuild removes the manifest first and replaces shards one by one: killed
+    halfway, the folder holds a complete -of-N set mixing two builds."""
+    from tree_data import build_quietly, write_jpeg
+    for i, cls in enumerate(("a", "b")):
+        write_jpeg(str(tmp_path / "in" / "train" / cls / f"{i}.jpg"))
+        write_jpeg(str(tmp_path / "in" / "val" / cls / f"{i}.jpg"))
+    out = tmp_path / "records"
+    assert build_quietly(tmp_path / "in", out).ok
+    check_records_dir(str(out))  # finished: accepted
+    os.remove(out / "manifest.json")  # as a rebuild does when it starts
+    for published in (False, True):
+        with pytest.raises(RecordsError, match=r"records is a data prep build that did not "
+                                               r"finish \(it has .parts/ but no manifest.json"):
+            check_records_dir(str(out), published_stats=published)
+
+
+def test_a_partial_copy_of_foreign_records_trains_when_asked(tmp_path):
+    data = write_tiny_dataset(tmp_path / "foreign", num_classes=2, train_per_class=4,
+                              val_per_class=2, train_shards=4)
+    for name in ("manifest.json", "stats.json", "train-00003-of-00004"):
+        os.remove(os.path.join(data, name))
+    with pytest.raises(RecordsError, match="set partial_shard_sets to train on these shards"):
+        check_records_dir(data, published_stats=True)
+    assert check_records_dir(data, published_stats=True, partial_shard_sets=True) == {}
+    summary = train(TrainConfig(data, str(tmp_path / "run"), published_stats=True,
+                                partial_shard_sets=True, model=TINY_MODEL, max_steps=1,
+                                batch_size=2))
+    assert summary["step"] == 1

@@ -6,9 +6,10 @@ folder missing shards, or either file, is an incomplete or foreign build:
 training on it would silently use fewer images or the wrong statistics.
 Records made by other tools have neither file; they train only when asked
 to use the published ILSVRC-2012 statistics (`published_stats`), and then
-each split's `-of-N` shard set must hold every index 0..N-1 (data prep
-removes the manifest when a build starts, so an interrupted rebuild looks
-foreign). Training validates at each epoch end, so the validation split
+each split's `-of-N` shard set must hold every index 0..N-1. Data prep
+removes the manifest when a build starts; a folder with its `.parts/` but
+no manifest is its unfinished build (old and new shards mixed) and is
+refused even with `published_stats`. Training validates at each epoch end, so the validation split
 must be there too, and labels.txt must name at least two classes.
 """
 
@@ -25,7 +26,10 @@ from alexnet_tf.data.dataset_stats import STATS_FILENAME
 from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
 from alexnet_tf.errors import InputError
 
+# The folder's contract with data prep, which imports these names: a finished
+# build has a manifest; every build keeps its per-shard records in PARTS_DIR.
 MANIFEST_FILENAME = "manifest.json"
+PARTS_DIR = ".parts"
 _HASH_BLOCK = 8 << 20
 _SHARD_NAME = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
 _SHOWN = 5
@@ -36,7 +40,8 @@ class RecordsError(InputError):
 
 
 def check_records_dir(data_dir: str, *, verify_sha256: bool = False,
-                      published_stats: bool = False, require_validation: bool = True) -> dict:
+                      published_stats: bool = False, require_validation: bool = True,
+                      partial_shard_sets: bool = False) -> dict:
     """Refuses a records folder that is not a complete data prep build.
 
     Returns the manifest (an empty dict for foreign records accepted with
@@ -44,7 +49,8 @@ def check_records_dir(data_dir: str, *, verify_sha256: bool = False,
     labels.txt names at least two classes; train shards (and validation
     shards unless `require_validation` is False) are there and not all
     empty; every shard the manifest lists is there with its size (and
-    sha256 when asked); without a manifest, every shard of each `-of-N` set;
+    sha256 when asked); without a manifest, every shard of each `-of-N` set
+    (unless `partial_shard_sets`);
     stats.json exists unless `published_stats`.
     """
     if not os.path.isdir(data_dir):
@@ -63,11 +69,16 @@ def check_records_dir(data_dir: str, *, verify_sha256: bool = False,
         _require_shards(data_dir, split)
     manifest_path = os.path.join(data_dir, MANIFEST_FILENAME)
     if not os.path.exists(manifest_path):
+        if os.path.isdir(os.path.join(data_dir, PARTS_DIR)):
+            raise RecordsError(
+                f"{data_dir} is a data prep build that did not finish (it has {PARTS_DIR}/ "
+                f"but no {MANIFEST_FILENAME}; its shards may mix two builds): rerun data prep")
         if published_stats:
-            _refuse_problems(data_dir, _shard_set_problems(data_dir),
-                             f"has no {MANIFEST_FILENAME} and incomplete shard sets",
-                             "(a build that did not finish, or a partial copy): complete the "
-                             "copy or rerun data prep")
+            if not partial_shard_sets:
+                _refuse_problems(data_dir, _shard_set_problems(data_dir),
+                                 f"has no {MANIFEST_FILENAME} and incomplete shard sets",
+                                 "(a partial copy, or a build that did not finish): complete "
+                                 "the copy, or set partial_shard_sets to train on these shards")
             for split in splits:
                 if all(os.path.getsize(p) == 0 for p in records.list_shards(data_dir, split)):
                     raise RecordsError(f"{data_dir}: every {split} shard is empty")

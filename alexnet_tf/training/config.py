@@ -140,6 +140,9 @@ class TrainConfig:
         False, "Train on records without data prep's manifest.json and stats.json (e.g. "
         "tensorflow/models' files, with --label_offset=1), using the published ILSVRC-2012 "
         "mean, std and PCA figures.")
+    partial_shard_sets: bool = option(
+        False, "With published_stats: train even when a split's -of-N shard set is "
+        "incomplete (e.g. a few of tensorflow/models' 1,024 shards copied for a quick run).")
     # Fine-tuning (section 6): a checkpoint prefix/dir or a .keras file.
     init_from: str = option("", "Start from this checkpoint (model_dir, best/ or prefix) or "
                             ".keras file: compatible layers are copied, the classifier "

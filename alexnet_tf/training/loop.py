@@ -57,7 +57,8 @@ def _train(config: TrainConfig) -> dict:
     # ---- the data, checked before anything is written
     manifest = records_check.check_records_dir(
         config.data_dir, verify_sha256=config.verify_records,
-        published_stats=config.published_stats, require_validation=True)  # every run validates
+        published_stats=config.published_stats, require_validation=True,  # every run validates
+        partial_shard_sets=config.partial_shard_sets)
     if manifest and config.label_offset:
         raise ConfigError("label_offset", config.label_offset,
                           f"{config.data_dir} is a data prep build (it has a manifest.json), "
