@@ -86,6 +86,12 @@ def test_an_init_from_file_keras_cannot_load_is_one_error(data_dir, tmp_path):
     with pytest.raises(InputError, match=r"init_from .*model.keras: not a Keras model file"):
         train(_config(data_dir, tmp_path / "run", init_from=str(bad)))
     assert not (tmp_path / "run").exists()
+    import keras
+    other = tmp_path / "sequential.keras"  # loads, but is not an AlexNet
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(other)
+    with pytest.raises(InputError, match=r"sequential.keras: a Sequential, not an AlexNet"):
+        train(_config(data_dir, tmp_path / "run", init_from=str(other)))
+    assert not (tmp_path / "run").exists()
 
 
 def test_fine_tuning_inherits_the_source_init_unless_the_run_sets_it(data_dir, tmp_path,

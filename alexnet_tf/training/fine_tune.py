@@ -45,13 +45,17 @@ def load_source_model(init_from: str) -> keras.Model:
     if init_from.endswith(".keras"):
         if not os.path.exists(init_from):
             raise InputError(f"init_from {init_from}: file not found")
-        import alexnet_tf.model.alexnet  # noqa: F401  registers the custom layers
+        from alexnet_tf.model.alexnet import AlexNet  # also registers the custom layers
         try:
-            return keras.saving.load_model(init_from, compile=False)
+            model = keras.saving.load_model(init_from, compile=False)
         except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as e:
             raise InputError(f"init_from {init_from}: not a Keras model file this project "
                              f"can load ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
                              ) from None
+        if not isinstance(model, AlexNet):
+            raise InputError(f"init_from {init_from}: a {type(model).__name__}, not an AlexNet "
+                             "saved by this project (alexnet_tf.AlexNet)")
+        return model
     prefix, model_dir = _resolve_checkpoint(init_from)
     model = checkpoints.build_model_from_config(model_dir_files.read_model_config(model_dir))
     checkpoints.restore_weights(model, prefix)
