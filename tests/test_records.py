@@ -1,5 +1,6 @@
 """alexnet_tf.data.records: the one TFRecord schema."""
 
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -85,3 +86,17 @@ def test_atomic_writes_replace_whole_files_with_ordinary_permissions(tmp_path):
     except RuntimeError:
         pass
     assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["labels.txt"]
+
+
+@pytest.mark.parametrize("folder", ["runs [2]", "a*b", "what?", "plain"])
+def test_list_shards_reads_a_folder_whose_name_looks_like_a_pattern(tmp_path, folder):
+    data = tmp_path / folder
+    data.mkdir()
+    for name in ("train-00001-of-00002", "train-00000-of-00002", "train-00000-of-00002.tmp",
+                 "train-0000x-of-00002", "validation-00000-of-00001"):
+        (data / name).write_bytes(b"")
+    assert records.list_shards(str(data), "train") == [
+        str(data / "train-00000-of-00002"), str(data / "train-00001-of-00002")]
+    assert records.list_shards(str(data / "nowhere"), "train", required=False) == []
+    with pytest.raises(FileNotFoundError, match="no validation TFRecord shards"):
+        records.list_shards(str(tmp_path), "validation")

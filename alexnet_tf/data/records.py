@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import tensorflow as tf
 
@@ -125,9 +126,9 @@ SPLITS = (TRAIN_PREFIX, VALIDATION_PREFIX)
 
 
 def list_shards(data_dir, split: str, *, required: bool = True) -> list[str]:
-    """Every shard of one split ('train' or 'validation') in `data_dir`, in name
-    order (gfile: any file system). None found is an error naming the
-    pattern, unless `required=False`."""
+    """Every shard of one split ('train' or 'validation') in `data_dir`
+    (`<split>-NNNNN-of-NNNNN`), in name order (gfile: any file system). None
+    found is an error naming the pattern, unless `required=False`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     data_dir = os.fspath(data_dir)
@@ -138,8 +139,15 @@ def list_shards(data_dir, split: str, *, required: bool = True) -> list[str]:
             raise InputError(
                 f"{os.fsencode(data_dir)!r}: TensorFlow's file functions take UTF-8 names "
                 "only; rename the folder, or link it under a UTF-8 name") from None
+    # Names matched here, not by a glob of the whole path: a folder named
+    # "runs [2]" or "a*b" is a folder, not a pattern.
+    try:
+        names = tf.io.gfile.listdir(data_dir)
+    except tf.errors.OpError:  # not there, or not a folder
+        names = []
+    shard = re.compile(rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}")
+    files = sorted(os.path.join(data_dir, n) for n in names if shard.fullmatch(n))
     pattern = shard_pattern(data_dir, split)
-    files = sorted(tf.io.gfile.glob(pattern))
     if required and not files:
         raise FileNotFoundError(
             f"no {split} TFRecord shards match {pattern} (expected files like "
