@@ -4,6 +4,9 @@ half-written file, and a kill leaves the old version in place.
 The text goes to a hidden temporary file in the same folder (so the rename
 cannot cross file systems), is flushed and fsynced, then renamed over the
 target. Works on local paths; TensorFlow's gfile is not needed here.
+
+`is_utf8_path` says whether TensorFlow's file functions can take a path:
+they need UTF-8, and a name from sys.argv may hold other bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,23 @@ import json
 import os
 import tempfile
 from typing import Any, Callable, Iterator
+
+
+def is_utf8_path(path) -> bool:
+    """False for a str path holding bytes that are not UTF-8 (os.fsdecode's
+    surrogate escapes), which TensorFlow cannot encode."""
+    path = os.fspath(path)
+    if not isinstance(path, str) or path.isascii():
+        return True
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+NOT_UTF8 = ("TensorFlow's file functions take UTF-8 names only; rename the folder, or link "
+            "it under a UTF-8 name")
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import time
 from alexnet_tf import fileio
 from alexnet_tf.data import records
 from alexnet_tf.data.records_check import PARTS_DIR  # per-shard records (data_prep.writer)
+from alexnet_tf.errors import InputError
 from data_prep.names import escape
 
 LOCK_FILENAME = ".build.lock"
@@ -29,7 +30,7 @@ CONFIG_FILENAME = "config.json"  # inside PARTS_DIR: the identity of the build
 SHARD_TMP_SUFFIX = ".tmp"
 
 
-class BuildError(ValueError):
+class BuildError(InputError):
     """Bad settings, or an output folder this build cannot or must not touch."""
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 from alexnet_tf.data.labels import LabelMap
+from alexnet_tf.errors import InputError
 from data_prep import names
 
 TRAIN, VALIDATION = "train", "validation"
@@ -19,7 +20,7 @@ TRAIN, VALIDATION = "train", "validation"
 MAX_FILE_BYTES = 256 << 20
 
 
-class LayoutError(ValueError):
+class LayoutError(InputError):
     """The input directory does not hold what the layout needs."""
 
 

@@ -13,6 +13,7 @@ Writes `results.json`, `results.md` (the table) and `figure1.png`.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from absl import flags
@@ -30,7 +31,7 @@ def _subset_of(choices):
 
 def _positive_floats(values) -> bool:
     try:
-        return bool(values) and all(float(v) > 0 for v in values)
+        return bool(values) and all(0 < float(v) < math.inf for v in values)
     except ValueError:
         return False
 
@@ -70,6 +71,8 @@ def define_flags() -> None:
                          lower_bound=1)
     flags.DEFINE_integer("validation_shards", 4, "Validation shards when converting a raw "
                          "folder.", lower_bound=1)
+    flags.DEFINE_bool("overwrite", False, "Convert a raw folder into <out_dir>/records from "
+                      "scratch instead of resuming (data prep's --overwrite).")
     flags.DEFINE_list("merge_from", None, "Instead of training: merge the results.json of "
                       "these out_dirs, or these .json files (e.g. one per --conditions, run "
                       "in parallel; docs/figures/figure1_relu_tanh.json redraws the README's "
@@ -86,7 +89,7 @@ def define_flags() -> None:
                              f"--activations: a comma-separated subset of {','.join(ACTIVATIONS)}")
     for name in ("paper_learning_rates", "modern_learning_rates"):
         flags.register_validator(name, _positive_floats,
-                                 f"--{name}: comma-separated numbers > 0")
+                                 f"--{name}: comma-separated finite numbers > 0")
     flags.register_validator("target_error", lambda v: 0 < v < 1,
                              "--target_error must be between 0 and 1")
     flags.register_validator("max_epochs", lambda v: v > 0, "--max_epochs must be > 0")
@@ -95,12 +98,16 @@ def define_flags() -> None:
 
 
 def has_records(data_dir: str) -> bool:
+    from alexnet_tf import fileio
     from alexnet_tf.data import records
+    if not fileio.is_utf8_path(data_dir):  # TensorFlow cannot read it; data prep can
+        return False
     return bool(records.list_shards(data_dir, records.TRAIN_PREFIX, required=False))
 
 
 def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
-                    train_shards: int = 16, validation_shards: int = 4) -> str:
+                    train_shards: int = 16, validation_shards: int = 4,
+                    overwrite: bool = False) -> str:
     """The records to train from: `data_dir` itself, or the data prep's
     conversion of it into `<out_dir>/records` (resumed if already there)."""
     if has_records(data_dir):
@@ -113,7 +120,7 @@ def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
     print(f"Converting {data_dir} to {image_size}x{image_size} TFRecords in {target}")
     summary = build_tfrecords.build(build_tfrecords.BuildConfig(
         input_dir=data_dir, output_dir=target, image_size=image_size,
-        train_shards=train_shards, validation_shards=validation_shards))
+        train_shards=train_shards, validation_shards=validation_shards, overwrite=overwrite))
     if not summary.ok:  # a training set with holes would change the experiment
         split, path, reason = summary.skipped[0]
         raise InputError(f"data prep skipped {len(summary.skipped)} file(s) of {data_dir}, "
@@ -141,9 +148,12 @@ def read_results(source: str) -> dict:
     if not isinstance(result, dict) or not isinstance(result.get("conditions"), dict):
         raise InputError(f"{path} is not a Figure 1 results.json (no 'conditions')")
     try:
-        return results.finalize_partial(result)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"{path} is not a Figure 1 results.json (bad entry {e})") from None
+        result = results.finalize_partial(result)
+        results.results_table(result)  # everything the table and plot read is there
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        raise InputError(f"{path} is not a Figure 1 results.json (bad or missing entry "
+                         f"{e})") from None
+    return result
 
 
 def merge(out_dirs: list) -> dict:
@@ -161,6 +171,9 @@ def _write_and_print(result: dict) -> None:
 
 def main(argv):
     del argv
+    from alexnet_tf import fileio
+    if not fileio.is_utf8_path(FLAGS.out_dir):  # it will hold records TensorFlow reads
+        raise InputError(f"--out_dir={os.fsencode(FLAGS.out_dir)!r}: {fileio.NOT_UTF8}")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     if FLAGS.merge_from:
         _write_and_print(merge(FLAGS.merge_from))
@@ -168,7 +181,7 @@ def main(argv):
     from experiments.figure1_relu_tanh import relu_tanh  # TensorFlow loads after the flags
     records_dir = records_dir_for(
         FLAGS.data_dir, FLAGS.out_dir, FLAGS.image_size, train_shards=FLAGS.train_shards,
-        validation_shards=FLAGS.validation_shards)
+        validation_shards=FLAGS.validation_shards, overwrite=FLAGS.overwrite)
     images, labels = relu_tanh.load_split(
         records_dir, image_size=FLAGS.image_size, max_images=FLAGS.max_train_images,
         seed=FLAGS.init_seed)

@@ -219,8 +219,9 @@ def test_merge_extends_a_learning_rate_grid_and_refuses_a_different_rerun():
 LAUNCHER_MISTAKES = [
     (["--conditions=bogus"], "--conditions: a comma-separated subset of paper,modern"),
     (["--activations=relu,sigmoid"], "--activations: a comma-separated subset of relu,tanh"),
-    (["--paper_learning_rates=abc"], "--paper_learning_rates: comma-separated numbers > 0"),
-    (["--modern_learning_rates=0.01,-1"], "--modern_learning_rates: comma-separated numbers"),
+    (["--paper_learning_rates=abc"], "--paper_learning_rates: comma-separated finite numbers"),
+    (["--modern_learning_rates=0.01,-1"], "--modern_learning_rates: comma-separated finite"),
+    (["--paper_learning_rates=inf"], "--paper_learning_rates: comma-separated finite numbers"),
     (["--max_epochs=-1"], "--max_epochs must be > 0"),
     (["--target_error=1.5"], "--target_error must be between 0 and 1"),
     (["--batch_size=0"], "batch_size"),
@@ -256,7 +257,9 @@ def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
         folder = tmp_path / f"seed{seed}"
         folder.mkdir()
         (folder / "results.json").write_text(json.dumps(
-            {"seed": seed, "target_error": 0.25, "complete": True, "conditions": {}}))
+            {"seed": seed, "target_error": 0.25, "max_epochs": 1, "batch_size": 8,
+             "momentum": 0.9, "paper_ratio": 6.0, "train_images": 10, "complete": True,
+             "conditions": {}}))
         seeds.append(str(folder))
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -264,14 +267,49 @@ def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "results.json").write_text("[1, 2]")
+    bare = tmp_path / "bare.json"  # a file, given by its path
+    bare.write_text('{"conditions": {}}')
     for merge_from, message in ((seeds, "results differ in seed: cannot merge"),
                                 ([str(broken)], f"{broken / 'results.json'} is not valid JSON"),
                                 ([str(foreign)], "is not a Figure 1 results.json"),
+                                ([str(bare)], "bare.json is not a Figure 1 results.json "
+                                              "(bad or missing entry 'target_error')"),
                                 ([str(tmp_path / "none")], "results.json")):
         result = _launch(tmp_path, f"--merge_from={','.join(merge_from)}")
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "results.json").exists()  # nothing written on a refusal
+
+
+def test_launcher_conversion_problems_are_one_line(tmp_path):
+    """The raw folder's conversion: data prep's own refusals reach the user as one
+    line (a second run converting into the same folder, an empty train/, a
+    folder TensorFlow could not read back)."""
+    from data_prep.output_dir import OutputLock
+    raw = tmp_path / "raw"
+    (raw / "train").mkdir(parents=True)
+    empty = _launch(tmp_path, f"--data_dir={raw}")
+    assert empty.returncode == 2 and len(empty.stderr.strip().splitlines()) == 1, empty.stderr
+    (raw / "train" / "a").mkdir()
+    (raw / "train" / "a" / "1.jpg").write_bytes(_jpeg(np.zeros((32, 32, 3), np.uint8)))
+    records_dir = tmp_path / "out" / "records"
+    records_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(str(records_dir)):
+        locked = _launch(tmp_path, f"--data_dir={raw}")
+    assert locked.returncode == 2, locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1, locked.stderr
+    assert "is being written by another build" in locked.stderr
+    odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"fig\xff"))
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    refused = subprocess.run(
+        [sys.executable, "-m", "launch.reproduce_relu_tanh", f"--data_dir={raw}",
+         f"--out_dir={odd}"], cwd=repo, capture_output=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=repo))
+    assert refused.returncode == 2 and b"UTF-8 names only" in refused.stderr, refused.stderr
+    assert not os.path.exists(odd)
 
 
 def test_load_split_names_an_image_of_the_wrong_size(tmp_path):

@@ -123,7 +123,7 @@ def test_a_data_dir_whose_name_is_not_utf8_is_refused_by_name(data_dir, tmp_path
     odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"records\xff"))
     shutil.copytree(data_dir, odd)
     model_dir = tmp_path / "run"
-    with pytest.raises(InputError, match=r"records\\xff'?: TensorFlow's file functions take "
-                                         "UTF-8 names only"):
+    with pytest.raises(InputError, match=r"data_dir='.*records\\+xff': TensorFlow's file "
+                                         "functions take UTF-8 names only"):
         train(_config(odd, model_dir))
     assert not model_dir.exists()

@@ -15,6 +15,7 @@ import re
 
 import tensorflow as tf
 
+from alexnet_tf import fileio
 from alexnet_tf.errors import InputError
 
 ENCODED = "image/encoded"
@@ -132,13 +133,8 @@ def list_shards(data_dir, split: str, *, required: bool = True) -> list[str]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     data_dir = os.fspath(data_dir)
-    if isinstance(data_dir, str) and not data_dir.isascii():
-        try:
-            data_dir.encode("utf-8")
-        except UnicodeEncodeError:  # bytes from sys.argv that are not UTF-8
-            raise InputError(
-                f"{os.fsencode(data_dir)!r}: TensorFlow's file functions take UTF-8 names "
-                "only; rename the folder, or link it under a UTF-8 name") from None
+    if not fileio.is_utf8_path(data_dir):
+        raise InputError(f"{os.fsencode(data_dir)!r}: {fileio.NOT_UTF8}")
     # Names matched here, not by a glob of the whole path: a folder named
     # "runs [2]" or "a*b" is a folder, not a pattern.
     try:

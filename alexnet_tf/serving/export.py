@@ -25,7 +25,9 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from alexnet_tf import fileio
 from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
+from alexnet_tf.errors import InputError
 from alexnet_tf.serving import saved_model_proto
 from alexnet_tf.serving.saved_model_proto import (  # noqa: F401  re-exported
     pinned_devices, read_saved_model_proto, serving_node_defs, xla_compiled_nodes)
@@ -88,8 +90,11 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str
     function, makes the export fail rather than publish a model that a
     CPU-only or one-GPU server could not load.
     """
-    if os.path.exists(export_base) and not os.path.isdir(export_base):
-        raise NotADirectoryError(f"export base {export_base} is a file, not a folder")
+    if os.path.lexists(export_base) and not os.path.isdir(export_base):
+        raise NotADirectoryError(f"export base {export_base} is a file (or a dangling link), "
+                                 "not a folder")
+    if not fileio.is_utf8_path(export_base):
+        raise InputError(f"export base {os.fsencode(export_base)!r}: {fileio.NOT_UTF8}")
     version = next_version(export_base) if version is None else int(version)
     if version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version}")

@@ -11,8 +11,10 @@ learning rate 0.01 divided by 10 when the validation error stops improving
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Optional, Sequence
 
+from alexnet_tf import fileio
 from alexnet_tf.errors import InputError
 from alexnet_tf.options import option  # noqa: F401  (re-exported for launchers)
 
@@ -172,6 +174,11 @@ class TrainConfig:
 
         need(bool(self.data_dir), "data_dir", "must be set")
         need(bool(self.model_dir), "model_dir", "must be set")
+        for field in ("data_dir", "model_dir", "init_from"):
+            path = getattr(self, field) or ""
+            if not fileio.is_utf8_path(path):  # shown with \xHH escapes
+                raise ConfigError(field, os.fsencode(path).decode("ascii", "backslashreplace"),
+                                  fileio.NOT_UTF8)
         need(self.batch_size > 0, "batch_size", "must be positive")
         need(self.epochs > 0, "epochs", "must be positive")
         # `x > 0` is False for NaN, so NaN is refused too.
