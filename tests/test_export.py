@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from alexnet_tf.errors import InputError
 from alexnet_tf.serving import export
 import export_probe
 from serving_session import ServingSession
@@ -104,6 +105,20 @@ def test_versions_are_next_free_integer_and_never_overwritten(tmp_path):
                                      warmup=False) == str(tmp_path / "3")
     assert export.existing_versions(str(tmp_path)) == [3, 7, 8]
     assert sorted(os.listdir(tmp_path)) == ["3", "7", "8", "notes"]
+
+
+def test_an_export_base_tensorflow_cannot_use_is_refused_by_name(tmp_path):
+    model = export_probe.build_probe_model(2, image_size=8)
+    labels = LabelMap(("n1", "n2"), ("one", "two"))
+    (tmp_path / "file").write_text("x")
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    for name in ("file", "dangling"):
+        with pytest.raises(NotADirectoryError, match=f"{name} is a file .*not a folder"):
+            export.export_saved_model(model, labels, str(tmp_path / name), warmup=False)
+    odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"models\xff"))
+    with pytest.raises(InputError, match=r"models\\xff'?: TensorFlow's file functions"):
+        export.export_saved_model(model, labels, odd, warmup=False)
+    assert sorted(os.listdir(tmp_path)) == ["dangling", "file"]
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path):
