@@ -1,5 +1,6 @@
-"""The fork server's preload list: import it only through
-`set_forkserver_preload`, inside `lifeline.announced()`.
+"""The preload of the build's fork server (`data_prep.pool` starts it inside
+`lifeline.announced()` on the lasting thread). Imported anywhere else (a
+worker, an ordinary process) it only imports the writer.
 
 It makes the fork server die with the build that started it
 (`data_prep.lifeline`), first thing, and then imports what every worker

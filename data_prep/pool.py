@@ -6,6 +6,12 @@ every worker from that clean process: no per-worker import, and no fork of a
 parent whose TensorFlow runtime may already be running threads. Both die
 with the build (`data_prep.lifeline`). Workers only write `.tmp` files; this
 process publishes each shard as its result arrives (`writer.publish`).
+
+The fork server is multiprocessing's own, started from the lasting thread
+(`lifeline.on_lasting_thread`), whichever thread runs the build: the kernel
+ties its death signal to the thread that started it. One that user code
+started before the first build (without this preload) is used as it is: its
+workers load the writer themselves and die with it, not with the build.
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import multiprocessing.forkserver
 
 from data_prep import lifeline, writer
 from data_prep.progress import Progress
+
+
+def _start_fork_server() -> None:
+    """Starts the fork server (if not running) with this process's pid in its
+    environment (`lifeline.announced`); on the lasting thread only."""
+    with lifeline.announced():
+        multiprocessing.forkserver.ensure_running()
 
 
 def run_tasks(tasks: list[writer.ShardTask], num_workers: int,
@@ -35,11 +49,10 @@ def _in_workers(tasks: list[writer.ShardTask], num_workers: int,
                 progress: Progress) -> list[writer.ShardResult]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["data_prep.forkserver_preload"])
+    lifeline.on_lasting_thread(_start_fork_server)
     counter = context.Value("q", 0)
     results = []
-    # The fork server starts at the first submit; it reads this process's
-    # pid from the environment (`lifeline.announced`).
-    with lifeline.announced(), concurrent.futures.ProcessPoolExecutor(
+    with concurrent.futures.ProcessPoolExecutor(
             max_workers=min(num_workers, len(tasks)), mp_context=context,
             initializer=writer.init_worker, initargs=(counter,)) as pool:
         pending = {pool.submit(writer.produce_shard, t, writer.count_image): t

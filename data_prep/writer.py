@@ -115,12 +115,11 @@ def init_worker(counter) -> None:
     global _counter
     _counter = counter
     from data_prep import forkserver_preload
-    if forkserver_preload.FORKSERVER_PID is None:  # the preload did not run there
-        raise RuntimeError("the fork server did not load data_prep.forkserver_preload: "
-                           "its workers would not die with the build")
     # The pid is inherited from the fork server's memory, so a fork server
-    # gone before this line is caught by the comparison.
-    lifeline.die_with_parent(forkserver_preload.FORKSERVER_PID)
+    # gone before this line is caught by the comparison. Without it (a fork
+    # server user code started without the preload) the worker dies with
+    # that fork server, whatever it is.
+    lifeline.die_with_parent(forkserver_preload.FORKSERVER_PID or os.getppid())
 
 
 def count_image() -> None:

@@ -1,0 +1,244 @@
+"""Builds from threads, and beside a fork server that is not ours: real
+subprocesses (each a fresh Python, as a user's program would be).
+
+Linux's PR_SET_PDEATHSIG fires when the *thread* that started a process
+ends, not its process: a build run in a thread used to leave its fork server
+armed against that thread, so the thread's end killed it and the next build
+of the process failed (EOFError / BrokenProcessPool). And a fork server
+already started by user code (without our preload) made every worker exit
+silently at start. The build now starts the fork server only from a thread
+that lasts as long as the process (`data_prep.lifeline`), and a fork server
+without the preload is used as it is.
+
+The user's program is `main` here, run by `python -c` (so that the fork
+server has no `__main__` file to import); the tests start it and read the
+JSON line it prints.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+FORKSERVER_MARK = "multiprocessing.forkserver"
+
+
+# ----------------------------------------------------------- the program
+
+
+def _build(input_dir: str, out: str, train_shards: int = 4) -> dict:
+    """A 2-worker build: its shards come from the fork server's workers."""
+    from data_prep import build_tfrecords
+
+    try:
+        with open(os.devnull, "w") as log:
+            summary = build_tfrecords.build(build_tfrecords.BuildConfig(
+                input_dir=input_dir, output_dir=out, image_size=32, num_workers=2,
+                min_images_per_worker=0, overwrite=True, train_shards=train_shards),
+                log=log)
+        return {"ok": True, "written": summary.written}
+    except BaseException as e:  # noqa: BLE001 - reported to the test
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def _in_thread(job) -> dict:
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(job()))
+    thread.start()
+    thread.join()
+    return box
+
+
+def _server_pid():
+    import multiprocessing.forkserver
+
+    return multiprocessing.forkserver._forkserver._forkserver_pid
+
+
+def _program_sequence(input_dir: str, out: str) -> dict:
+    """A build in a thread, then one in the main thread, then two in two
+    threads at once; and what ran inside the fork server's workers."""
+    import concurrent.futures
+    import multiprocessing.forkserver
+
+    from data_prep import lifeline
+
+    report = {"thread": _in_thread(lambda: _build(input_dir, f"{out}/t"))}
+    report["server_after_thread"] = _server_pid()
+    report["main"] = _build(input_dir, f"{out}/m")
+    report["server_after_main"] = _server_pid()
+    barrier, both = threading.Barrier(2), {}
+
+    def parallel(name):
+        barrier.wait()
+        started = time.monotonic()
+        both[name] = dict(_build(input_dir, f"{out}/{name}"), started=started,
+                          ended=time.monotonic())
+
+    threads = [threading.Thread(target=parallel, args=(n,)) for n in ("p1", "p2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report.update(both)
+    report["server_after_parallel"] = _server_pid()
+    context = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as workers:
+        report["worker_thinks_it_is_the_fork_server"] = workers.submit(
+            lifeline.in_forkserver_preload).result()
+    report["here_thinks_it_is_the_fork_server"] = lifeline.in_forkserver_preload()
+    return report
+
+
+def _program_foreign(input_dir: str, out: str) -> dict:
+    """User code runs a forkserver pool first (multiprocessing's fork server,
+    without our preload), then two builds, then its pool again."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(1) as p:
+        before = p.apply(os.getpid)
+    report = {"user_pool_before": before > 0}
+    report["build0"] = _build(input_dir, f"{out}/0")
+    report["build1"] = _build(input_dir, f"{out}/1")
+    with ctx.Pool(1) as p:
+        report["user_pool_after"] = p.apply(os.getpid) > 0
+    return report
+
+
+def _program_thread_then_kill(input_dir: str, slow_dir: str, out: str) -> None:
+    """A build in a thread that ends, then a long one in another thread;
+    the test kills this process during the second."""
+    first = _in_thread(lambda: _build(input_dir, f"{out}/first"))
+    print(json.dumps({"first": first, "server": _server_pid()}), flush=True)
+    second = _in_thread(lambda: _build(slow_dir, f"{out}/slow", train_shards=16))
+    print(json.dumps({"second_ended": second}), flush=True)
+
+
+def main(mode: str, *args: str) -> None:
+    if mode == "thread-kill":
+        _program_thread_then_kill(*args)
+    else:
+        program = {"sequence": _program_sequence, "foreign": _program_foreign}[mode]
+        print(json.dumps(program(*args)), flush=True)
+
+
+def _program(mode: str, *args) -> list[str]:
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+            "import test_data_prep_threads as t; t.main(*sys.argv[2:])",
+            TESTS_DIR, mode, *map(str, args)]
+
+
+# ---------------------------------------------------------------- the tests
+
+import glob  # noqa: E402
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tree_data import write_jpeg  # noqa: E402
+
+pytestmark = [pytest.mark.slow,  # subprocess builds
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="forkserver and PR_SET_PDEATHSIG as on Linux")]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+@pytest.fixture(scope="module")
+def tiny_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    for c in ("a", "b"):
+        for i in range(6):
+            write_jpeg(str(root / "train" / c / f"{i}.jpg"), (40 * i, 80, 200))
+    return root
+
+
+@pytest.fixture(scope="module")
+def slow_tree(tmp_path_factory):
+    """160 links to one 1500x1500 noise PNG: a 2-worker build of seconds."""
+    root = tmp_path_factory.mktemp("slow")
+    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "big.png", compress_level=1)
+    for c in ("a", "b"):
+        (root / "in" / "train" / c).mkdir(parents=True)
+        for i in range(80):
+            os.symlink(root / "big.png", root / "in" / "train" / c / f"{i:03d}.png")
+    return root / "in"
+
+
+def _run(*args, timeout=240) -> dict:
+    run = subprocess.run(_program(*args), cwd=REPO_ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_builds_from_threads_then_the_main_thread_then_two_at_once(tiny_tree, tmp_path):
+    report = _run("sequence", tiny_tree, tmp_path)
+    for name in ("thread", "main", "p1", "p2"):
+        assert report[name] == {**report[name], "ok": True, "written": 12}, report
+    # the two parallel builds did run at the same time
+    assert max(report["p1"]["started"], report["p2"]["started"]) < min(
+        report["p1"]["ended"], report["p2"]["ended"]), report
+    # one fork server, still up after the thread that first used it ended
+    assert report["server_after_thread"] == report["server_after_main"] == \
+        report["server_after_parallel"] is not None, report
+    assert report["worker_thinks_it_is_the_fork_server"] is False
+    assert report["here_thinks_it_is_the_fork_server"] is False
+
+
+def test_a_build_beside_a_fork_server_started_by_user_code(tiny_tree, tmp_path):
+    report = _run("foreign", tiny_tree, tmp_path)
+    assert report["user_pool_before"] and report["user_pool_after"], report
+    assert report["build0"] == {"ok": True, "written": 12}, report
+    assert report["build1"] == {"ok": True, "written": 12}, report
+
+
+def test_killing_a_process_whose_build_runs_in_a_thread_kills_its_helpers(
+        tiny_tree, slow_tree, tmp_path):
+    """The fork server was started for a build in a thread that has ended;
+    a second build in another thread uses it; kill -9 of the process during
+    it leaves no fork server, worker or tracker alive."""
+    program = subprocess.Popen(
+        _program("thread-kill", tiny_tree, slow_tree, tmp_path), cwd=REPO_ROOT, env=ENV,
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = json.loads(program.stdout.readline())
+        assert first["first"] == {"ok": True, "written": 12}, first
+        deadline = time.monotonic() + 120
+        while not glob.glob(str(tmp_path / "slow" / "train-?????-of-?????")):
+            if program.poll() is not None:
+                pytest.fail(f"the program ended before it was killed: {program.stdout.read()}")
+            assert time.monotonic() < deadline, "no shard of the second build after 120 s"
+            time.sleep(0.02)
+        helpers = psutil.Process(program.pid).children(recursive=True)
+        servers = [p for p in helpers if p.ppid() == program.pid
+                   and FORKSERVER_MARK in " ".join(p.cmdline())]
+        assert [p.pid for p in servers] == [first["server"]]  # the first thread's
+        assert len(helpers) >= 3  # fork server, two workers (and the resource tracker)
+        os.kill(program.pid, signal.SIGKILL)
+        program.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in helpers):
+            assert time.monotonic() < deadline, \
+                [(p.pid, p.cmdline()) for p in helpers if _alive(p)]
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(program.pid, signal.SIGKILL)
+        program.wait(timeout=30)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
