@@ -105,6 +105,7 @@ def _cli_build(input_dir, output_dir, *flags):
 
 @pytest.mark.parametrize("raw_out", [b"out\xffdir", b"\xfe\xff/sub\xc3", b"gs://not/a/bucket"],
                          ids=["non-utf8", "non-utf8-parent", "looks-like-a-url"])
+@pytest.mark.slow  # subprocesses
 def test_odd_output_folder_names_work_through_the_command_line(tmp_path, monkeypatch,
                                                                 raw_out):
     """`--output_dir=out\\xffdir` died in tf.io.TFRecordWriter ('surrogates not

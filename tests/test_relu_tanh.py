@@ -229,6 +229,7 @@ LAUNCHER_MISTAKES = [
 ]
 
 
+@pytest.mark.slow  # subprocesses
 @pytest.mark.parametrize("flags,message", LAUNCHER_MISTAKES, ids=lambda v: str(v)[:30])
 def test_launcher_refuses_a_bad_flag_in_one_line(tmp_path, flags, message):
     if not any(f.startswith("--data_dir") for f in flags):
@@ -251,6 +252,7 @@ def _launch(tmp_path, *flags):
         env=dict(env, PYTHONPATH=repo))
 
 
+@pytest.mark.slow  # subprocesses
 def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
     seeds = []
     for seed in (0, 1):
@@ -282,6 +284,7 @@ def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
     assert not (tmp_path / "out" / "results.json").exists()  # nothing written on a refusal
 
 
+@pytest.mark.slow  # subprocesses
 def test_launcher_conversion_problems_are_one_line(tmp_path):
     """The raw folder's conversion: data prep's own refusals reach the user as one
     line (a second run converting into the same folder, an empty train/, a

@@ -52,6 +52,7 @@ def test_strategy_and_device_mistakes_are_refused_before_writing(data_dir, tmp_p
     assert not model_dir.exists()
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_launcher_refuses_a_missing_tower_device_in_one_line(data_dir, tmp_path):
     model_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
