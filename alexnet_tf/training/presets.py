@@ -55,7 +55,7 @@ PRESETS = {p.name: p for p in (
         command="python -m launch.train --config=quickstart --data_dir=quickstart_out/records "
                 "--model_dir=runs/quickstart",
         expected="best validation top-1 error 0.0-2.2% (chance 83.3%) on the synthetic set "
-                 "(two measured runs; README, quickstart)",
+                 "(three measured runs; README, quickstart)",
         overrides={"batch_size": 32, "epochs": 8, "checkpoint_every_steps": 100,
                    "log_every_steps": 10, "seed": 0, "shuffle_buffer": 2000}),
 )}
