@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 
 from data_prep import build_tfrecords, output_dir, writer
+from tree_data import write_slow_tree
 
 pytestmark = pytest.mark.slow  # subprocess builds, killed
 
@@ -25,16 +24,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 @pytest.fixture(scope="module")
 def slow_tree(tmp_path_factory):
-    """160 links to one 1500x1500 noise PNG (some 30 ms to convert each), in
-    two classes: a build that lasts a few seconds, made in a fraction of one."""
-    root = tmp_path_factory.mktemp("slow")
-    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(root / "big.png", compress_level=1)
-    for c in ("a", "b"):
-        (root / "in" / "train" / c).mkdir(parents=True)
-        for i in range(80):
-            os.symlink(root / "big.png", root / "in" / "train" / c / f"{i:03d}.png")
-    return root / "in"
+    return write_slow_tree(tmp_path_factory.mktemp("slow"))
 
 
 def _start_build(input_dir, out, workers=2):

@@ -146,7 +146,7 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 
-from tree_data import write_jpeg  # noqa: E402
+from tree_data import write_slow_tree  # noqa: E402
 
 pytestmark = [pytest.mark.slow,  # subprocess builds, killed
               pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -155,11 +155,9 @@ pytestmark = [pytest.mark.slow,  # subprocess builds, killed
 
 @pytest.fixture(scope="module")
 def small_tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("startup")
-    for c in ("a", "b"):
-        for i in range(8):
-            write_jpeg(str(root / "train" / c / f"{i}.jpg"), (30 * i, 80, 200))
-    return root
+    """A build that outlasts the latest kill moment: its workers convert for a
+    few seconds after the fork server's ~1.5-3 s of imports."""
+    return write_slow_tree(tmp_path_factory.mktemp("startup"))
 
 
 # (event, seconds after it): the kill lands while the fork server starts

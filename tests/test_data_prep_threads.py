@@ -139,12 +139,10 @@ def _program(mode: str, *args) -> list[str]:
 
 import glob  # noqa: E402
 
-import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from tree_data import write_jpeg  # noqa: E402
+from tree_data import write_slow_tree, write_two_class_tree  # noqa: E402
 
 pytestmark = [pytest.mark.slow,  # subprocess builds
               pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -155,23 +153,13 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 @pytest.fixture(scope="module")
 def tiny_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    for c in ("a", "b"):
-        for i in range(6):
-            write_jpeg(str(root / "train" / c / f"{i}.jpg"), (40 * i, 80, 200))
+    write_two_class_tree(root, 6)
     return root
 
 
 @pytest.fixture(scope="module")
 def slow_tree(tmp_path_factory):
-    """160 links to one 1500x1500 noise PNG: a 2-worker build of seconds."""
-    root = tmp_path_factory.mktemp("slow")
-    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(root / "big.png", compress_level=1)
-    for c in ("a", "b"):
-        (root / "in" / "train" / c).mkdir(parents=True)
-        for i in range(80):
-            os.symlink(root / "big.png", root / "in" / "train" / c / f"{i:03d}.png")
-    return root / "in"
+    return write_slow_tree(tmp_path_factory.mktemp("slow"))
 
 
 def _run(*args, timeout=240) -> dict:

@@ -23,3 +23,24 @@ def build_quietly(root, out, **kwargs):
     with open(os.devnull, "w") as log:
         return build_tfrecords.build(build_tfrecords.BuildConfig(
             os.fsdecode(root), str(out), num_workers=1, image_size=32, **kwargs), log=log)
+
+
+def write_two_class_tree(root, per_class: int) -> None:
+    """train/a and train/b with `per_class` small JPEGs each, colours differing."""
+    for c in ("a", "b"):
+        for i in range(per_class):
+            write_jpeg(os.path.join(root, "train", c, f"{i}.jpg"), (30 * i % 256, 80, 200))
+
+
+def write_slow_tree(root) -> str:
+    """160 links to one 1500x1500 noise PNG (some 30 ms to convert each), in two
+    classes under `<root>/in`: a build that lasts a few seconds, made in a
+    fraction of one. Returns the input folder."""
+    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(os.path.join(root, "big.png"), compress_level=1)
+    for c in ("a", "b"):
+        folder = os.path.join(root, "in", "train", c)
+        os.makedirs(folder)
+        for i in range(80):
+            os.symlink(os.path.join(root, "big.png"), os.path.join(folder, f"{i:03d}.png"))
+    return os.path.join(root, "in")
