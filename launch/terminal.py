@@ -160,7 +160,7 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-def run(main: Callable, *, user_errors: tuple = (), takes_arguments: bool = False) -> None:
+def run(main: Callable, *, takes_arguments: bool = False) -> None:
     """`app.run(main)` with the quiet terminal and one-line user errors.
 
     Arguments after the flags are refused unless `takes_arguments` (file
@@ -171,7 +171,7 @@ def run(main: Callable, *, user_errors: tuple = (), takes_arguments: bool = Fals
     exceptions are bugs and keep their traceback.
     """
     caught = (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-              PermissionError, FileExistsError, *user_errors)
+              PermissionError, FileExistsError)
 
     quiet_native_logs()
 

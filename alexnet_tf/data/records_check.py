@@ -9,8 +9,9 @@ to use the published ILSVRC-2012 statistics (`published_stats`), and then
 each split's `-of-N` shard set must hold every index 0..N-1. Data prep
 removes the manifest when a build starts; a folder with its `.parts/` but
 no manifest is its unfinished build (old and new shards mixed) and is
-refused even with `published_stats`. Training validates at each epoch end, so the validation split
-must be there too, and labels.txt must name at least two classes.
+refused even with `published_stats`. Training validates at each epoch end,
+so the validation split must be there too, and labels.txt must name at
+least two classes.
 """
 
 from __future__ import annotations
