@@ -2,7 +2,7 @@
 
 `option(default, help)` is a `dataclasses.field` whose metadata the
 launchers read to define a flag of the same name, type and default, so each
-default is written once (see `launch/config_flags.py`).
+default is written once (see `alexnet_tf/cli/config_flags.py`).
 """
 
 from __future__ import annotations

@@ -1,3 +1,3 @@
 """Offline data prep: image folders and ILSVRC archives -> TFRecord shards."""
 
-import launch  # noqa: F401  quiets TensorFlow's C++ log before it loads (see launch/__init__)
+import alexnet_tf.cli  # noqa: F401  hides TensorFlow's C++ log before it loads (see alexnet_tf.cli)

@@ -35,7 +35,7 @@ from typing import TextIO
 
 from absl import app, flags
 
-from launch import config_flags, terminal
+from alexnet_tf.cli import config_flags, terminal
 
 if __name__ == "__main__":  # before TensorFlow loads (the imports below)
     terminal.quiet_native_logs()

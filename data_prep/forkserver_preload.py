@@ -16,12 +16,8 @@ import os
 
 from data_prep import lifeline  # light: no TensorFlow
 
-# The fork server's pid, inherited by every worker it forks: a worker that
-# finds another parent knows the fork server, hence the build, is gone.
-FORKSERVER_PID: int | None = None
-
 if lifeline.in_forkserver_preload():
     lifeline.die_with_build()
-    FORKSERVER_PID = os.getpid()
+    lifeline.FORKSERVER_PID = os.getpid()  # inherited by every worker it forks
 
 from data_prep import writer  # noqa: E402,F401 - the writer is the preload

@@ -46,6 +46,10 @@ from typing import Callable, Iterator, TypeVar
 
 _PR_SET_PDEATHSIG = 1
 BUILD_PID_ENV = "DATA_PREP_BUILD_PID"  # the build's pid, for its fork server
+# The fork server's pid, set by its preload (`data_prep.forkserver_preload`)
+# and inherited by every worker it forks: a worker that finds another parent
+# knows the fork server, hence the build, is gone. None in any other process.
+FORKSERVER_PID: int | None = None
 
 T = TypeVar("T")
 

@@ -114,12 +114,11 @@ def init_worker(counter) -> None:
     """Runs first in every worker process: it dies with the fork server."""
     global _counter
     _counter = counter
-    from data_prep import forkserver_preload
     # The pid is inherited from the fork server's memory, so a fork server
     # gone before this line is caught by the comparison. Without it (a fork
     # server user code started without the preload) the worker dies with
     # that fork server, whatever it is.
-    lifeline.die_with_parent(forkserver_preload.FORKSERVER_PID or os.getppid())
+    lifeline.die_with_parent(lifeline.FORKSERVER_PID or os.getppid())
 
 
 def count_image() -> None:

@@ -13,7 +13,7 @@ import os
 
 from absl import flags
 
-from launch import terminal
+from alexnet_tf.cli import terminal
 
 FLAGS = flags.FLAGS
 

@@ -18,7 +18,7 @@ import shlex
 from absl import flags, logging
 
 from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
-from launch import terminal
+from alexnet_tf.cli import terminal
 
 # TensorFlow is imported only after the flags are checked: a usage error
 # answers at once.

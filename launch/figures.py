@@ -6,7 +6,7 @@
 
 from absl import flags
 
-from launch import terminal
+from alexnet_tf.cli import terminal
 
 FLAGS = flags.FLAGS
 

@@ -15,7 +15,7 @@ import json
 
 from absl import flags
 
-from launch import terminal
+from alexnet_tf.cli import terminal
 
 FLAGS = flags.FLAGS
 

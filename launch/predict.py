@@ -24,7 +24,8 @@ import sys
 
 from absl import flags
 
-from launch import predict_clients, terminal
+from alexnet_tf.cli import terminal
+from launch import predict_clients
 from launch.predict_clients import CLASSIFY, SERVING_DEFAULT, ItemError, PredictError
 
 FLAGS = flags.FLAGS

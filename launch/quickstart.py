@@ -21,7 +21,7 @@ import time
 from typing import Optional
 
 from alexnet_tf.options import option
-from launch import config_flags, terminal
+from alexnet_tf.cli import config_flags, terminal
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from absl import flags
 
 from alexnet_tf.errors import InputError
 from experiments.figure1_relu_tanh.results import ACTIVATIONS, CONDITIONS, RESULTS_JSON
-from launch import terminal
+from alexnet_tf.cli import terminal
 
 FLAGS = flags.FLAGS
 

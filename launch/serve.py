@@ -21,7 +21,7 @@ import urllib.parse
 
 from absl import flags
 
-from launch import terminal
+from alexnet_tf.cli import terminal
 from launch.serving_config import (BATCHING_FILENAME, CONTAINER_MODELS, MODEL_CONFIG_FILENAME,
                                    batching_parameters_text, parse_version_policy,
                                    write_configs)

@@ -19,7 +19,7 @@ from absl import flags
 
 from alexnet_tf.training import presets
 from alexnet_tf.training.config import TrainConfig
-from launch import config_flags, terminal
+from alexnet_tf.cli import config_flags, terminal
 
 FLAGS = flags.FLAGS
 

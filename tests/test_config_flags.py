@@ -9,7 +9,7 @@ from absl import flags
 import alexnet_tf
 from alexnet_tf.training import presets
 from alexnet_tf.training.config import ModelConfig, TrainConfig
-from launch import config_flags
+from alexnet_tf.cli import config_flags
 
 
 def _flag_values(cls):

@@ -183,7 +183,7 @@ def test_weights_move_between_placed_and_unplaced_builds(placed_model, tmp_path)
 
 def test_resolve_tower_devices(caplog, monkeypatch):
     # A launcher run in this process earlier may have pointed the project's
-    # logger at its own handler (launch.terminal): let caplog see it again.
+    # logger at its own handler (alexnet_tf.cli.terminal): let caplog see it again.
     monkeypatch.setattr(logging.getLogger("alexnet_tf"), "propagate", True)
     caplog.set_level(logging.INFO, logger="alexnet_tf.model.placement")
     if not tf.config.list_logical_devices("GPU"):

@@ -1,4 +1,4 @@
-"""launch.terminal's stderr filter: it drops TensorFlow's C++ INFO/WARNING
+"""alexnet_tf.cli.terminal's stderr filter: it drops TensorFlow's C++ INFO/WARNING
 lines and nothing else, and a Ctrl-C still shows the launcher's own lines."""
 
 import os
@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = r"""
 import os, sys, time
 sys.argv = ["driver"]
-from launch import terminal
+from alexnet_tf.cli import terminal
 terminal.quiet_native_logs()
 lines = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",

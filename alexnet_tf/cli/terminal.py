@@ -5,7 +5,7 @@ user error.
   print plain lines (warnings prefixed "warning:") to stderr.
 - absl's and TensorFlow's Python INFO records are hidden unless the user
   passes `--verbosity=0` (or higher); TensorFlow's C++ lines stay hidden
-  unless TF_CPP_MIN_LOG_LEVEL is set (see `launch/__init__.py`).
+  unless TF_CPP_MIN_LOG_LEVEL is set (see `alexnet_tf/cli/__init__.py`).
 - Some of TensorFlow's C++ lines ignore TF_CPP_MIN_LOG_LEVEL (the oneDNN
   notice, logged through absl before its logging is initialized), so
   `quiet_native_logs()` passes the process's stderr through a small filter
@@ -28,7 +28,7 @@ from typing import Callable
 from absl import app, flags
 from absl import logging as absl_logging
 
-import launch
+from alexnet_tf import cli
 from alexnet_tf.errors import InputError
 
 PROJECT_LOGGERS = ("alexnet_tf", "data_prep", "launch", "experiments")
@@ -73,7 +73,7 @@ _filter_process = None
 def wants_native_logs() -> bool:
     """The user asked for TensorFlow's own lines: --verbosity >= 0 on the
     command line, or TF_CPP_MIN_LOG_LEVEL set in the environment."""
-    if launch.USER_SET_TF_LOG_LEVEL:
+    if cli.USER_SET_TF_LOG_LEVEL:
         return True
     for i, arg in enumerate(sys.argv[1:], 1):
         value = None
