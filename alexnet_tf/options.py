@@ -12,10 +12,16 @@ from typing import Any, Sequence
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *,
-           choices: Sequence[str] = (), **kwargs) -> Any:
+           choices: Sequence[str] = (), lower_bound: float | None = None,
+           multi: bool = False, **kwargs) -> Any:
     """A dataclass field with the help text (and choices) its flag shows;
-    no default makes it a required field (and a required flag)."""
-    metadata = {"help": help, "choices": tuple(choices)}
+    no default makes it a required field (and a required flag).
+
+    `lower_bound`: the flag refuses smaller numbers as it parses. `multi`: a
+    sequence given by repeating the flag (--x=a --x=b), not as a comma list.
+    """
+    metadata = {"help": help, "choices": tuple(choices), "lower_bound": lower_bound,
+                "multi": multi}
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default_factory=lambda: tuple(default), metadata=metadata,
                                  **kwargs)

@@ -34,10 +34,12 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from alexnet_tf import defaults
+
 # One thread per worker process: the tool parallelises over processes.
 cv2.setNumThreads(1)
 
-DEFAULT_SIZE = 256
+DEFAULT_SIZE = defaults.STORED_SIZE
 DEFAULT_QUALITY = 95
 # Pillow's own decompression-bomb threshold (about 89 megapixels): a real
 # photograph is far smaller, a hostile file can claim far more in its header.

@@ -23,8 +23,11 @@ import shutil
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app
 from PIL import Image
+
+from alexnet_tf.cli import config_flags
+from alexnet_tf.options import option
 
 PATTERNS = ("disc", "hstripes", "vstripes", "checker", "ring", "diagonal")
 COLOURS = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple")
@@ -35,13 +38,17 @@ MAX_CLASSES = len(PATTERNS) * len(COLOURS)
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    output_dir: str
-    num_classes: int = 6
-    train_per_class: int = 60
-    val_per_class: int = 15
-    seed: int = 0
-    awkward: bool = True
-    overwrite: bool = False
+    """The tool's settings; the command line's flags are defined from these
+    fields (name, type, default, help)."""
+
+    output_dir: str = option(help="Folder to write train/, val/ and the class names into.")
+    num_classes: int = option(6, f"Number of classes (1..{MAX_CLASSES}).")
+    train_per_class: int = option(60, "Training images per class.")
+    val_per_class: int = option(15, "Validation images per class.")
+    seed: int = option(0, "Random seed: the same seed writes the same files.")
+    awkward: bool = option(True, "Add a grayscale, a CMYK, a PNG-named-.JPEG and a corrupt "
+                           "file to train/.")
+    overwrite: bool = option(False, "Replace a dataset already in --output_dir.")
 
 
 def class_wnid(index: int) -> str:
@@ -149,36 +156,24 @@ def _write_awkward(config: SyntheticConfig, rng: np.random.Generator) -> list[st
     return written
 
 
-FLAGS = flags.FLAGS
-
-
 def define_flags() -> None:
     """The command line's flags: defined only when run as a program, so
     importing this module (the quickstart does) adds no global flags."""
-    flags.DEFINE_string("output_dir", None, "Folder to write train/, val/ and the class names into.")
-    flags.DEFINE_integer("num_classes", 6, f"Number of classes (1..{MAX_CLASSES}).")
-    flags.DEFINE_integer("train_per_class", 60, "Training images per class.")
-    flags.DEFINE_integer("val_per_class", 15, "Validation images per class.")
-    flags.DEFINE_integer("seed", 0, "Random seed: the same seed writes the same files.")
-    flags.DEFINE_boolean("awkward", True,
-                         "Add a grayscale, a CMYK, a PNG-named-.JPEG and a corrupt file to train/.")
-    flags.DEFINE_boolean("overwrite", False, "Replace a dataset already in --output_dir.")
-    flags.mark_flags_as_required(["output_dir"])
+    config_flags.define_flags(SyntheticConfig)
 
 
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = config_flags.from_flags(SyntheticConfig)
     try:
-        counts = make_synthetic(SyntheticConfig(
-            FLAGS.output_dir, FLAGS.num_classes, FLAGS.train_per_class, FLAGS.val_per_class,
-            FLAGS.seed, FLAGS.awkward, FLAGS.overwrite))
+        counts = make_synthetic(config)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {counts['train']} training images ({len(counts['awkward'])} awkward on "
           f"purpose) and {counts['validation']} validation images in "
-          f"{FLAGS.num_classes} classes to {FLAGS.output_dir}")
+          f"{config.num_classes} classes to {config.output_dir}")
     return 0
 
 

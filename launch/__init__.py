@@ -1,4 +1,4 @@
-"""Thin absl front-ends over the library (see the README for each command).
+"""Thin absl front-ends over the library (the README's table names each command).
 
 Importing this package (every `python -m launch.X` does, before TensorFlow
 loads) quiets TensorFlow's C++ log through `alexnet_tf.cli`, whose helpers

@@ -11,41 +11,51 @@ launch.figures; launch.predict on the export.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Optional
 
-from absl import flags
+from alexnet_tf.cli import config_flags, terminal
+from alexnet_tf.options import option
 
-from alexnet_tf.cli import terminal
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass
+class ImportCaffeConfig:
+    """The flags, defined from these fields."""
+
+    caffemodel: Optional[str] = option(None, "Caffe's binary weights "
+                                       "(bvlc_alexnet.caffemodel), new `layer` or old V1 "
+                                       "`layers` format.")
+    npy: Optional[str] = option(None, "caffe-tensorflow's bvlc_alexnet.npy instead of "
+                                "--caffemodel.")
+    model_dir: Optional[str] = option(None, "Folder to create (it must not exist, or be "
+                                      "empty).")
+    mean: Optional[str] = option(None, "Caffe's mean image (ilsvrc_2012_mean.npy or a "
+                                 ".binaryproto): its per-channel means become the model's "
+                                 "mean_rgb. Default: Caffe's published ILSVRC-2012 values "
+                                 "(B 104.007, G 116.669, R 122.679).")
+    labels: Optional[str] = option(None, "The classes: this project's labels.txt (e.g. your "
+                                   "ILSVRC-2012 records' own) or Caffe's synset_words.txt. "
+                                   "Without it the classes are named caffe_class_0000.. and "
+                                   "evaluation on ImageNet records refuses the model (the "
+                                   "wnids differ).")
 
 
 def define_flags() -> None:
     """Defined only when run as a program (no clash with other tools' flags)."""
-    flags.DEFINE_string("caffemodel", None, "Caffe's binary weights (bvlc_alexnet.caffemodel), "
-                        "new `layer` or old V1 `layers` format.")
-    flags.DEFINE_string("npy", None, "caffe-tensorflow's bvlc_alexnet.npy instead of "
-                        "--caffemodel.")
-    flags.DEFINE_string("model_dir", None, "Folder to create (it must not exist, or be empty).")
-    flags.DEFINE_string("mean", None, "Caffe's mean image (ilsvrc_2012_mean.npy or a "
-                        ".binaryproto): its per-channel means become the model's mean_rgb. "
-                        "Default: Caffe's published ILSVRC-2012 values (B 104.007, G 116.669, "
-                        "R 122.679).")
-    flags.DEFINE_string("labels", None, "The classes: this project's labels.txt (e.g. your "
-                        "ILSVRC-2012 records' own) or Caffe's synset_words.txt. Without it the "
-                        "classes are named caffe_class_0000.. and evaluation on ImageNet "
-                        "records refuses the model (the wnids differ).")
+    config_flags.define_flags(ImportCaffeConfig)
 
 
 def main(argv):
     del argv
-    if not FLAGS.model_dir:
+    config = config_flags.from_flags(ImportCaffeConfig)
+    if not config.model_dir:
         terminal.usage_error("--model_dir is required")
-    if bool(FLAGS.caffemodel) == bool(FLAGS.npy):
+    if bool(config.caffemodel) == bool(config.npy):
         terminal.usage_error("give exactly one of --caffemodel and --npy")
     from alexnet_tf.caffe.importer import import_alexnet  # TensorFlow loads after the checks
-    result = import_alexnet(FLAGS.model_dir, caffemodel=FLAGS.caffemodel, npy=FLAGS.npy,
-                            mean=FLAGS.mean, labels=FLAGS.labels)
+    result = import_alexnet(config.model_dir, caffemodel=config.caffemodel, npy=config.npy,
+                            mean=config.mean, labels=config.labels)
     config = result["config"]
     print(f"imported {result['source']} ({result['format']})")
     print(f"  sha1 {result['sha1']}"
@@ -59,7 +69,7 @@ def main(argv):
     if not result["labels_sorted"]:
         print("  warning: the labels' wnids are not in sorted order, but Caffe's class i is the "
               "i-th wnid in sorted order (ILSVRC-2012's): check the labels file")
-    if FLAGS.labels is None:
+    if config.labels is None:
         print("  warning: no --labels: classes are named caffe_class_0000..; pass your "
               "records' labels.txt or Caffe's synset_words.txt to evaluate on ImageNet")
     print(f"wrote {result['model_dir']}")

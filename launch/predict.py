@@ -18,36 +18,47 @@ cannot be reached, runs out of memory or fails otherwise: one line, status 1.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
+from typing import Optional
 
-from absl import flags
-
-from alexnet_tf.cli import terminal
+from alexnet_tf import defaults
+from alexnet_tf.cli import config_flags, terminal
+from alexnet_tf.options import option
 from launch import predict_clients
 from launch.predict_clients import CLASSIFY, SERVING_DEFAULT, ItemError, PredictError
+from launch.serving_config import GRPC_PORT, REST_PORT
 
-FLAGS = flags.FLAGS
 SIGNATURES_WITH_CLASSES = (SERVING_DEFAULT, CLASSIFY)
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    """The flags, defined from these fields."""
+
+    server: Optional[str] = option(None, f"host:port of TF Serving: its REST port (default "
+                                   f"localhost:{REST_PORT}) or with --grpc its gRPC port "
+                                   f"(default localhost:{GRPC_PORT}).")
+    # launch.serve names the model after its export_dir: the same default.
+    model_name: str = option(os.path.basename(defaults.EXPORT_DIR), "Model name on the server.")
+    model_version: Optional[int] = option(None, "Ask for this version (default: the server's "
+                                          "latest).", lower_bound=0)
+    signature_name: str = option(SERVING_DEFAULT, "serving_default (top-5 wnids, names, "
+                                 "probabilities) or classify (TF Serving's Classify API: the "
+                                 "export's class labels and scores).")
+    grpc: bool = option(False, "Use the gRPC API (needs the tensorflow-serving-api package, "
+                        "the 'serving' extra).")
+    saved_model: Optional[str] = option(None, "Run this SavedModel version directory "
+                                        "in-process instead of asking a server.")
+    timeout: float = option(predict_clients.DEFAULT_TIMEOUT, "Seconds to wait for the server.")
 
 
 def define_flags() -> None:
     """Defined only when run as a program, so that importing this module
     (tests, other tools) cannot clash with another tool's flags."""
-    flags.DEFINE_string("server", None, "host:port of TF Serving: its REST port (default "
-                        "localhost:8501) or with --grpc its gRPC port (default localhost:8500).")
-    flags.DEFINE_string("model_name", "alexnet", "Model name on the server.")
-    flags.DEFINE_integer("model_version", None, "Ask for this version (default: the server's "
-                         "latest).", lower_bound=0)
-    flags.DEFINE_string("signature_name", SERVING_DEFAULT, "serving_default (top-5 wnids, "
-                        "names, probabilities) or classify (TF Serving's Classify API: the "
-                        "export's class labels and scores).")
-    flags.DEFINE_bool("grpc", False, "Use the gRPC API (needs the tensorflow-serving-api "
-                      "package, the 'serving' extra).")
-    flags.DEFINE_string("saved_model", None, "Run this SavedModel version directory in-process "
-                        "instead of asking a server.")
-    flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the server.")
+    config_flags.define_flags(PredictConfig)
 
 
 def shown(name: str) -> str:
@@ -105,39 +116,40 @@ def classify_all(call, images: dict[int, bytes], names: list[str]):
     return rows, refused
 
 
-def make_call():
+def make_call(config: PredictConfig):
     """A function list[bytes] -> list[row] for the transport the flags pick."""
-    kwargs = dict(signature_name=FLAGS.signature_name)
-    if FLAGS.saved_model:
-        return predict_clients.saved_model_caller(FLAGS.saved_model, **kwargs)
-    remote = dict(model_name=FLAGS.model_name, version=FLAGS.model_version,
-                  timeout=FLAGS.timeout, **kwargs)
-    if FLAGS.grpc:
+    kwargs = dict(signature_name=config.signature_name)
+    if config.saved_model:
+        return predict_clients.saved_model_caller(config.saved_model, **kwargs)
+    remote = dict(model_name=config.model_name, version=config.model_version,
+                  timeout=config.timeout, **kwargs)
+    if config.grpc:
         return lambda images: predict_clients.grpc_predict(
-            FLAGS.server or "localhost:8500", images=images, **remote)
+            config.server or f"localhost:{GRPC_PORT}", images=images, **remote)
     return lambda images: predict_clients.rest_predict(
-        FLAGS.server or "localhost:8501", images=images, **remote)
+        config.server or f"localhost:{REST_PORT}", images=images, **remote)
 
 
 def main(argv):
     names = argv[1:]
+    config = config_flags.from_flags(PredictConfig)
     if not names:
         terminal.usage_error("name at least one image file")
-    if FLAGS.signature_name not in SIGNATURES_WITH_CLASSES:
-        terminal.usage_error(f"--signature_name={FLAGS.signature_name}: gives no classes to "
+    if config.signature_name not in SIGNATURES_WITH_CLASSES:
+        terminal.usage_error(f"--signature_name={config.signature_name}: gives no classes to "
                              "print; use serving_default or classify")
-    if FLAGS.timeout <= 0:
-        terminal.usage_error(f"--timeout={FLAGS.timeout}: must be more than 0 seconds")
-    if FLAGS.saved_model and not os.path.isfile(
-            os.path.join(FLAGS.saved_model, predict_clients.SAVED_MODEL_FILENAME)):
-        terminal.usage_error(f"--saved_model={FLAGS.saved_model}: no "
+    if config.timeout <= 0:
+        terminal.usage_error(f"--timeout={config.timeout}: must be more than 0 seconds")
+    if config.saved_model and not os.path.isfile(
+            os.path.join(config.saved_model, predict_clients.SAVED_MODEL_FILENAME)):
+        terminal.usage_error(f"--saved_model={config.saved_model}: no "
                              f"{predict_clients.SAVED_MODEL_FILENAME} there (give a version "
                              "folder, e.g. saved_models/alexnet/1)")
     images, problems = read_files(names)
     rows = {}
     try:
         if images:
-            rows, refused = classify_all(make_call(), images, names)
+            rows, refused = classify_all(make_call(config), images, names)
             problems.update(refused)
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)

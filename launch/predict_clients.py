@@ -31,6 +31,7 @@ CLASSIFY_INPUTS = "inputs"
 ENCODED_FEATURE = "image/encoded"            # alexnet_tf.data.records.ENCODED
 SAVED_MODEL_FILENAME = "saved_model.pb"
 TOP_K_OUTPUTS = ("top_k_wnids", "top_k_names", "top_k_scores")
+DEFAULT_TIMEOUT = 60.0  # seconds to wait for the server
 
 _ITEM = re.compile(r"\b(?:image_bytes|inputs|images)\[(\d+)\]\s*(.*)")
 _FRAMING = ("Graph execution error", "Detected at node", "<stack traces", "[[",
@@ -88,7 +89,7 @@ def rest_url(server: str, model_name: str, version: int | None = None,
 
 def rest_predict(server: str, model_name: str, images: list[bytes], *,
                  signature_name: str = SERVING_DEFAULT, version: int | None = None,
-                 timeout: float = 60.0) -> list[dict]:
+                 timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
     """POSTs the images; returns one row per image."""
     verb = "classify" if signature_name == CLASSIFY else "predict"
     body = json.dumps(rest_request_body(images, signature_name)).encode()
@@ -131,14 +132,14 @@ def _rest_rows(answer, count: int, url: str, verb: str) -> list[dict]:
 
 def grpc_predict(server: str, model_name: str, images: list[bytes], *,
                  signature_name: str = SERVING_DEFAULT, version: int | None = None,
-                 timeout: float = 60.0) -> list[dict]:
+                 timeout: float = DEFAULT_TIMEOUT) -> list[dict]:
     """The same request through PredictionService (Predict or Classify)."""
     try:
         import grpc
         from tensorflow_serving.apis import (classification_pb2, predict_pb2,
                                              prediction_service_pb2_grpc)
     except ImportError as e:
-        raise PredictError(f"--grpc needs the serving extra ({e}); see README: "
+        raise PredictError(f"--grpc needs the serving extra ({e}); see docs/serving.md: "
                            "pip install --no-deps tensorflow-serving-api") from None
     import tensorflow as tf
     if signature_name == CLASSIFY:

@@ -20,8 +20,10 @@ import os
 import time
 from typing import Optional
 
-from alexnet_tf.options import option
+from alexnet_tf import defaults
 from alexnet_tf.cli import config_flags, terminal
+from alexnet_tf.options import option
+from data_prep.make_synthetic import SyntheticConfig
 
 
 @dataclasses.dataclass
@@ -40,12 +42,14 @@ class QuickstartConfig:
                                        "preset's; the paper's is 128).")
     learning_rate: Optional[float] = option(None, "Initial learning rate (default: the "
                                             "paper's 0.01).")
-    image_size: int = option(224, "Model input size (the paper's 224); records are stored "
+    image_size: int = option(defaults.CROP_SIZE, "Model input size (the paper's 224); records are stored "
                              "at the matching 256:224 size.")
     width: float = option(1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
-    num_classes: int = option(6, "Classes of the synthetic data set.")
-    train_per_class: int = option(60, "Synthetic training images per class.")
-    val_per_class: int = option(15, "Synthetic validation images per class.")
+    num_classes: int = option(SyntheticConfig.num_classes, "Classes of the synthetic data set.")
+    train_per_class: int = option(SyntheticConfig.train_per_class,
+                                  "Synthetic training images per class.")
+    val_per_class: int = option(SyntheticConfig.val_per_class,
+                                "Synthetic validation images per class.")
     figures: bool = option(True, "Also draw the paper's figures (needs matplotlib).")
     predict_images: int = option(4, "Images classified through the export at the end.")
 
@@ -107,10 +111,10 @@ def run(config: QuickstartConfig) -> dict:
                             "skipped": len(built.skipped)}
     _done(t, records_dir)
 
-    t = _step(3, "train: the paper's SGD (momentum 0.9, weight decay 0.0005), "
-                 "random crops, flips, PCA lighting")
     model_dir = os.path.join(out, "model")
     train_config = config.train_config(records_dir, model_dir)
+    t = _step(3, f"train: the paper's SGD (momentum {train_config.momentum:g}, weight decay "
+                 f"{train_config.weight_decay:g}), random crops, flips, PCA lighting")
     summary = loop.train(train_config)
     results["train"] = summary
     _done(t, model_dir)

@@ -18,9 +18,10 @@ import os
 
 from absl import flags
 
+from alexnet_tf.cli import config_flags, terminal
 from alexnet_tf.errors import InputError
+from experiments.figure1_relu_tanh.config import ReluTanhConfig
 from experiments.figure1_relu_tanh.results import ACTIVATIONS, CONDITIONS, RESULTS_JSON
-from alexnet_tf.cli import terminal
 
 FLAGS = flags.FLAGS
 
@@ -37,49 +38,10 @@ def _positive_floats(values) -> bool:
 
 
 def define_flags() -> None:
-    """Defined only when run as a program (no clash with other tools' flags)."""
-    flags.DEFINE_string("data_dir", None, "CIFAR-10 TFRecords dir, or a raw folder with "
-                        "train/<class>/*.jpg (converted into <out_dir>/records first by data_prep.build_tfrecords).")
-    flags.DEFINE_string("out_dir", None, "Where results.json, results.md, figure1.png go.")
-    flags.DEFINE_list("conditions", list(CONDITIONS),
-                      "Which conditions to run: 'paper' (N(0,0.01) init, 0..255 inputs "
-                      "minus the mean image) and/or 'modern' (He/Glorot init, standardized inputs).")
-    flags.DEFINE_list("activations", list(ACTIVATIONS),
-                      "Which activations to train (e.g. one per run, to repeat a winning "
-                      "learning rate with another --init_seed).")
-    flags.DEFINE_list("paper_learning_rates", ["0.003", "0.01"],
-                      "Candidate learning rates for the 'paper' condition (both activations).")
-    flags.DEFINE_list("modern_learning_rates", ["0.01", "0.03"],
-                      "Candidate learning rates for the 'modern' condition (both activations).")
-    flags.DEFINE_float("target_error", 0.25, "Training error to reach (Figure 1: 25%).")
-    flags.DEFINE_float("max_epochs", 20, "Epoch cap per run; a run that misses it counts "
-                       "as not reaching the target.")
-    flags.DEFINE_integer("batch_size", 128, "Minibatch size (the paper's 128).", lower_bound=1)
-    flags.DEFINE_integer("evals_per_epoch", 5, "Training-error measurements per epoch "
-                         "(5 = cuda-convnet's 10,000-image batches on 50,000 images).",
-                         lower_bound=1)
-    flags.DEFINE_float("prune_after_epochs", None, "If set, after this many epochs only "
-                       "the learning rate with the lowest training error trains on (a cheaper "
-                       "sweep); default: every rate races to the target.")
-    flags.DEFINE_integer("max_train_images", None, "Use a random subset of this many "
-                         "training images (quick runs); default: all.", lower_bound=1)
-    flags.DEFINE_integer("init_seed", 0, "Seed of the weight init, the minibatch order and "
-                         "the --max_train_images subset (the same for every run).")
-    flags.DEFINE_integer("image_size", 32, "Side of the stored images (CIFAR-10: 32); passed "
-                         "to the data prep when converting a raw folder.", lower_bound=1)
-    flags.DEFINE_integer("train_shards", 16, "Training shards when converting a raw folder.",
-                         lower_bound=1)
-    flags.DEFINE_integer("validation_shards", 4, "Validation shards when converting a raw "
-                         "folder.", lower_bound=1)
-    flags.DEFINE_bool("overwrite", False, "Convert a raw folder into <out_dir>/records from "
-                      "scratch instead of resuming (data prep's --overwrite).")
-    flags.DEFINE_list("merge_from", None, "Instead of training: merge the results.json of "
-                      "these out_dirs, or these .json files (e.g. one per --conditions, run "
-                      "in parallel; docs/figures/figure1_relu_tanh.json redraws the README's "
-                      "figure) into "
-                      "--out_dir and redraw the table and figure; a results.json saved mid-run "
-                      "counts as far as it got (unfinished runs marked 'interrupted').")
-    flags.mark_flags_as_required(["out_dir"])
+    """Defined only when run as a program (no clash with other tools' flags).
+    Every flag is a field of `ReluTanhConfig`; the checks across values are
+    absl validators, so a bad value is refused as the flags are parsed."""
+    config_flags.define_flags(ReluTanhConfig)
     flags.register_multi_flags_validator(
         ["data_dir", "merge_from"], lambda v: v["data_dir"] is not None or bool(v["merge_from"]),
         message="--data_dir is required (unless --merge_from is given)")
@@ -128,10 +90,10 @@ def records_dir_for(data_dir: str, out_dir: str, image_size: int, *,
     return target
 
 
-def _save_partial(partial: dict, records_dir: str) -> None:
+def _save_partial(partial: dict, records_dir: str, out_dir: str) -> None:
     """Keeps results.json current during a long run (marked "complete": false)."""
     from alexnet_tf import fileio
-    fileio.write_json(os.path.join(FLAGS.out_dir, RESULTS_JSON),
+    fileio.write_json(os.path.join(out_dir, RESULTS_JSON),
                       dict(partial, records_dir=os.path.abspath(records_dir)))
 
 
@@ -161,9 +123,9 @@ def merge(out_dirs: list) -> dict:
     return results.merge_results([read_results(d) for d in out_dirs])
 
 
-def _write_and_print(result: dict) -> None:
+def _write_and_print(result: dict, out_dir: str) -> None:
     from experiments.figure1_relu_tanh import relu_tanh
-    paths = relu_tanh.write_results(result, FLAGS.out_dir)
+    paths = relu_tanh.write_results(result, out_dir)
     print(relu_tanh.results_table(result))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -171,33 +133,34 @@ def _write_and_print(result: dict) -> None:
 
 def main(argv):
     del argv
+    config = config_flags.from_flags(ReluTanhConfig)
     from alexnet_tf import fileio
-    if not fileio.is_utf8_path(FLAGS.out_dir):  # it will hold records TensorFlow reads
-        raise InputError(f"--out_dir={os.fsencode(FLAGS.out_dir)!r}: {fileio.NOT_UTF8}")
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-    if FLAGS.merge_from:
-        _write_and_print(merge(FLAGS.merge_from))
+    if not fileio.is_utf8_path(config.out_dir):  # it will hold records TensorFlow reads
+        raise InputError(f"--out_dir={os.fsencode(config.out_dir)!r}: {fileio.NOT_UTF8}")
+    os.makedirs(config.out_dir, exist_ok=True)
+    if config.merge_from:
+        _write_and_print(merge(config.merge_from), config.out_dir)
         return
     from experiments.figure1_relu_tanh import relu_tanh  # TensorFlow loads after the flags
     records_dir = records_dir_for(
-        FLAGS.data_dir, FLAGS.out_dir, FLAGS.image_size, train_shards=FLAGS.train_shards,
-        validation_shards=FLAGS.validation_shards, overwrite=FLAGS.overwrite)
+        config.data_dir, config.out_dir, config.image_size, train_shards=config.train_shards,
+        validation_shards=config.validation_shards, overwrite=config.overwrite)
     images, labels = relu_tanh.load_split(
-        records_dir, image_size=FLAGS.image_size, max_images=FLAGS.max_train_images,
-        seed=FLAGS.init_seed)
+        records_dir, image_size=config.image_size, max_images=config.max_train_images,
+        seed=config.init_seed)
     print(f"Loaded {len(images)} training images from {records_dir}", flush=True)
-    learning_rates = {"paper": [float(x) for x in FLAGS.paper_learning_rates],
-                      "modern": [float(x) for x in FLAGS.modern_learning_rates]}
+    learning_rates = {"paper": list(config.paper_learning_rates),
+                      "modern": list(config.modern_learning_rates)}
     result = relu_tanh.run_experiment(
-        images, labels, conditions=FLAGS.conditions, activations=FLAGS.activations,
-        learning_rates=learning_rates,
-        target_error=FLAGS.target_error, max_epochs=FLAGS.max_epochs,
-        batch_size=FLAGS.batch_size, evals_per_epoch=FLAGS.evals_per_epoch,
-        seed=FLAGS.init_seed, prune_after_epochs=FLAGS.prune_after_epochs,
+        images, labels, conditions=list(config.conditions),
+        activations=list(config.activations), learning_rates=learning_rates,
+        target_error=config.target_error, max_epochs=config.max_epochs,
+        batch_size=config.batch_size, evals_per_epoch=config.evals_per_epoch,
+        seed=config.init_seed, prune_after_epochs=config.prune_after_epochs,
         log=lambda msg: print(msg, flush=True),
-        on_progress=lambda partial: _save_partial(partial, records_dir))
+        on_progress=lambda partial: _save_partial(partial, records_dir, config.out_dir))
     result["records_dir"] = os.path.abspath(records_dir)
-    _write_and_print(result)
+    _write_and_print(result, config.out_dir)
 
 
 if __name__ == "__main__":

@@ -12,19 +12,21 @@ When neither runner exists it says what to install and exits with status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import urllib.parse
+from typing import Optional
 
-from absl import flags
-
-from alexnet_tf.cli import terminal
-from launch.serving_config import (BATCHING_FILENAME, CONTAINER_MODELS, MODEL_CONFIG_FILENAME,
-                                   batching_parameters_text, parse_version_policy,
-                                   write_configs)
+from alexnet_tf import defaults
+from alexnet_tf.cli import config_flags, terminal
+from alexnet_tf.options import option
+from launch.serving_config import (BATCHING_FILENAME, CONTAINER_MODELS, GRPC_PORT,
+                                   MODEL_CONFIG_FILENAME, REST_PORT, batching_parameters_text,
+                                   parse_version_policy, write_configs)
 
 SERVER_BINARY = "tensorflow_model_server"
 CONTAINER_CONFIG = "/config"
@@ -39,33 +41,40 @@ Neither `tensorflow_model_server` nor `docker` is on the PATH. Install one:
 Without a server, `python -m launch.predict --saved_model=<export_dir>/<version> image.jpg`
 runs the same signature in-process."""
 
-FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """The flags, defined from these fields."""
+
+    export_dir: str = option(defaults.EXPORT_DIR, "Model base path holding numbered versions "
+                             "(launch.export's --export_dir).")
+    model_name: Optional[str] = option(None, "Name clients use in URLs and ModelSpecs; default "
+                                       "the export_dir's last component.")
+    grpc_port: int = option(GRPC_PORT, "gRPC port (PredictionService, ModelService).")
+    rest_port: int = option(REST_PORT, "REST port (/v1/models/<name>:predict, ...).")
+    versions: str = option("latest:1", "Version policy: latest:N (the N highest), all, or "
+                           "specific:1,2 (only those).")
+    config_dir: Optional[str] = option(None, "Where the generated config files go; default "
+                                       "<export_dir>/../<model_name>_serving_config.")
+    runner: str = option("auto", "auto: the local binary if on the PATH, else Docker.",
+                         choices=("auto", "local", "docker"))
+    docker_image: str = option("tensorflow/serving:latest", "Image for the Docker runner (use "
+                               "a -gpu tag with --docker_gpus).")
+    docker_gpus: bool = option(False, "Pass --gpus=all to docker run.")
+    max_batch_size: int = option(32, "Server-side batching: largest batch formed.")
+    batch_timeout_micros: int = option(5000, "Server-side batching: longest wait for a batch "
+                                       "to fill, in microseconds.")
+    num_batch_threads: Optional[int] = option(None, "Threads running batches; default the CPU "
+                                              "count.")
+    max_enqueued_batches: int = option(100, "Queue bound; beyond it requests are refused.")
+    dry_run: bool = option(False, "Write the configs and print the command, do not run it.")
 
 
 def define_flags() -> None:
     """Defined only when run as a program, so that importing this module
     (tests, other tools) cannot clash with another tool's flags."""
-    flags.DEFINE_string("export_dir", "saved_models/alexnet",
-                        "Model base path holding numbered versions (launch.export's --export_dir).")
-    flags.DEFINE_string("model_name", None, "Name clients use in URLs and ModelSpecs; default the "
-                        "export_dir's last component.")
-    flags.DEFINE_integer("grpc_port", 8500, "gRPC port (PredictionService, ModelService).")
-    flags.DEFINE_integer("rest_port", 8501, "REST port (/v1/models/<name>:predict, ...).")
-    flags.DEFINE_string("versions", "latest:1", "Version policy: latest:N (the N highest), all, "
-                        "or specific:1,2 (only those).")
-    flags.DEFINE_string("config_dir", None, "Where the generated config files go; default "
-                        "<export_dir>/../<model_name>_serving_config.")
-    flags.DEFINE_enum("runner", "auto", ["auto", "local", "docker"],
-                      "auto: the local binary if on the PATH, else Docker.")
-    flags.DEFINE_string("docker_image", "tensorflow/serving:latest",
-                        "Image for the Docker runner (use a -gpu tag with --docker_gpus).")
-    flags.DEFINE_bool("docker_gpus", False, "Pass --gpus=all to docker run.")
-    flags.DEFINE_integer("max_batch_size", 32, "Server-side batching: largest batch formed.")
-    flags.DEFINE_integer("batch_timeout_micros", 5000, "Server-side batching: longest wait for a "
-                         "batch to fill, in microseconds.")
-    flags.DEFINE_integer("num_batch_threads", None, "Threads running batches; default the CPU count.")
-    flags.DEFINE_integer("max_enqueued_batches", 100, "Queue bound; beyond it requests are refused.")
-    flags.DEFINE_bool("dry_run", False, "Write the configs and print the command, do not run it.")
+    config_flags.define_flags(ServeConfig)
 
 
 def server_flags(model_config: str, batching_config: str, grpc_port: int,
@@ -103,7 +112,7 @@ def docker_daemon_problem(timeout: float = 20.0) -> str | None:
 
 
 def build_command(runner: str, *, export_dir: str, model_name: str, config_dir: str,
-                  grpc_port: int, rest_port: int, docker_image: str = "tensorflow/serving:latest",
+                  grpc_port: int, rest_port: int, docker_image: str = ServeConfig.docker_image,
                   docker_gpus: bool = False) -> list[str]:
     """The full command line. Docker mounts the export read-only at
     /models/<name> and the configs at /config, and runs the same server
@@ -132,32 +141,33 @@ def published_versions(export_dir: str) -> list[int]:
                   and os.path.exists(os.path.join(export_dir, d, "saved_model.pb")))
 
 
-def setting_problems(*, export_dir: str, versions_on_disk: list[int], name: str,
-                     config_dir: str, runner: str | None) -> list[str]:
+def setting_problems(config: ServeConfig, *, export_dir: str, versions_on_disk: list[int],
+                     name: str, config_dir: str, runner: str | None) -> list[str]:
     """Every flag value that cannot work, as one line each (empty: all fine).
     Checked before anything is written."""
     problems = []
-    ports = {"grpc_port": FLAGS.grpc_port, "rest_port": FLAGS.rest_port}
+    ports = {"grpc_port": config.grpc_port, "rest_port": config.rest_port}
     for flag, port in ports.items():
         if not 1 <= port <= 65535:
             problems.append(f"--{flag}={port}: a port is 1..65535")
-    if FLAGS.grpc_port == FLAGS.rest_port:
-        problems.append(f"--grpc_port and --rest_port are both {FLAGS.rest_port}: they must differ")
+    if config.grpc_port == config.rest_port:
+        problems.append(f"--grpc_port and --rest_port are both {config.rest_port}: "
+                        "they must differ")
     for flag in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
-        value = FLAGS[flag].value
+        value = getattr(config, flag)
         if value is not None and value < 1:
             problems.append(f"--{flag}={value}: must be at least 1")
-    if FLAGS.batch_timeout_micros < 0:
-        problems.append(f"--batch_timeout_micros={FLAGS.batch_timeout_micros}: must be >= 0 "
+    if config.batch_timeout_micros < 0:
+        problems.append(f"--batch_timeout_micros={config.batch_timeout_micros}: must be >= 0 "
                         "(0: run each batch at once)")
     try:
-        kind, numbers = parse_version_policy(FLAGS.versions)
+        kind, numbers = parse_version_policy(config.versions)
     except ValueError as e:
         problems.append(str(e))
     else:
         missing = [v for v in numbers if kind == "specific" and v not in versions_on_disk]
         if missing:
-            problems.append(f"--versions={FLAGS.versions}: version(s) {missing} not in "
+            problems.append(f"--versions={config.versions}: version(s) {missing} not in "
                             f"{export_dir} (it has {versions_on_disk})")
     if not name or any(c in name for c in "/:") or not name.isprintable():
         problems.append(f"--model_name={name!r}: a model name must be non-empty, printable, "
@@ -171,40 +181,42 @@ def setting_problems(*, export_dir: str, versions_on_disk: list[int], name: str,
 
 
 def main(argv):
-    export_dir = os.path.abspath(FLAGS.export_dir)
+    del argv
+    config = config_flags.from_flags(ServeConfig)
+    export_dir = os.path.abspath(config.export_dir)
     versions = published_versions(export_dir)
     if not versions:
         terminal.usage_error(f"no exported versions in {export_dir} (expected "
                              "<version>/saved_model.pb); run `python -m launch.export` first")
-    name = FLAGS.model_name or os.path.basename(export_dir.rstrip("/"))
-    config_dir = os.path.abspath(FLAGS.config_dir or os.path.join(
+    name = config.model_name or os.path.basename(export_dir.rstrip("/"))
+    config_dir = os.path.abspath(config.config_dir or os.path.join(
         os.path.dirname(export_dir), f"{name}_serving_config"))
-    runner = find_runner(FLAGS.runner)
-    problems = setting_problems(export_dir=export_dir, versions_on_disk=versions, name=name,
-                                config_dir=config_dir, runner=runner)
+    runner = find_runner(config.runner)
+    problems = setting_problems(config, export_dir=export_dir, versions_on_disk=versions,
+                                name=name, config_dir=config_dir, runner=runner)
     if problems:
         terminal.usage_error("; ".join(problems))
     if runner is None:
         wanted = {"auto": "", "local": f" (--runner=local: no {SERVER_BINARY})",
-                  "docker": " (--runner=docker: no docker)"}[FLAGS.runner]
+                  "docker": " (--runner=docker: no docker)"}[config.runner]
         print(INSTALL_HELP + wanted, file=sys.stderr)
         return 2
     batching = batching_parameters_text(
-        FLAGS.max_batch_size, FLAGS.batch_timeout_micros,
-        FLAGS.num_batch_threads or os.cpu_count() or 1, FLAGS.max_enqueued_batches)
-    paths = write_configs(config_dir, name, export_dir, FLAGS.versions, batching)
+        config.max_batch_size, config.batch_timeout_micros,
+        config.num_batch_threads or os.cpu_count() or 1, config.max_enqueued_batches)
+    paths = write_configs(config_dir, name, export_dir, config.versions, batching)
     command = build_command(runner, export_dir=export_dir, model_name=name,
-                            config_dir=config_dir, grpc_port=FLAGS.grpc_port,
-                            rest_port=FLAGS.rest_port, docker_image=FLAGS.docker_image,
-                            docker_gpus=FLAGS.docker_gpus)
-    print(f"model {name!r}: versions on disk {versions}, policy {FLAGS.versions}")
+                            config_dir=config_dir, grpc_port=config.grpc_port,
+                            rest_port=config.rest_port, docker_image=config.docker_image,
+                            docker_gpus=config.docker_gpus)
+    print(f"model {name!r}: versions on disk {versions}, policy {config.versions}")
     print("configs: " + ", ".join(shlex.quote(p) for p in paths))
     print(f"runner: {runner}")
     print("command: " + shlex.join(command))
-    print(f"REST: http://localhost:{FLAGS.rest_port}/v1/models/{urllib.parse.quote(name)}   "
-          f"gRPC: localhost:{FLAGS.grpc_port}")
+    print(f"REST: http://localhost:{config.rest_port}/v1/models/{urllib.parse.quote(name)}   "
+          f"gRPC: localhost:{config.grpc_port}")
     sys.stdout.flush()
-    if FLAGS.dry_run:
+    if config.dry_run:
         return 0
     if runner == "docker":
         problem = docker_daemon_problem()

@@ -9,6 +9,9 @@ import os
 
 from alexnet_tf import fileio
 
+# TF Serving's own default ports: launch.serve listens on them, launch.predict asks them.
+GRPC_PORT = 8500
+REST_PORT = 8501
 CONTAINER_MODELS = "/models"
 MODEL_CONFIG_FILENAME = "models.config"
 BATCHING_FILENAME = "batching.config"

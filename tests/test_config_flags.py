@@ -26,25 +26,51 @@ def _leaf_fields(cls):
             yield field
 
 
-@pytest.mark.parametrize("cls_name", ["TrainConfig", "QuickstartConfig", "BuildConfig"])
-def test_every_field_has_a_flag_with_the_fields_default_and_help(cls_name):
-    from data_prep.build_tfrecords import BuildConfig
-    from launch.quickstart import QuickstartConfig
-    cls = {"TrainConfig": TrainConfig, "QuickstartConfig": QuickstartConfig,
-           "BuildConfig": BuildConfig}[cls_name]
+# Every launcher: (module, its config dataclass as module:name, flags it adds by hand).
+LAUNCHERS = {
+    "launch.train": ("alexnet_tf.training.config:TrainConfig", {"config"}),
+    "launch.quickstart": ("launch.quickstart:QuickstartConfig", set()),
+    "launch.evaluate": ("alexnet_tf.training.config:EvaluateConfig", set()),
+    "launch.export": ("launch.export:ExportConfig", set()),
+    "launch.predict": ("launch.predict:PredictConfig", set()),
+    "launch.serve": ("launch.serve:ServeConfig", set()),
+    "launch.figures": ("launch.figures:FiguresConfig", set()),
+    "launch.import_caffe": ("launch.import_caffe:ImportCaffeConfig", set()),
+    "launch.reproduce_relu_tanh": (
+        "experiments.figure1_relu_tanh.config:ReluTanhConfig", set()),
+    "data_prep.build_tfrecords": ("data_prep.build_tfrecords:BuildConfig", set()),
+    "data_prep.make_synthetic": ("data_prep.make_synthetic:SyntheticConfig", set()),
+}
+
+
+def _config_class(spec: str):
+    import importlib
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _flag_default(field):
+    """What the flag's default must be: the field's, as absl holds it."""
+    default = (field.default if field.default is not dataclasses.MISSING
+               else None if field.default_factory is dataclasses.MISSING
+               else field.default_factory())
+    if isinstance(default, tuple) and not field.metadata.get("multi"):
+        return [str(v) for v in default]  # list flags hold strings
+    if field.metadata.get("choices") and default is not None:
+        return str(default)  # enum flags hold strings
+    return default
+
+
+@pytest.mark.parametrize("module", sorted(LAUNCHERS))
+def test_every_field_has_a_flag_with_the_fields_default_and_help(module):
+    cls = _config_class(LAUNCHERS[module][0])
     values = _flag_values(cls)
     fields = list(_leaf_fields(cls))
-    assert len(fields) > 10
+    assert len(fields) >= 5
     for field in fields:
         assert field.name in values, field.name
         flag = values[field.name]
-        default = (field.default if field.default is not dataclasses.MISSING
-                   else None if field.default_factory is dataclasses.MISSING
-                   else field.default_factory())
-        if isinstance(default, tuple):  # list flags hold strings
-            assert flag.default == [str(v) for v in default], field.name
-        else:
-            assert flag.default == default, field.name
+        assert flag.default == _flag_default(field), field.name
         assert flag.help and flag.help != field.name, f"{field.name} has no help text"
 
 
@@ -82,42 +108,71 @@ def test_the_public_api_imports_every_name():
 
 
 LAUNCHER_FLAGS = """
-import json, sys
+import importlib, json, sys
 from absl import flags
-import {module} as tool
-before = set(flags.FLAGS)
-tool.define_flags()
-defined = {{name: flags.FLAGS[name].default for name in set(flags.FLAGS) - before}}
+defined = {{}}
+for module in {modules!r}:
+    tool = importlib.import_module(module)
+    before = set(flags.FLAGS)
+    tool.define_flags()
+    new = set(flags.FLAGS) - before
+    defined[module] = {{name: flags.FLAGS[name].default for name in new}}
+    for name in new:  # the next launcher may define the same names
+        delattr(flags.FLAGS, name)
 print(json.dumps(defined, default=list))
 """
 
 
-@pytest.mark.parametrize("module, cls_name, extra", [
-    ("launch.train", "TrainConfig", {"config"}),
-    ("launch.quickstart", "QuickstartConfig", set()),
-    ("data_prep.build_tfrecords", "BuildConfig", set()),
-])
-def test_each_launcher_defines_exactly_its_configs_flags(module, cls_name, extra):
-    """What the program itself defines (not a copy built here): a flag written by
-    hand, or one the launcher stopped taking from the dataclass, fails this."""
+def test_each_launcher_defines_exactly_its_configs_flags():
+    """What each program itself defines (not a copy built here): a flag
+    written by hand, or one the launcher stopped taking from its dataclass,
+    fails this. One process for all: defining flags is global."""
     import json
     import os
     import subprocess
     import sys
-    from data_prep.build_tfrecords import BuildConfig
-    from launch.quickstart import QuickstartConfig
-    cls = {"TrainConfig": TrainConfig, "QuickstartConfig": QuickstartConfig,
-           "BuildConfig": BuildConfig}[cls_name]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", LAUNCHER_FLAGS.format(module=module)],
-                            cwd=repo, capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, PYTHONPATH=repo))
+    script = LAUNCHER_FLAGS.format(modules=sorted(LAUNCHERS))
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=repo))
     assert result.returncode == 0, result.stderr
     defined = json.loads(result.stdout)
-    expected = _flag_values(cls)
-    assert set(defined) == {f.name for f in _leaf_fields(cls)} | extra
-    for name in set(defined) - extra:
-        assert defined[name] == expected[name].default, name
+    assert set(defined) == set(LAUNCHERS)
+    for module, (spec, extra) in LAUNCHERS.items():
+        cls = _config_class(spec)
+        expected = _flag_values(cls)
+        assert set(defined[module]) == {f.name for f in _leaf_fields(cls)} | extra, module
+        for name in set(defined[module]) - extra:
+            assert defined[module][name] == expected[name].default, (module, name)
+
+
+def test_the_library_takes_its_defaults_from_the_same_home():
+    """One home per default: what a flag says is what the library does
+    when called without that argument."""
+    import inspect
+    from alexnet_tf.data import input_pipeline, preprocessing
+    from alexnet_tf.model.alexnet import AlexNet
+    from alexnet_tf.serving import export
+    from alexnet_tf.training import evaluate, optimizer
+    from alexnet_tf.training.config import EvaluateConfig
+    from launch.export import ExportConfig
+    from launch.quickstart import QuickstartConfig
+
+    def default(function, name):
+        return inspect.signature(function).parameters[name].default
+
+    sgd = optimizer.PaperSGD()
+    assert (sgd.momentum, sgd.coupled_weight_decay) == (TrainConfig.momentum,
+                                                       TrainConfig.weight_decay)
+    assert float(sgd.learning_rate.numpy()) == pytest.approx(TrainConfig.learning_rate)
+    assert default(input_pipeline.make_train_dataset, "shuffle_buffer") == (
+        TrainConfig.shuffle_buffer)
+    assert default(AlexNet.__init__, "image_size") == preprocessing.CROP_SIZE == (
+        QuickstartConfig.image_size)
+    for name in ("crops", "which", "batch_size", "split", "label_offset"):
+        assert default(evaluate.evaluate, name) == getattr(EvaluateConfig, name), name
+    assert EvaluateConfig.batch_size == TrainConfig.batch_size
+    assert default(export.export_saved_model, "top_k") == ExportConfig.top_k
 
 
 def test_a_flagfile_overrides_the_preset_as_the_command_line_does(tmp_path):

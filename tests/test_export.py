@@ -404,7 +404,7 @@ def test_launch_export_needs_exactly_one_source(tmp_path):
     assert result.returncode != 0
     assert "exactly one of --model_dir, --keras_model, --untrained" in result.stderr
     from launch import export as launch_export
-    assert launch_export.DEFAULT_TOP_K == export.DEFAULT_TOP_K
+    assert launch_export.ExportConfig.top_k == export.DEFAULT_TOP_K  # one home: alexnet_tf.defaults
 
 
 def test_warmup_skipped_with_a_message_without_serving_api(tmp_path, monkeypatch, caplog):

@@ -20,6 +20,9 @@ from absl import flags
 from alexnet_tf.training.config import ConfigError
 
 FLAGS = flags.FLAGS
+# The flags defined here belong to the launcher that asked for them, so its
+# --help lists them as its own.
+flags.disclaim_key_flags()
 
 
 def _unwrap_optional(kind):
@@ -62,27 +65,40 @@ def define_flags(cls, *, required: Sequence[str] = (), exclude: Sequence[str] = 
         if dataclasses.is_dataclass(kind):
             names += define_flags(kind, exclude=exclude, flag_values=flag_values)
             continue
-        help_text = field.metadata.get("help") or field.name
-        _define(field.name, _unwrap_optional(kind), _default(field), help_text,
-                field.metadata.get("choices") or (), field.name in required, flag_values)
+        _define(field, _unwrap_optional(kind), _default(field),
+                field.name in required or _is_required(field), flag_values)
         names.append(field.name)
     return names
 
 
-def _define(name, kind, default, help_text, choices, required, flag_values):
+def _is_required(field: dataclasses.Field) -> bool:
+    """A field without any default is a required flag."""
+    return (field.default is dataclasses.MISSING
+            and field.default_factory is dataclasses.MISSING)
+
+
+def _define(field, kind, default, required, flag_values):
+    name, meta = field.name, field.metadata
+    help_text = meta.get("help") or name
     common = {"required": required, "flag_values": flag_values}
-    if choices:
-        flags.DEFINE_enum(name, default, list(choices), help_text, **common)
+    bounds = {} if meta.get("lower_bound") is None else {"lower_bound": meta["lower_bound"]}
+    if meta.get("choices"):  # numbers too (--crops=1|10): the field's type converts back
+        flags.DEFINE_enum(name, None if default is None else str(default),
+                          [str(c) for c in meta["choices"]], help_text, **common)
     elif kind is bool:
         flags.DEFINE_bool(name, default, help_text, **common)
     elif kind is int:
-        flags.DEFINE_integer(name, default, help_text, **common)
+        flags.DEFINE_integer(name, default, help_text, **bounds, **common)
     elif kind is float:
-        flags.DEFINE_float(name, default, help_text, **common)
+        flags.DEFINE_float(name, default, help_text, **bounds, **common)
     elif kind is str:
         flags.DEFINE_string(name, default, help_text, **common)
+    elif _is_sequence(kind) and meta.get("multi"):
+        flags.DEFINE_multi_string(name, list(default) if default else None, help_text,
+                                  **common)
     elif _is_sequence(kind):
-        flags.DEFINE_list(name, [str(v) for v in default or ()], help_text, **common)
+        flags.DEFINE_list(name, None if default is None else [str(v) for v in default],
+                          help_text, **common)
     else:
         raise TypeError(f"no flag type for field {name}: {kind}")
 
@@ -90,6 +106,8 @@ def _define(name, kind, default, help_text, choices, required, flag_values):
 def _flag_value(flag_values, name: str, kind):
     value = flag_values[name].value
     kind = _unwrap_optional(kind)
+    if kind in (int, float) and isinstance(value, str):  # a numeric enum
+        return kind(value)
     if _is_sequence(kind) and value is not None:
         element = _element_type(kind)
         try:

@@ -38,11 +38,12 @@ import os
 
 import tensorflow as tf
 
+from alexnet_tf import defaults
 from alexnet_tf.data import dataset_stats, preprocessing, records
 from alexnet_tf.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
-DEFAULT_SHUFFLE_BUFFER = 10_000
+DEFAULT_SHUFFLE_BUFFER = defaults.SHUFFLE_BUFFER
 # Shards read at once: enough to mix classes and hide file latency.
 DEFAULT_CYCLE_LENGTH = 16
 _READ_BUFFER_BYTES = 8 << 20

@@ -17,9 +17,7 @@ import tensorflow as tf
 
 from alexnet_tf.data import square_resize
 from alexnet_tf.data.decode import JPEG_DCT_METHOD, MAX_PIXELS, decode_rgb  # noqa: F401
-
-STORED_SIZE = 256
-CROP_SIZE = 224
+from alexnet_tf.defaults import CROP_SIZE, STORED_SIZE  # noqa: F401  (written there)
 
 
 def center_crop(image: tf.Tensor, size: int = CROP_SIZE) -> tf.Tensor:

@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 
 import keras
 
+from alexnet_tf import defaults
 from alexnet_tf.model import placement
 from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from alexnet_tf.model.initializers import INITS
@@ -124,7 +125,7 @@ class AlexNet(keras.Model):
         Why "he" is the default: with the paper's init, fc7's features
         barely depend on the image at the start (the biases of 1 dominate
         while the 0.01 weights shrink the image signal layer by layer), and
-        it learns slowest of the three on Imagenette (README, Benchmarks).
+        it learns slowest of the three on Imagenette (docs/benchmarks.md).
         He init on the paper's 0..255 input diverges at lr 0.01: conv1's
         gradient scales with the pixel values, so its effective learning
         rate is std**2 times larger; the model logs a warning for that
@@ -137,7 +138,7 @@ class AlexNet(keras.Model):
 
     def __init__(self,
                  num_classes: int = 1000,
-                 image_size: int = 224,
+                 image_size: int = defaults.CROP_SIZE,
                  mean_rgb: Sequence[float] = IMAGENET_MEAN_RGB,
                  std_rgb: Optional[Sequence[float]] = IMAGENET_STD_RGB,
                  activation: str = "relu",

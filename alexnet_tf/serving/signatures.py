@@ -24,6 +24,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from alexnet_tf import defaults
 from alexnet_tf.data import preprocessing
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.model.alexnet import FEATURES_LAYER
@@ -42,7 +43,7 @@ CLASSIFY_CLASSES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES       # "classes"
 CLASSIFY_SCORES = tf.saved_model.CLASSIFY_OUTPUT_SCORES         # "scores"
 PREDICT_OUTPUTS = ("probabilities", "top_k_indices", "top_k_scores",
                    "top_k_wnids", "top_k_names")
-DEFAULT_TOP_K = 5
+DEFAULT_TOP_K = defaults.TOP_K
 
 
 def crop_size(model: keras.Model) -> int:

@@ -1,6 +1,7 @@
 """Typed configuration of a training run (tensorflow/models `official/` style).
 
-Every default is written here once. `launch.train` defines its flags from
+Every default is written here once (or, when the library below uses it too,
+in `alexnet_tf.defaults`). `launch.train` defines its flags from
 these fields (name, type, default and the `help` metadata), and library
 users build the dataclasses directly. The defaults are the paper's
 (section 5): batch 128, SGD with momentum 0.9 and weight decay 0.0005,
@@ -14,7 +15,7 @@ import dataclasses
 import os
 from typing import Any, Optional, Sequence
 
-from alexnet_tf import fileio
+from alexnet_tf import defaults, fileio
 from alexnet_tf.errors import InputError
 from alexnet_tf.options import option  # noqa: F401  (re-exported for launchers)
 
@@ -82,11 +83,11 @@ class TrainConfig:
                             "logs/validation) and model_config.json; an existing one is "
                             "resumed.")
     # Section 5: the optimizer.
-    batch_size: int = option(128, "Global batch size (summed over replicas).")
+    batch_size: int = option(defaults.BATCH_SIZE, "Global batch size (summed over replicas).")
     epochs: int = option(90, "Training epochs.")
-    learning_rate: float = option(0.01, "Initial learning rate.")
-    momentum: float = option(0.9, "SGD momentum.")
-    weight_decay: float = option(0.0005, "Weight decay, applied as the paper's rule "
+    learning_rate: float = option(defaults.LEARNING_RATE, "Initial learning rate.")
+    momentum: float = option(defaults.MOMENTUM, "SGD momentum.")
+    weight_decay: float = option(defaults.WEIGHT_DECAY, "Weight decay, applied as the paper's rule "
                                  "v <- 0.9 v - wd * lr * w - lr * grad.")
     # The paper lowered the rate by hand, three times, when the validation
     # error stopped improving; "plateau" makes that a rule.
@@ -132,7 +133,7 @@ class TrainConfig:
                                "1-based records.")
     lighting_stddev: float = option(0.1, "Std of the PCA lighting's alpha (section 4.1); 0 "
                                     "turns the colour augmentation off.")
-    shuffle_buffer: int = option(10_000, "Training examples in the shuffle buffer (at most "
+    shuffle_buffer: int = option(defaults.SHUFFLE_BUFFER, "Training examples in the shuffle buffer (at most "
                                  "the training split's size).")
     seed: Optional[int] = option(None, "Seeds the weight init, the file order and the "
                                  "shuffle buffer.")
@@ -237,3 +238,26 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {unknown}")
         return cls(**values)
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """An evaluation (`launch.evaluate`'s flags); `alexnet_tf.training.
+    evaluate.evaluate` takes the same settings, with these defaults."""
+
+    data_dir: str = option(help="Folder with the TFRecord shards and labels.txt.")
+    model_dir: Sequence[str] = option(help="A training model_dir; repeat the flag to average "
+                                      "several models' softmax outputs.", multi=True)
+    crops: int = option(10, "1: the centre crop; 10: four corners, centre and their mirror "
+                        "images, softmax averaged (section 4.1).", choices=(1, 10))
+    which: str = option("best", "Checkpoint of each model_dir: the best by validation top-1 "
+                        "error, or the latest.", choices=("best", "latest"))
+    split: str = option("validation", "Split to evaluate.", choices=("validation", "train"))
+    batch_size: int = option(defaults.BATCH_SIZE, "Images per batch (times 10 with "
+                             "--crops=10).", lower_bound=1)
+    label_offset: int = option(0, "Subtracted from stored labels: 1 reads tensorflow/models' "
+                               "1-based records.", lower_bound=0)
+    max_batches: Optional[int] = option(None, "Evaluate only this many batches.",
+                                        lower_bound=1)
+    output_json: Optional[str] = option(None, "Where the figures go; default "
+                                        "<first model_dir>/eval_<split>_<crops>crop.json.")

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from alexnet_tf.training import checkpoints
 from alexnet_tf.training import model_dir as model_dir_files
+from alexnet_tf.training.config import EvaluateConfig
 from alexnet_tf.data import input_pipeline, labels
 from alexnet_tf.errors import InputError
 
@@ -43,10 +44,10 @@ def _correct(probabilities: np.ndarray, labels_: np.ndarray, k: int) -> int:
     return int(np.sum(above < k))
 
 
-def evaluate(data_dir: str, model_dirs: Sequence[str], *, crops: int = 10,
-             which: str = "best", batch_size: int = 128, split: str = "validation",
-             label_offset: int = 0, max_batches: Optional[int] = None,
-             output_json: Optional[str] = None) -> dict:
+def evaluate(data_dir: str, model_dirs: Sequence[str], *, crops: int = EvaluateConfig.crops,
+             which: str = EvaluateConfig.which, batch_size: int = EvaluateConfig.batch_size,
+             split: str = EvaluateConfig.split, label_offset: int = EvaluateConfig.label_offset,
+             max_batches: Optional[int] = None, output_json: Optional[str] = None) -> dict:
     """Evaluates each model and, for several, their softmax average.
 
     Returns {"images", "crops", "split", "models": [{"model_dir",

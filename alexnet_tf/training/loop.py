@@ -26,6 +26,7 @@ import os
 import keras
 import tensorflow as tf
 
+from alexnet_tf import defaults
 from alexnet_tf.data import dataset_stats, input_pipeline, labels, records_check
 from alexnet_tf.errors import InputError
 from alexnet_tf.model import placement
@@ -302,7 +303,7 @@ def train_input(config: TrainConfig, context, rgb, num_classes: int, train_image
     return input_pipeline.make_train_dataset(
         config.data_dir, config.batch_size, rgb_stats=rgb, label_offset=config.label_offset,
         shuffle_buffer=min(config.shuffle_buffer, train_images), seed=config.seed,
-        input_context=context, crop_size=model_kwargs.get("image_size", 224),
+        input_context=context, crop_size=model_kwargs.get("image_size", defaults.CROP_SIZE),
         num_classes=num_classes, lighting_stddev=config.lighting_stddev)
 
 
@@ -310,7 +311,7 @@ def eval_input(config: TrainConfig, context, num_classes: int, model_kwargs: dic
     dataset = input_pipeline.make_eval_dataset(
         config.data_dir, config.batch_size, crops=1, label_offset=config.label_offset,
         input_context=context, num_classes=num_classes,
-        crop_size=model_kwargs.get("image_size", 224),
+        crop_size=model_kwargs.get("image_size", defaults.CROP_SIZE),
         across_shards=config.validation_steps is not None)
     if not config.validation_steps:
         return dataset

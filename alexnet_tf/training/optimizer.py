@@ -33,9 +33,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-PAPER_LEARNING_RATE = 0.01
-PAPER_MOMENTUM = 0.9
-PAPER_WEIGHT_DECAY = 0.0005
+from alexnet_tf import defaults
+
+PAPER_LEARNING_RATE = defaults.LEARNING_RATE
+PAPER_MOMENTUM = defaults.MOMENTUM
+PAPER_WEIGHT_DECAY = defaults.WEIGHT_DECAY
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")

@@ -12,10 +12,12 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from alexnet_tf import defaults
+from experiments.figure1_relu_tanh.config import ReluTanhConfig
 from experiments.figure1_relu_tanh.data import InputNormalization
 from experiments.figure1_relu_tanh.small_cnn import build_small_cnn
 
-MOMENTUM = 0.9
+MOMENTUM = defaults.MOMENTUM
 
 
 class _OneTracePerRun(logging.Filter):
@@ -68,8 +70,9 @@ class TrainingRun:
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, activation: str,
-                 condition: str, learning_rate: float, batch_size: int = 128,
-                 evals_per_epoch: int = 5, seed: int = 0,
+                 condition: str, learning_rate: float,
+                 batch_size: int = ReluTanhConfig.batch_size,
+                 evals_per_epoch: int = ReluTanhConfig.evals_per_epoch, seed: int = 0,
                  normalization: InputNormalization | None = None, num_classes: int = 10):
         norm = normalization or InputNormalization.fit(images, condition)
         keras.utils.set_random_seed(seed)
@@ -143,8 +146,10 @@ def _no_progress(run: TrainingRun, num_classes: int) -> bool:
     return run.epoch >= 2 and run.record.errors[-1] >= 0.95 * chance_error
 
 
-def train_until_target(images, labels, *, learning_rate: float, max_epochs: float = 30,
-                       target_error: float = 0.25, log=print, **kwargs) -> Run:
+def train_until_target(images, labels, *, learning_rate: float,
+                       max_epochs: float = ReluTanhConfig.max_epochs,
+                       target_error: float = ReluTanhConfig.target_error, log=print,
+                       **kwargs) -> Run:
     """Trains one network until its training error reaches `target_error`."""
     return race_learning_rates(images, labels, learning_rates=[learning_rate],
                                max_epochs=max_epochs, target_error=target_error,
@@ -160,7 +165,8 @@ class Sweep:
 
 
 def race_learning_rates(images, labels, *, activation: str, condition: str,
-                        learning_rates, max_epochs: float, target_error: float = 0.25,
+                        learning_rates, max_epochs: float,
+                        target_error: float = ReluTanhConfig.target_error,
                         num_classes: int = 10, log=print, on_slice=None,
                         prune_after_epochs: float | None = None, **kwargs) -> Sweep:
     """Trains every candidate rate side by side; the first to the target wins.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from alexnet_tf.errors import InputError
+from experiments.figure1_relu_tanh.config import ReluTanhConfig
 from experiments.figure1_relu_tanh.data import InputNormalization, load_split  # noqa: F401
 from experiments.figure1_relu_tanh.race import (  # noqa: F401
     MOMENTUM, Run, Sweep, TrainingRun, epochs_to_target, race_learning_rates,
@@ -37,8 +38,11 @@ PAPER_RATIO = 6.0  # Figure 1: ReLU reaches 25% "six times faster"
 
 def run_experiment(images, labels, *, conditions=CONDITIONS, activations=ACTIVATIONS,
                    learning_rates: dict,
-                   target_error: float = 0.25, max_epochs: float = 30,
-                   batch_size: int = 128, evals_per_epoch: int = 5, seed: int = 0,
+                   target_error: float = ReluTanhConfig.target_error,
+                   max_epochs: float = ReluTanhConfig.max_epochs,
+                   batch_size: int = ReluTanhConfig.batch_size,
+                   evals_per_epoch: int = ReluTanhConfig.evals_per_epoch,
+                   seed: int = ReluTanhConfig.init_seed,
                    prune_after_epochs: float | None = None, log=print,
                    on_progress=None) -> dict:
     """Both activations under each condition; returns the results.json dict.
