@@ -11,7 +11,7 @@ Two paths from the same original JPEG:
              95, 4:2:0 chroma) then evaluation's centre crop 224 of it.
 
 Printed, over all images (0..255 scale, mean absolute error):
-  serving vs record              the parity figure (README, tests)
+  serving vs record              the parity figure (docs/benchmarks.md, tests)
   serving vs data prep's pixels  the same, before data prep's JPEG encoding:
                                  how closely the resampling matches
   record's own JPEG loss         data prep's pixels vs its decoded record:

@@ -4,7 +4,7 @@ Every entry under the split folder is accounted for: regular files (and
 links to them) become inputs, anything else is returned as a problem with
 its reason, so the build can say found = written + skipped.
 
-Links (the README states the same rules):
+Links (docs/data_prep.md states the same rules):
 - a link to a file is followed wherever it points, unless the file's real
   path lies in another split's folder (no validation image leaks into train);
 - a link to a folder is followed too (a class folder kept on another disk, a

@@ -3,7 +3,7 @@
 Caffe's AlexNet subtracts a 256x256 mean image (BGR, 0..255) before taking
 its crop; this model subtracts one value per channel. The import uses the
 mean image's per-channel means, in RGB order, with no std division. The
-README gives how far the two differ.
+docs/reproductions.md gives how far the two differ.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ _POSITIVE_BIAS_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 # The bias of those layers per init. "caffe" and "he" use Caffe's reference
 # AlexNet's 0.1: on "he"'s unit-scale net the paper's 1 keeps the net at
-# chance (README, Benchmarks).
+# chance (docs/benchmarks.md).
 _POSITIVE_BIAS = {"paper": 1.0, "caffe": 0.1, "he": 0.1}
 
 

@@ -39,7 +39,7 @@ PRESETS = {p.name: p for p in (
         command="python -m launch.train --config=paper --data_dir=/data/records "
                 "--model_dir=runs/alexnet_paper",
         expected="the paper's Table 2 (40.7% / 18.2%); here the paper's init stayed at "
-                 "chance in a 25-step check on Imagenette (README, Benchmarks)",
+                 "chance in a 25-step check on Imagenette (docs/benchmarks.md)",
         overrides={"model": {"init": "paper", "standardize": False}}),
     Preset(
         name="imagenette",
@@ -47,7 +47,7 @@ PRESETS = {p.name: p for p in (
         command="python -m launch.train --config=imagenette --data_dir=<imagenette records> "
                 "--model_dir=runs/imagenette",
         expected="best validation top-1 error within 15 epochs 37.2-41.6% (median 39.4%, "
-                 "7 seeds, centre crop; README, Benchmarks)",
+                 "7 seeds, centre crop; docs/benchmarks.md)",
         overrides={"epochs": 15, "log_every_steps": 5, "keep_checkpoints": 1}),
     Preset(
         name="quickstart",
@@ -55,7 +55,7 @@ PRESETS = {p.name: p for p in (
         command="python -m launch.train --config=quickstart --data_dir=quickstart_out/records "
                 "--model_dir=runs/quickstart",
         expected="best validation top-1 error 0.0-2.2% (chance 83.3%) on the synthetic set "
-                 "(three measured runs; README, quickstart)",
+                 "(three measured runs; docs/benchmarks.md)",
         overrides={"batch_size": 32, "epochs": 8, "checkpoint_every_steps": 100,
                    "log_every_steps": 10, "seed": 0, "shuffle_buffer": 2000}),
 )}
