@@ -56,15 +56,15 @@ def main(argv):
     from alexnet_tf.caffe.importer import import_alexnet  # TensorFlow loads after the checks
     result = import_alexnet(config.model_dir, caffemodel=config.caffemodel, npy=config.npy,
                             mean=config.mean, labels=config.labels)
-    config = result["config"]
+    model = result["config"]
     print(f"imported {result['source']} ({result['format']})")
     print(f"  sha1 {result['sha1']}"
           + ("  (BVLC's bvlc_alexnet.caffemodel)" if result["is_bvlc_alexnet_caffemodel"] else ""))
-    print(f"  {result['parameters']:,} parameters, {config['num_classes']} classes, "
-          f"{config['image_size']}x{config['image_size']} input, conv1 padding "
-          f"{config['conv1_padding']}, LRN k={config['lrn_k']:g} alpha={config['lrn_alpha']:g} "
-          f"(Caffe's alpha / {config['lrn_size']}) beta={config['lrn_beta']:g}")
-    print(f"  mean_rgb {json.dumps([round(m, 3) for m in config['mean_rgb']])} from "
+    print(f"  {result['parameters']:,} parameters, {model['num_classes']} classes, "
+          f"{model['image_size']}x{model['image_size']} input, conv1 padding "
+          f"{model['conv1_padding']}, LRN k={model['lrn_k']:g} alpha={model['lrn_alpha']:g} "
+          f"(Caffe's alpha / {model['lrn_size']}) beta={model['lrn_beta']:g}")
+    print(f"  mean_rgb {json.dumps([round(m, 3) for m in model['mean_rgb']])} from "
           f"{result['mean']}; labels from {result['labels']}")
     if not result["labels_sorted"]:
         print("  warning: the labels' wnids are not in sorted order, but Caffe's class i is the "

@@ -42,8 +42,8 @@ class QuickstartConfig:
                                        "preset's; the paper's is 128).")
     learning_rate: Optional[float] = option(None, "Initial learning rate (default: the "
                                             "paper's 0.01).")
-    image_size: int = option(defaults.CROP_SIZE, "Model input size (the paper's 224); records are stored "
-                             "at the matching 256:224 size.")
+    image_size: int = option(defaults.CROP_SIZE, "Model input size (the paper's 224); records "
+                             "are stored at the matching 256:224 size.")
     width: float = option(1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
     num_classes: int = option(SyntheticConfig.num_classes, "Classes of the synthetic data set.")
     train_per_class: int = option(SyntheticConfig.train_per_class,

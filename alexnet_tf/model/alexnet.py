@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 
 import keras
 
-from alexnet_tf import defaults
+from alexnet_tf.defaults import CROP_SIZE
 from alexnet_tf.model import placement
 from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from alexnet_tf.model.initializers import INITS
@@ -138,7 +138,7 @@ class AlexNet(keras.Model):
 
     def __init__(self,
                  num_classes: int = 1000,
-                 image_size: int = defaults.CROP_SIZE,
+                 image_size: int = CROP_SIZE,
                  mean_rgb: Sequence[float] = IMAGENET_MEAN_RGB,
                  std_rgb: Optional[Sequence[float]] = IMAGENET_STD_RGB,
                  activation: str = "relu",

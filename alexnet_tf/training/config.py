@@ -87,8 +87,8 @@ class TrainConfig:
     epochs: int = option(90, "Training epochs.")
     learning_rate: float = option(defaults.LEARNING_RATE, "Initial learning rate.")
     momentum: float = option(defaults.MOMENTUM, "SGD momentum.")
-    weight_decay: float = option(defaults.WEIGHT_DECAY, "Weight decay, applied as the paper's rule "
-                                 "v <- 0.9 v - wd * lr * w - lr * grad.")
+    weight_decay: float = option(defaults.WEIGHT_DECAY, "Weight decay, applied as the paper's "
+                                 "rule v <- 0.9 v - wd * lr * w - lr * grad.")
     # The paper lowered the rate by hand, three times, when the validation
     # error stopped improving; "plateau" makes that a rule.
     lr_schedule: str = option("plateau", "plateau: divide the rate by 10 when the validation "
@@ -133,8 +133,8 @@ class TrainConfig:
                                "1-based records.")
     lighting_stddev: float = option(0.1, "Std of the PCA lighting's alpha (section 4.1); 0 "
                                     "turns the colour augmentation off.")
-    shuffle_buffer: int = option(defaults.SHUFFLE_BUFFER, "Training examples in the shuffle buffer (at most "
-                                 "the training split's size).")
+    shuffle_buffer: int = option(defaults.SHUFFLE_BUFFER, "Training examples in the shuffle "
+                                 "buffer (at most the training split's size).")
     seed: Optional[int] = option(None, "Seeds the weight init, the file order and the "
                                  "shuffle buffer.")
     verify_records: bool = option(False, "Before training, also check every shard's sha256 "
