@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from alexnet_tf.data import service_address
 from alexnet_tf.training import presets
 from alexnet_tf.training.config import TrainConfig
 from alexnet_tf.cli import config_flags, terminal
@@ -48,6 +49,8 @@ def main(argv):
         print_presets()
         return
     config = config_from_flags()
+    if config.data_service:  # before anything is written (TensorFlow would wait an hour)
+        service_address.probe_dispatcher(config.data_service)
     from alexnet_tf.training.loop import train  # TensorFlow loads after flags are parsed
     train(config)
 

@@ -39,7 +39,7 @@ import os
 import tensorflow as tf
 
 from alexnet_tf import defaults
-from alexnet_tf.data import dataset_stats, preprocessing, records
+from alexnet_tf.data import dataset_stats, preprocessing, records, service
 from alexnet_tf.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -165,7 +165,8 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
                        input_context=None, crop_size: int = preprocessing.CROP_SIZE,
                        num_classes: int | None = None,
                        lighting_stddev: float = 0.1,
-                       cycle_length: int = DEFAULT_CYCLE_LENGTH) -> tf.data.Dataset:
+                       cycle_length: int = DEFAULT_CYCLE_LENGTH,
+                       data_service: str = "", service_run: str = "") -> tf.data.Dataset:
     """The training input, repeated: (features, int32 labels [B]) with
     features {IMAGE: uint8 [B, crop, crop, 3], LIGHTING: float32 [B, 3]}, the
     crops and their PCA lighting shifts in 0..255 pixel units. Turn them into
@@ -182,9 +183,16 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
             per-image crop/flip/lighting draws are not: they run in parallel).
         num_classes: when given, a label outside [0, num_classes) stops the
             pipeline with an error naming the record and shard.
+        data_service: HOST:PORT of a tf.data service dispatcher: its workers
+            run this pipeline and split the files among themselves (the
+            input context then only sets the batch size); `service_run`
+            names the run, so a run's trainers share one job (see service.py).
     """
     files = list_shards(data_dir, "train")
-    files, record_shard = _shard_files(files, input_context)
+    if data_service:  # the workers read these paths: make a local one absolute
+        files, record_shard = [f if "://" in f else os.path.abspath(f) for f in files], None
+    else:
+        files, record_shard = _shard_files(files, input_context)
     deterministic = seed is not None or record_shard is not None
     # Record-level sharding needs every worker to see the same record order.
     dataset = _read_records(files, shuffle_files=record_shard is None, seed=seed,
@@ -216,8 +224,16 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
                             drop_remainder=True)
     dataset = dataset.map(add_lighting, num_parallel_calls=AUTOTUNE,
                           deterministic=deterministic)
-    return _finish(dataset, deterministic=deterministic,
-                   own_sharding=input_context is not None)
+    dataset = _finish(dataset, deterministic=deterministic,
+                      own_sharding=input_context is not None)
+    if not data_service:
+        return dataset
+    settings = {"data_dir": os.fspath(data_dir), "files": len(files), "crop": crop_size,
+                "batch": per_replica_batch_size(batch_size, input_context),
+                "label_offset": label_offset, "shuffle_buffer": shuffle_buffer, "seed": seed,
+                "classes": num_classes, "lighting": lighting_stddev, "cycle": cycle_length}
+    return service.through_service(dataset, data_service,
+                                   service.job_name(service_run, settings))
 
 
 def training_images(features) -> tf.Tensor:

@@ -16,7 +16,8 @@ import os
 from typing import Any, Optional, Sequence
 
 from alexnet_tf import defaults, fileio
-from alexnet_tf.errors import InputError
+from alexnet_tf.data import service_address
+from alexnet_tf.errors import ConfigError
 from alexnet_tf.options import option  # noqa: F401  (re-exported for launchers)
 
 STRATEGIES = ("default", "towers", "mirrored", "multi_worker")
@@ -25,15 +26,6 @@ MIXED_PRECISION = ("", "mixed_float16", "mixed_bfloat16")
 ACTIVATIONS = ("relu", "tanh")
 INITS = ("he", "paper", "caffe")
 INIT_NORMALIZATIONS = ("source", "data")
-
-
-class ConfigError(InputError):
-    """A setting that cannot run. `field` names the config field (the
-    launchers turn it into the flag of the same name)."""
-
-    def __init__(self, field: str, value: Any, why: str, owner: str = "TrainConfig"):
-        self.field, self.value, self.why = field, value, why
-        super().__init__(f"{owner}.{field}={value!r}: {why}")
 
 
 @dataclasses.dataclass
@@ -137,6 +129,10 @@ class TrainConfig:
                                  "buffer (at most the training split's size).")
     seed: Optional[int] = option(None, "Seeds the weight init, the file order and the "
                                  "shuffle buffer.")
+    data_service: str = option("", "grpc://HOST:PORT of a tf.data service dispatcher "
+                               "(launch.data_service): its workers read, decode, augment and "
+                               "batch the training input (see docs/distributed.md). Default: "
+                               "this process does.")
     verify_records: bool = option(False, "Before training, also check every shard's sha256 "
                                   "against manifest.json (reads all the data once).")
     published_stats: bool = option(
@@ -214,6 +210,8 @@ class TrainConfig:
         need(all(self.devices) and all(self.tower_devices), "devices",
              "device names must not be empty")
         need(self.shuffle_buffer >= 0, "shuffle_buffer", "must be >= 0")
+        if self.data_service:
+            service_address.parse_address(self.data_service, "data_service", "TrainConfig")
         need(self.init_normalization in INIT_NORMALIZATIONS, "init_normalization",
              f"must be one of {INIT_NORMALIZATIONS}")
         model = self.model

@@ -304,7 +304,8 @@ def train_input(config: TrainConfig, context, rgb, num_classes: int, train_image
         config.data_dir, config.batch_size, rgb_stats=rgb, label_offset=config.label_offset,
         shuffle_buffer=min(config.shuffle_buffer, train_images), seed=config.seed,
         input_context=context, crop_size=model_kwargs.get("image_size", defaults.CROP_SIZE),
-        num_classes=num_classes, lighting_stddev=config.lighting_stddev)
+        num_classes=num_classes, lighting_stddev=config.lighting_stddev,
+        data_service=config.data_service, service_run=config.model_dir)
 
 
 def eval_input(config: TrainConfig, context, num_classes: int, model_kwargs: dict):

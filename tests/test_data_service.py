@@ -1,0 +1,159 @@
+"""The tf.data service, in this process: settings refused in one line, the
+dispatcher probe, and the training input run by in-process workers (the
+subprocess launcher, kills and signals are in test_data_service_processes.py)."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf.data import input_pipeline, service, service_address
+from alexnet_tf.data.service_servers import ServiceConfig, check_port_free
+from alexnet_tf.errors import ConfigError
+from alexnet_tf.training.config import ModelConfig, TrainConfig
+from tiny_data import TINY_MODEL, write_tiny_dataset
+
+tf_service = tf.data.experimental.service
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"), num_classes=3, train_shards=4)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """An in-process dispatcher and two workers (ports picked by the system)."""
+    dispatcher = tf_service.DispatchServer(tf_service.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    workers = [tf_service.WorkerServer(tf_service.WorkerConfig(
+        dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
+    yield dispatcher, workers
+    for server in (*workers, dispatcher):
+        server.stop()
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("text", ["grpc://host:5050", "host:5050", "10.0.0.7:1",
+                                  "[::1]:5050", "grpc://dispatcher-0.cluster.local:65535"])
+def test_addresses_in_either_form_are_accepted(text):
+    assert service_address.parse_address(text, "data_service", "TrainConfig") == \
+        text.removeprefix("grpc://")
+
+
+@pytest.mark.parametrize("text", ["host", "host:", ":5050", "http://host:5050", "host:0",
+                                  "host:70000", "grpc://", "host:50a", "a b:5050"])
+def test_malformed_addresses_name_the_field(text):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(data_dir="d", model_dir="m", data_service=text)
+    assert caught.value.field == "data_service" and caught.value.value == text
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({}, "mode"),
+    ({"mode": "dispatcher"}, "port"),
+    ({"mode": "dispatcher", "port": 65536}, "port"),
+    ({"mode": "dispatcher", "port": -1}, "port"),
+    ({"mode": "worker", "port": 0}, "dispatcher"),
+    ({"mode": "worker", "port": 0, "dispatcher": "host"}, "dispatcher"),
+    ({"mode": "worker", "port": 0, "dispatcher": "h:1", "work_dir": "/tmp/j"}, "work_dir"),
+    ({"mode": "worker", "port": 0, "dispatcher": "h:1", "worker_address": "w"},
+     "worker_address"),
+    ({"mode": "dispatcher", "port": 1, "dispatcher": "h:1"}, "dispatcher"),
+    ({"mode": "dispatcher", "port": 1, "worker_timeout": 0}, "worker_timeout"),
+])
+def test_service_settings_are_refused_naming_the_field(settings, field):
+    with pytest.raises(ConfigError) as caught:
+        ServiceConfig(**settings)
+    assert caught.value.field == field
+
+
+def test_a_worker_address_may_stand_for_its_port():
+    config = ServiceConfig(mode="worker", port=0, dispatcher="grpc://h:5050",
+                           worker_address="w1.cluster:%port%")
+    assert config.dispatcher == "h:5050"
+
+
+def test_a_taken_port_is_refused():
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="in use") as caught:
+            check_port_free(taken.getsockname()[1])
+    assert caught.value.field == "port"
+
+
+def test_the_probe_names_a_closed_port_within_its_timeout():
+    port = _closed_port()
+    start = time.monotonic()
+    with pytest.raises(service_address.UnreachableDispatcher,
+                       match=f"grpc://127.0.0.1:{port}"):
+        service_address.probe_dispatcher(f"127.0.0.1:{port}", timeout=1.0)
+    assert time.monotonic() - start < 30
+
+
+def test_the_probe_counts_workers_and_tells_a_worker_from_a_dispatcher(cluster):
+    dispatcher, workers = cluster
+    assert service_address.probe_dispatcher(dispatcher.target, timeout=10) == 2
+    with pytest.raises(service_address.UnreachableDispatcher, match="not a tf.data service"):
+        service_address.probe_dispatcher(workers[0]._address, timeout=10)
+
+
+def test_a_runs_trainers_share_one_job_and_runs_do_not():
+    settings = {"batch": 64, "seed": None}
+    assert service.job_name("runs/a", settings) == service.job_name("runs/a/", settings)
+    assert service.job_name("runs/a", settings) != service.job_name("runs/b", settings)
+    assert service.job_name("runs/a", settings) != service.job_name("runs/a", {
+        **settings, "batch": 32})
+
+
+def test_training_batches_are_made_by_the_service_workers(cluster, data_dir):
+    dispatcher, workers = cluster
+    tasks_before = sum(w._num_tasks() for w in workers)
+    context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                         num_replicas_in_sync=2)
+    dataset = input_pipeline.make_train_dataset(
+        data_dir, 8, input_context=context, crop_size=67, shuffle_buffer=16, num_classes=3,
+        data_service=dispatcher.target, service_run="runs/wiring")
+    batches = list(dataset.take(6))
+    # The job's tasks run on the workers: the batches were made there.
+    assert sum(w._num_tasks() for w in workers) > tasks_before
+    for features, labels in batches:
+        assert features[input_pipeline.IMAGE].dtype == tf.uint8
+        assert features[input_pipeline.IMAGE].shape == (4, 67, 67, 3)  # per replica
+        assert features[input_pipeline.LIGHTING].shape == (4, 3)
+        assert set(labels.numpy()) <= {0, 1, 2}
+    assert len({int(label) for _, labels in batches for label in labels}) > 1
+
+
+# mirrored: one input pipeline feeding two replicas (per-replica batches);
+# default is also trained by the subprocess tests.
+@pytest.mark.parametrize("strategy, devices", [
+    pytest.param("default", (), marks=pytest.mark.slow), ("mirrored", ("/cpu:0", "/cpu:1"))])
+def test_training_through_the_service_reaches_max_steps(cluster, data_dir, tmp_path,
+                                                        strategy, devices):
+    from alexnet_tf.training.loop import train
+    dispatcher, workers = cluster
+    summary = train(TrainConfig(
+        data_dir=data_dir, model_dir=str(tmp_path / "run"), batch_size=8, epochs=1,
+        max_steps=4, steps_per_epoch=4, validation_steps=1, log_every_steps=2,
+        shuffle_buffer=16, strategy=strategy, devices=devices,
+        data_service=dispatcher.target, model=ModelConfig(**TINY_MODEL)))
+    assert summary["step"] == 4 and np.isfinite(summary["train_loss"])
+
+
+def test_training_toward_a_closed_port_stops_naming_it(data_dir, tmp_path, monkeypatch):
+    from alexnet_tf.training.loop import train
+    monkeypatch.setattr(service_address, "PROBE_TIMEOUT_S", 1.0)
+    port = _closed_port()
+    with pytest.raises(service_address.UnreachableDispatcher, match=f"127.0.0.1:{port}"):
+        train(TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "run"), batch_size=8,
+                          max_steps=2, data_service=f"grpc://127.0.0.1:{port}",
+                          model=ModelConfig(**TINY_MODEL)))
