@@ -1,0 +1,167 @@
+"""`launch.data_service` and `launch.train --data_service` as processes on
+127.0.0.1: a dispatcher and two workers, a training that reaches its
+max_steps while one worker is killed, a training pointed at a closed port,
+bad settings, and SIGTERM / Ctrl-C (the process boundary is what is tested)."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from tiny_data import write_tiny_dataset
+
+pytestmark = pytest.mark.slow  # each server or trainer is a TensorFlow process
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+ENV.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the launchers' own quieting is part of the test
+START_TIMEOUT_S = 120
+
+
+class Server:
+    """A `launch.data_service` process whose output goes to a file (a pipe
+    nobody drains could stall it)."""
+
+    def __init__(self, tmp_path, name, *flags):
+        self.log = tmp_path / f"{name}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "launch.data_service", *flags], cwd=REPO, env=ENV,
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "listening on port" not in self.output():
+            assert self.process.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"{name} did not start:\n{self.output()}"
+            time.sleep(0.1)
+        self.port = int(re.search(r"listening on port (\d+)", self.output()).group(1))
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def servers():
+    started = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def _cluster(tmp_path, servers, workers=2):
+    dispatcher = Server(tmp_path, "dispatcher", "--mode=dispatcher", "--port=0",
+                        "--worker_timeout=5")
+    servers.append(dispatcher)
+    for index in range(workers):
+        servers.append(Server(tmp_path, f"worker{index}", "--mode=worker", "--port=0",
+                              f"--dispatcher=127.0.0.1:{dispatcher.port}", "--heartbeat=1",
+                              "--worker_address=127.0.0.1:%port%"))
+    return dispatcher, servers[1:]
+
+
+def _train_command(data_dir, model_dir, address, steps):
+    return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
+            f"--steps_per_epoch={steps}", "--validation_steps=1", "--log_every_steps=2",
+            "--steps_per_loop=1", "--image_size=67", "--width=0.0625",
+            "--shuffle_buffer=16", f"--data_service={address}"]
+
+
+def _one_error_line(result, tool):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(600)
+def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
+    dispatcher, workers = _cluster(tmp_path, servers)
+    model_dir, steps = tmp_path / "run", 40
+    train_log = tmp_path / "train.log"
+    with open(train_log, "wb") as log:
+        trainer = subprocess.Popen(
+            _train_command(data_dir, model_dir, f"grpc://127.0.0.1:{dispatcher.port}", steps),
+            cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while f"step 10/{steps}" not in train_log.read_text(errors="replace"):
+            assert trainer.poll() is None, train_log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "training did not reach step 10"
+            time.sleep(0.1)
+        workers[0].process.kill()  # part-way: 10 of 40 steps done
+        assert trainer.wait(timeout=400) == 0, train_log.read_text(errors="replace")
+    finally:
+        trainer.kill()
+    output = train_log.read_text(errors="replace")
+    assert "training input: tf.data service at grpc://127.0.0.1" in output
+    assert "2 worker(s) registered" in output
+    assert f"step {steps}/{steps}" in output and "Training finished" in output
+    assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{steps}")
+    assert workers[1].process.poll() is None and dispatcher.process.poll() is None
+
+
+@pytest.mark.timeout(300)
+def test_training_pointed_at_a_closed_port_says_so_in_bounded_time(tmp_path):
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+    port = _closed_port()
+    start = time.monotonic()
+    result = subprocess.run(
+        _train_command(data_dir, tmp_path / "run", f"grpc://127.0.0.1:{port}", 4),
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
+    line = _one_error_line(result, "launch.train")
+    assert f"grpc://127.0.0.1:{port}" in line and "nothing answered within 10 s" in line
+    assert time.monotonic() - start < 120  # the 10 s probe plus start-up, not an hour
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.timeout(300)
+def test_bad_server_settings_are_one_line(tmp_path, servers):
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "launch.data_service", *flags],
+                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+
+    assert "--port=70000" in _one_error_line(
+        run("--mode=dispatcher", "--port=70000"), "launch.data_service")
+    assert "--dispatcher=dispatcher-host" in _one_error_line(
+        run("--mode=worker", "--port=0", "--dispatcher=dispatcher-host"),
+        "launch.data_service")
+    closed = _closed_port()
+    assert f"grpc://127.0.0.1:{closed}" in _one_error_line(
+        run("--mode=worker", "--port=0", f"--dispatcher=127.0.0.1:{closed}"),
+        "launch.data_service")
+    dispatcher = Server(tmp_path, "dispatcher", "--mode=dispatcher", "--port=0")
+    servers.append(dispatcher)
+    assert f"--port={dispatcher.port}: is in use" in _one_error_line(
+        run("--mode=dispatcher", f"--port={dispatcher.port}"), "launch.data_service")
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_and_ctrl_c_stop_the_servers_cleanly(tmp_path, servers):
+    dispatcher, (worker,) = _cluster(tmp_path, servers, workers=1)
+    for server, number in ((worker, signal.SIGTERM), (dispatcher, signal.SIGINT)):
+        server.process.send_signal(number)
+        assert server.process.wait(timeout=60) == 0, server.output()
+        output = server.output()
+        assert f"stopped ({number.name})" in output and "Traceback" not in output
+        assert output.strip().splitlines() == [
+            line for line in output.strip().splitlines()
+            if line.startswith("tf.data service ")], output  # only its own two lines
