@@ -22,7 +22,7 @@ import threading
 from absl import flags
 
 from alexnet_tf.data.service_servers import ServiceConfig
-from launch import config_flags, terminal
+from alexnet_tf.cli import config_flags, terminal
 
 FLAGS = flags.FLAGS
 

@@ -3,6 +3,7 @@
 max_steps while one worker is killed, a training pointed at a closed port,
 bad settings, and SIGTERM / Ctrl-C (the process boundary is what is tested)."""
 
+import json
 import os
 import re
 import signal
@@ -165,3 +166,37 @@ def test_sigterm_and_ctrl_c_stop_the_servers_cleanly(tmp_path, servers):
         assert output.strip().splitlines() == [
             line for line in output.strip().splitlines()
             if line.startswith("tf.data service ")], output  # only its own two lines
+
+
+@pytest.mark.timeout(600)
+def test_multi_worker_trainers_share_one_job(tmp_path):
+    """Two `--strategy=multi_worker` trainers take their batches from one job
+    (one pass over the data for the whole cluster), served here by an
+    in-process dispatcher and worker."""
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    worker = service.WorkerServer(service.WorkerConfig(
+        dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
+    cluster = [f"127.0.0.1:{_closed_port()}" for _ in range(2)]
+    logs, trainers = [tmp_path / f"trainer{i}.log" for i in range(2)], []
+    try:
+        for index, log_path in enumerate(logs):
+            env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": cluster},
+                                                  "task": {"type": "worker", "index": index}}))
+            with open(log_path, "wb") as log:
+                trainers.append(subprocess.Popen(
+                    [*_train_command(data_dir, tmp_path / "run", dispatcher.target, 6),
+                     "--strategy=multi_worker"],
+                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+        for trainer, log_path in zip(trainers, logs):
+            assert trainer.wait(timeout=500) == 0, log_path.read_text(errors="replace")
+    finally:
+        for trainer in trainers:
+            trainer.kill()
+        worker.stop()
+        dispatcher.stop()
+    jobs = [re.search(r"job (alexnet_tf-\w+)", log.read_text()).group(1) for log in logs]
+    assert jobs[0] == jobs[1]
+    assert "step 6/6" in logs[0].read_text() and "Training finished" in logs[0].read_text()

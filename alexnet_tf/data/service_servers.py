@@ -87,10 +87,13 @@ class ServiceConfig:
 
 def check_port_free(port: int) -> None:
     """Binding a plain socket fails when anything listens on `port` (a gRPC
-    server's SO_REUSEPORT does not let a second, plain socket in)."""
+    server's SO_REUSEPORT does not let a second, plain socket in).
+    SO_REUSEADDR: the closed connections of a server just stopped on this
+    port (TIME_WAIT) do not count, so a dispatcher can restart at once."""
     if port == 0:
         return
     with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("::" if socket.has_ipv6 else "", port))
         except OSError as e:
