@@ -21,10 +21,16 @@ import threading
 
 from absl import flags
 
-from alexnet_tf.data.service_servers import ServiceConfig
 from alexnet_tf.cli import config_flags, terminal
+from alexnet_tf.data.service_servers import ServiceConfig
 
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defined only when run as a program (importing cannot clash with
+    another tool's flags)."""
+    config_flags.define_flags(ServiceConfig)
 
 
 def serve_until_stopped(config: ServiceConfig) -> int:
@@ -54,5 +60,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config_flags.define_flags(ServiceConfig)
+    define_flags()
     terminal.run(main)

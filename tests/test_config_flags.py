@@ -36,6 +36,7 @@ LAUNCHERS = {
     "launch.serve": ("launch.serve:ServeConfig", set()),
     "launch.figures": ("launch.figures:FiguresConfig", set()),
     "launch.import_caffe": ("launch.import_caffe:ImportCaffeConfig", set()),
+    "launch.data_service": ("alexnet_tf.data.service_servers:ServiceConfig", set()),
     "launch.reproduce_relu_tanh": (
         "experiments.figure1_relu_tanh.config:ReluTanhConfig", set()),
     "data_prep.build_tfrecords": ("data_prep.build_tfrecords:BuildConfig", set()),
