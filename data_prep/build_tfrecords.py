@@ -10,6 +10,14 @@ split and class, mean RGB and RGB PCA of the training pixels) and
 `manifest.json` + `manifest_files.tsv` (per shard: count, bytes, sha256; per
 entry found: converted or skipped, and why).
 
+Nothing leaks or is invented: an output folder inside a split folder is
+refused (`data_prep.tree`), so are class folders whose names read alike
+(`data_prep.names.lookalike_key`); an image in both train and validation
+(the same file, or the same bytes) is dropped from train, refused or
+reported as `--on_leak` says, and duplicates within a split are listed
+(`data_prep.duplicates`). Ctrl-C stops the workers and ends in one line
+(exit 130), leaving what a rerun resumes.
+
 Interrupt it at any moment and run the same command again: complete shards
 are kept, the rest are redone. `--overwrite` rebuilds everything. One build
 at a time per output folder (`data_prep.output_dir`); its workers die with
@@ -29,6 +37,7 @@ import collections
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from typing import TextIO
@@ -37,13 +46,24 @@ from absl import app, flags
 
 from alexnet_tf.cli import config_flags, terminal
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+
+
+def _interrupted_at_start(signum, frame) -> None:
+    """Ctrl-C before `main` (TensorFlow's imports take seconds): nothing is
+    written yet, so one line and out, no traceback."""
+    print("interrupted: nothing was written", file=sys.stderr, flush=True)
+    os._exit(INTERRUPTED_EXIT_CODE)
+
+
 if __name__ == "__main__":  # before TensorFlow loads (the imports below)
+    signal.signal(signal.SIGINT, _interrupted_at_start)
     terminal.quiet_native_logs()
 
 from alexnet_tf.data import records  # noqa: E402
 from alexnet_tf.options import option  # noqa: E402
 from data_prep import (  # noqa: E402
-    convert, layouts, output_dir, outputs, pool, sharding, stats, writer)
+    convert, duplicates, layouts, output_dir, outputs, pool, sharding, stats, writer)
 from data_prep.names import escape  # noqa: E402
 from data_prep.output_dir import BuildError  # noqa: E402,F401 - part of this module's API
 from data_prep.outputs import FILES_FILENAME, MANIFEST_FILENAME, BuildSummary  # noqa: E402,F401
@@ -72,6 +92,10 @@ class BuildConfig:
                              "to this, then centre-cropped square.")
     quality: int = option(convert.DEFAULT_QUALITY, "JPEG quality of the stored images (1-100).")
     strict: bool = option(False, "Exit non-zero if any input file was skipped.")
+    on_leak: str = option(duplicates.DEFAULT_ON_LEAK, "An image in both train and "
+                          "validation (the same file or the same bytes): drop it from "
+                          "train, fail, or report it and keep both. Always listed in the "
+                          "summary and manifest.", choices=duplicates.ON_LEAK)
     overwrite: bool = option(False, "Rebuild from scratch instead of resuming.")
     seed: int = option(sharding.DEFAULT_SEED, "Seed of the training shuffle across shards "
                        "and of the class-mixed validation order.")
@@ -105,19 +129,31 @@ class BuildConfig:
             raise BuildError(f"--pixel_stride must be >= 1, got {self.pixel_stride}")
         if self.max_pixels < 1:
             raise BuildError(f"--max_pixels must be >= 1, got {self.max_pixels}")
+        if self.on_leak not in duplicates.ON_LEAK:
+            raise BuildError(f"--on_leak must be one of {', '.join(duplicates.ON_LEAK)}, "
+                             f"got {self.on_leak!r}")
         if self.min_images_per_worker < 0:
             raise BuildError(f"--min_images_per_worker must be >= 0, "
                              f"got {self.min_images_per_worker}")
 
 
-def build(config: BuildConfig, log: TextIO | None = None) -> BuildSummary:
-    """Runs the whole build; returns the summary (also printed to `log`)."""
+def build(config: BuildConfig, log: TextIO | None = None, *,
+          check_duplicates: bool = True) -> BuildSummary:
+    """Runs the whole build; returns the summary (also printed to `log`).
+    `check_duplicates=False` skips the leak check and the digests of the
+    duplicate listing: only for measuring their cost (bench_data_prep.py)."""
     log = log if log is not None else sys.stderr
     config.validate()
     start = time.monotonic()
+    layouts.check_output_outside(config.input_dir, config.layout, config.output_dir)
     output_dir.prepare(config.output_dir)
     with output_dir.OutputLock(config.output_dir):
-        listing = layouts.list_inputs(config.input_dir, config.layout)
+        listing = layouts.list_inputs(config.input_dir, config.layout, config.output_dir)
+        leaks = []
+        if check_duplicates:
+            leaks = duplicates.find_leaks(listing, config.num_workers or os.cpu_count() or 1,
+                                          log)
+            duplicates.apply(listing, leaks, config.on_leak)
         plans = _plan(listing, config)
         if config.overwrite:
             output_dir.remove_outputs(config.output_dir, outputs.NAMES)
@@ -130,19 +166,22 @@ def build(config: BuildConfig, log: TextIO | None = None) -> BuildSummary:
         output_dir.remove_outputs(config.output_dir, (outputs.MANIFEST_FILENAME,),
                                   shards=False)
         tasks = [writer.ShardTask(p, config.output_dir, config.settings(), listing.label_map,
-                                  collect_stats=p.prefix == records.TRAIN_PREFIX)
+                                  collect_stats=p.prefix == records.TRAIN_PREFIX,
+                                  hash_inputs=check_duplicates)
                  for p in plans]
         _print_header(listing, plans, config, log)
         progress = Progress(sum(len(t.plan.files) for t in tasks), log, config.progress_seconds)
         results = pool.run_tasks(tasks, _num_workers(config, progress.total), progress)
         progress.finish()
-        skipped, per_split = outputs.finish(config, listing, results, identity)
+        skipped, per_split, repeated = outputs.finish(config, listing, results, identity,
+                                                      leaks)
     summary = BuildSummary(
         output_dir=config.output_dir, layout=listing.layout, found=listing.found,
         written=sum(r.records for r in results), skipped=skipped, per_split=per_split,
         shards_written=sum(not r.kept for r in results),
         shards_kept=sum(r.kept for r in results), seconds=time.monotonic() - start,
-        images_per_second=progress.rate)
+        images_per_second=progress.rate, leaks=leaks, on_leak=config.on_leak,
+        duplicates=repeated)
     outputs.print_summary(summary, log)
     return summary
 
@@ -216,15 +255,24 @@ def config_from_flags() -> BuildConfig:
     return config_flags.from_flags(BuildConfig)
 
 
+def interrupted_line(output: str) -> str:
+    return (f"interrupted: stopped the build and its workers; complete shards in "
+            f"{escape(output)} are kept: run the same command to resume")
+
+
 def main(argv) -> int:
     terminal.configure_logging()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here: KeyboardInterrupt
     try:
         summary = build(config_from_flags())
     except (layouts.LayoutError, BuildError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted_line(FLAGS.output_dir), file=sys.stderr, flush=True)
+        return INTERRUPTED_EXIT_CODE
     if FLAGS.strict and not summary.ok:
         print(f"--strict: {len(summary.skipped)} entries were skipped", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ from data_prep.ilsvrc import (DEVKIT_GROUND_TRUTH, DEVKIT_META, DEVKIT_TAR,  # n
 from data_prep.names import escape
 from data_prep.sources import (MAX_FILE_BYTES, TRAIN, VALIDATION, LayoutError,  # noqa: F401
                                Listing, SourceFile, stamped)
-from data_prep.tree import TreeWalk
+from data_prep.tree import TreeWalk, output_refusal
 
 LAYOUTS = ("imagefolder", "ilsvrc_tar", "kaggle")
 VALIDATION_FOLDERS = ("val", "validation", "test")
@@ -50,22 +50,49 @@ def detect_layout(input_dir: str) -> str:
         "(imagefolder); pass --layout to say which")
 
 
-def list_inputs(input_dir: str, layout: str = "auto") -> Listing:
-    """Lists the images of `input_dir` in `layout` ("auto" detects it)."""
-    if layout == "auto":
-        layout = detect_layout(input_dir)
+def list_inputs(input_dir: str, layout: str = "auto", output_dir: str | None = None) -> Listing:
+    """Lists the images of `input_dir` in `layout` ("auto" detects it);
+    `output_dir`, if given, must lie in no folder read (LayoutError)."""
+    layout = _resolve(input_dir, layout)
     if layout == "imagefolder":
-        return _imagefolder(input_dir)
+        return _imagefolder(input_dir, output_dir)
     if layout == "ilsvrc_tar":
         return _ilsvrc_tar(input_dir)
-    if layout == "kaggle":
-        return _kaggle(input_dir)
-    raise LayoutError(f"unknown --layout {layout!r}: choose auto or one of {', '.join(LAYOUTS)}")
+    return _kaggle(input_dir, output_dir)
+
+
+def check_output_outside(input_dir: str, layout: str, output_dir: str) -> None:
+    """Refuses an output folder inside a split folder (as `list_inputs`
+    would), before the build creates it; links further down the tree are
+    caught by the walk itself."""
+    layout = _resolve(input_dir, layout)
+    split_dirs = {"imagefolder": _imagefolder_dirs, "kaggle": _kaggle_dirs}.get(layout)
+    output_real = os.path.realpath(output_dir)
+    for folder in (split_dirs(input_dir) if split_dirs else {}).values():
+        refusal = output_refusal(output_dir, output_real, folder, os.path.realpath(folder))
+        if refusal:
+            raise LayoutError(refusal)
+
+
+def _resolve(input_dir: str, layout: str) -> str:
+    if layout == "auto":
+        return detect_layout(input_dir)
+    if layout not in LAYOUTS:
+        raise LayoutError(f"unknown --layout {layout!r}: choose auto or one of "
+                          f"{', '.join(LAYOUTS)}")
+    return layout
 
 
 # ---------------------------------------------------------------- imagefolder
 
-def _imagefolder(input_dir: str) -> Listing:
+def _imagefolder(input_dir: str, output_dir: str | None) -> Listing:
+    split_dirs = _imagefolder_dirs(input_dir)
+    walk = TreeWalk(split_dirs, output_dir=output_dir)
+    splits = {split: walk.class_folders(split) for split in split_dirs}
+    return _labelled(input_dir, "imagefolder", splits, walk.problems)
+
+
+def _imagefolder_dirs(input_dir: str) -> dict[str, str]:
     train_dir = os.path.join(input_dir, TRAIN)
     val_dirs = [os.path.join(input_dir, n) for n in VALIDATION_FOLDERS
                 if os.path.isdir(os.path.join(input_dir, n))]
@@ -80,9 +107,7 @@ def _imagefolder(input_dir: str) -> Listing:
     if not split_dirs:
         raise LayoutError(f"'{escape(input_dir)}' has neither train/ nor a validation folder")
     _check_distinct(split_dirs)
-    walk = TreeWalk(split_dirs)
-    splits = {split: walk.class_folders(split) for split in split_dirs}
-    return _labelled(input_dir, "imagefolder", splits, walk.problems)
+    return split_dirs
 
 
 def _check_distinct(split_dirs: dict[str, str]) -> None:
@@ -96,7 +121,18 @@ def _check_distinct(split_dirs: dict[str, str]) -> None:
 
 # ---------------------------------------------------------------- kaggle
 
-def _kaggle(input_dir: str) -> Listing:
+def _kaggle(input_dir: str, output_dir: str | None) -> Listing:
+    split_dirs = _kaggle_dirs(input_dir)
+    walk = TreeWalk(split_dirs, output_dir=output_dir)
+    splits = {}
+    if TRAIN in split_dirs:
+        splits[TRAIN] = walk.class_folders(TRAIN)
+    if VALIDATION in split_dirs:
+        splits[VALIDATION] = _flat_validation(input_dir, walk)
+    return _labelled(input_dir, "kaggle", splits, walk.problems)
+
+
+def _kaggle_dirs(input_dir: str) -> dict[str, str]:
     root = os.path.join(input_dir, KAGGLE_ROOT)
     split_dirs = {split: os.path.join(root, name)
                   for split, name in ((TRAIN, "train"), (VALIDATION, "val"))
@@ -104,13 +140,7 @@ def _kaggle(input_dir: str) -> Listing:
     if not split_dirs:
         raise LayoutError(f"'{escape(root)}' has neither train/ nor val/")
     _check_distinct(split_dirs)
-    walk = TreeWalk(split_dirs)
-    splits = {}
-    if TRAIN in split_dirs:
-        splits[TRAIN] = walk.class_folders(TRAIN)
-    if VALIDATION in split_dirs:
-        splits[VALIDATION] = _flat_validation(input_dir, walk)
-    return _labelled(input_dir, "kaggle", splits, walk.problems)
+    return split_dirs
 
 
 def _flat_validation(input_dir: str, walk: TreeWalk) -> list[SourceFile]:
@@ -120,6 +150,7 @@ def _flat_validation(input_dir: str, walk: TreeWalk) -> list[SourceFile]:
     labels = ilsvrc.validation_labels(input_dir)
     val_dir, problems = walk.split_dirs[VALIDATION], walk.problems
     val_real = walk.real_folder(VALIDATION)
+    walk.check_output(val_dir, val_real)
     files = []
     with os.scandir(val_dir) as it:
         entries = sorted(it, key=lambda e: e.name)

@@ -15,12 +15,18 @@ losslessly:
 `unescape` gives the original bytes back. Class keys, the records'
 `image/filename`, the manifest, `manifest_files.tsv` and every message use
 the escaped form; files are opened by their real names.
+
+Escaping keeps names apart; `lookalike_key` says when two of them would
+still read as one (class folders "cls" and "cls ", or "café" composed and
+decomposed): the build refuses such class folders rather than make two
+classes a reader cannot tell apart.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import unicodedata
 
 _CONTROL = {c for c in range(0x20)} | {0x7F}
 _ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
@@ -71,3 +77,14 @@ def printable(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def lookalike_key(text: str) -> str:
+    """How an escaped name reads: Unicode NFC (composed and decomposed
+    accents alike), invisible format characters dropped (zero-width space,
+    byte-order mark, direction marks), whitespace runs as one space and none
+    at either end (as labels.txt writes class names). Case is kept: "Dog" and
+    "dog" look different."""
+    visible = "".join(ch for ch in unicodedata.normalize("NFC", text)
+                      if unicodedata.category(ch) != "Cf")
+    return " ".join(visible.split())

@@ -17,7 +17,7 @@ from alexnet_tf.data import records
 from alexnet_tf.data.dataset_stats import STATS_FILENAME, rgb_stats_to_json, split_counts_to_json
 from alexnet_tf.data.labels import LABELS_FILENAME
 from alexnet_tf.data.records_check import MANIFEST_FILENAME
-from data_prep import layouts, stats, writer
+from data_prep import duplicates, layouts, stats, writer
 from data_prep.names import escape, printable
 
 FILES_FILENAME = "manifest_files.tsv"
@@ -36,6 +36,9 @@ class BuildSummary:
     shards_kept: int
     seconds: float
     images_per_second: float  # over the images converted in this run
+    leaks: list[duplicates.Leak] = dataclasses.field(default_factory=list)  # train = validation
+    on_leak: str = duplicates.DEFAULT_ON_LEAK  # what was done with them
+    duplicates: dict[str, list[list[str]]] = dataclasses.field(default_factory=dict)  # kept
 
     @property
     def ok(self) -> bool:
@@ -47,9 +50,10 @@ def split_of(prefix: str) -> str:
 
 
 def finish(config, listing: layouts.Listing, results: list[writer.ShardResult],
-           about: dict) -> tuple[list, dict]:
+           about: dict, leaks: list[duplicates.Leak]) -> tuple[list, dict, dict]:
     """Writes labels.txt, stats.json, the TSV and the manifest (`about`: the
-    build's settings, recorded as they are). Returns (skipped, per_split)."""
+    build's settings, recorded as they are; `leaks`: inputs in both splits).
+    Returns (skipped, per_split, duplicates within a split)."""
     out = config.output_dir
     results.sort(key=lambda r: (r.prefix != records.TRAIN_PREFIX, r.name))
     skipped = list(listing.problems)
@@ -71,6 +75,8 @@ def finish(config, listing: layouts.Listing, results: list[writer.ShardResult],
     listing.label_map.write(os.path.join(out, LABELS_FILENAME))
     _write_stats(config, listing, per_split, class_counts, moments)
     _write_files_tsv(out, listing, results)
+    repeated = duplicates.within_splits(
+        [(split_of(r.prefix), writer.part_path(out, r.name)) for r in results])
     manifest = {
         **about, "layout": listing.layout, "input_dir": escape(os.path.abspath(config.input_dir)),
         "found": listing.found, "written": sum(r.records for r in results),
@@ -79,10 +85,13 @@ def finish(config, listing: layouts.Listing, results: list[writer.ShardResult],
                     "sha256": r.sha256} for r in results],
         "skipped_files": [{"split": s, "path": p, "reason": reason}
                           for s, p, reason in skipped],
+        "on_leak": config.on_leak,
+        "leaks": duplicates.leaks_to_json(leaks, config.on_leak),
+        "duplicates": duplicates.duplicates_to_json(repeated),
         "files": FILES_FILENAME,
     }
     fileio.write_json(os.path.join(out, MANIFEST_FILENAME), manifest)
-    return skipped, per_split
+    return skipped, per_split, repeated
 
 
 def _write_stats(config, listing: layouts.Listing, per_split: dict, class_counts: dict,
@@ -140,4 +149,5 @@ def print_summary(summary: BuildSummary, log: TextIO) -> None:
         print(f"  skipped ({split}) {path}: {reason}", file=log)
     if len(summary.skipped) > 20:
         print(f"  ... and {len(summary.skipped) - 20} more: see {MANIFEST_FILENAME}", file=log)
+    duplicates.print_findings(summary.leaks, summary.on_leak, summary.duplicates, log)
     log.flush()

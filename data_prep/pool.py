@@ -17,9 +17,12 @@ workers load the writer themselves and die with it, not with the build.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import multiprocessing.forkserver
+import os
+import signal
 
 from data_prep import lifeline, writer
 from data_prep.progress import Progress
@@ -27,7 +30,11 @@ from data_prep.progress import Progress
 
 def _start_fork_server() -> None:
     """Starts the fork server (if not running) with this process's pid in its
-    environment (`lifeline.announced`); on the lasting thread only."""
+    environment (`lifeline.announced`); on the lasting thread only. That
+    thread blocks Ctrl-C's SIGINT (the main thread still gets it), and the
+    fork server and its workers inherit the mask: the terminal sends SIGINT to
+    the whole process group, and the build alone must act on it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     with lifeline.announced():
         multiprocessing.forkserver.ensure_running()
 
@@ -40,7 +47,12 @@ def run_tasks(tasks: list[writer.ShardTask], num_workers: int,
     if num_workers == 1 or len(tasks) <= 1:
         results = []
         for task in tasks:
-            results.append(_done(task, writer.produce_shard(task, progress.tick), progress))
+            try:
+                result = writer.produce_shard(task, progress.tick)
+            except BaseException:  # Ctrl-C: the shard stays unpublished, its .tmp goes
+                _remove_tmp([task])
+                raise
+            results.append(_done(task, result, progress))
         return results
     return _in_workers(tasks, num_workers, progress)
 
@@ -65,11 +77,34 @@ def _in_workers(tasks: list[writer.ShardTask], num_workers: int,
                 for future in done:
                     task = pending.pop(future)
                     results.append(_done(task, future.result(), progress))
-        except BaseException:
+        except BaseException:  # Ctrl-C (or an error): stop every worker now
             for future in pending:
                 future.cancel()
+            _kill_workers(pool)
+            _remove_tmp(pending.values())
             raise
     return results
+
+
+def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kills the pool's workers (they ignore SIGINT) and waits for them, so
+    that none finishes a shard after the build stopped: a worker's shard is a
+    `.tmp` file that only this process publishes. Python 3.14 has
+    `kill_workers()`; before it, the pool's process table."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(timeout=10)
+
+
+def _remove_tmp(tasks) -> None:
+    """The `.tmp` files of shards not published (the next run would remove them too)."""
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            os.remove(task.path + writer.TMP_SUFFIX)
 
 
 def _done(task: writer.ShardTask, result: writer.ShardResult,

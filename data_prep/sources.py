@@ -41,6 +41,8 @@ class SourceFile:
     size: int = -1
     st_size: int = -1  # of the file at `path`, when listed
     st_mtime_ns: int = -1
+    st_dev: int = -1  # with st_ino: which file `path` is (hard links and links share them)
+    st_ino: int = -1
 
     @property
     def display(self) -> str:
@@ -49,6 +51,17 @@ class SourceFile:
     @property
     def filename(self) -> str:
         return names.escape(os.path.basename(self.member or self.path))
+
+    @property
+    def file_id(self) -> tuple[int, int] | None:
+        """(device, inode) of a whole file; None for an archive member (all of
+        an archive's members share its inode)."""
+        return (self.st_dev, self.st_ino) if self.offset < 0 and self.st_ino >= 0 else None
+
+    @property
+    def content_size(self) -> int:
+        """The byte count of the image as listed (equal bytes, equal sizes)."""
+        return self.size if self.offset >= 0 else self.st_size
 
     def read(self, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         """The file's bytes; OSError if unreadable, truncated or over `max_bytes`
@@ -67,7 +80,8 @@ class SourceFile:
 
 
 def stamped(path: str, wnid: str, stat: os.stat_result, **member) -> SourceFile:
-    return SourceFile(path, wnid, st_size=stat.st_size, st_mtime_ns=stat.st_mtime_ns, **member)
+    return SourceFile(path, wnid, st_size=stat.st_size, st_mtime_ns=stat.st_mtime_ns,
+                      st_dev=stat.st_dev, st_ino=stat.st_ino, **member)
 
 
 @dataclasses.dataclass

@@ -13,6 +13,12 @@ Links (docs/data_prep.md states the same rules):
   folder already read is refused, with its reason.
 Folders are told apart by (device, inode), so bind mounts count as links.
 
+The build's output folder must not lie in any folder read (its shards would
+be read as a class "records"): the walk refuses it, by real path, wherever
+a link leads, and so does the build before creating it (`output_refusal`).
+Class folders whose names read alike (`names.lookalike_key`, e.g. "cls" and
+"cls ") are refused, naming both, in a split or across the splits.
+
 A class folder that cannot be read raises `LayoutError` naming it (its class
 would otherwise vanish from labels.txt); an unreadable sub-folder, a broken
 link, a FIFO or device, and an empty class folder are problems.
@@ -24,7 +30,7 @@ import dataclasses
 import os
 import stat
 
-from data_prep.names import escape
+from data_prep.names import escape, lookalike_key
 from data_prep.sources import LayoutError, SourceFile, stamped
 
 FolderId = tuple[int, int]  # (st_dev, st_ino)
@@ -38,10 +44,13 @@ class TreeWalk:
     split_dirs: dict[str, str]  # split -> its folder, as given
     problems: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     visited: dict[FolderId, str] = dataclasses.field(default_factory=dict)
+    output_dir: str | None = None  # the build's output folder: never read
 
     def __post_init__(self):
         self._real = {s: os.path.realpath(d) for s, d in self.split_dirs.items()}
         self._real_folders: dict[str, str] = {}
+        self._output_real = os.path.realpath(self.output_dir) if self.output_dir else None
+        self._class_names: dict[str, str] = {}  # lookalike key -> first class folder's path
 
     def class_folders(self, split: str) -> list[SourceFile]:
         """The inputs of `split`, class folder by class folder (sorted names);
@@ -52,6 +61,7 @@ class TreeWalk:
             ancestors = _ancestor_ids(self._real[split])
         except OSError as e:
             raise LayoutError(f"cannot read {escape(split_dir)}: {e.strerror}") from None
+        self.check_output(split_dir, self._real[split])
         self.visited[_id(os.stat(split_dir))] = escape(split_dir)
         files: list[SourceFile] = []
         for entry in entries:
@@ -66,6 +76,8 @@ class TreeWalk:
             if refusal:
                 self._problem(split, entry.path, refusal)
                 continue
+            self.check_output(entry.path, real)
+            self._check_lookalike(entry.path, entry.name)
             self.visited[_id(st)] = escape(entry.path)
             before = len(self.problems)
             found = self._walk_class(split, entry.path, real, ancestors | {_id(st)},
@@ -102,6 +114,7 @@ class TreeWalk:
                     if refusal:
                         self._problem(split, entry.path, refusal)
                     else:
+                        self.check_output(entry.path, child)
                         self.visited[_id(st)] = escape(entry.path)
                         folders.append((entry.path, child, ancestors | {_id(st)}))
                 elif stat.S_ISREG(st.st_mode):
@@ -117,6 +130,25 @@ class TreeWalk:
                     self._problem(split, entry.path, f"not a regular file ({_kind(st)})")
             stack.extend(reversed(folders))
         return files
+
+    def check_output(self, folder: str, real: str) -> None:
+        """Refuses to read the folder `folder` (real path `real`) if the
+        output folder lies in it."""
+        if self._output_real is not None:
+            refusal = output_refusal(self.output_dir, self._output_real, folder, real)
+            if refusal:
+                raise LayoutError(refusal)
+
+    def _check_lookalike(self, path: str, name: str) -> None:
+        """Refuses a class folder whose name reads like another's but differs."""
+        key = lookalike_key(escape(name))
+        first = self._class_names.setdefault(key, path)
+        if first != path and escape(os.path.basename(first)) != escape(name):
+            raise LayoutError(
+                f"class folders {escape(first)} and {escape(path)} have names that differ "
+                f"only in spacing, invisible characters or Unicode form "
+                f"('{escape(os.path.basename(first))}' and '{escape(name)}'): they would be "
+                "two classes that read as one; rename or merge them")
 
     def _refusal(self, split: str, real: str, st: os.stat_result,
                  ancestors: set[FolderId]) -> str | None:
@@ -168,6 +200,17 @@ class TreeWalk:
 
     def _problem(self, split: str, path: str, reason: str) -> None:
         self.problems.append((split, escape(path), reason))
+
+
+def output_refusal(output_dir: str, output_real: str, folder: str, real: str) -> str | None:
+    """Why a build into `output_dir` (real path `output_real`) must not read
+    `folder` (real path `real`): the output folder is it or lies inside it."""
+    if output_real == real or output_real.startswith(real.rstrip(os.sep) + os.sep):
+        where = "is" if output_real == real else "lies inside"
+        return (f"the output folder {escape(output_dir)} {where} {escape(folder)}, which is "
+                "read as input (its files would become images of a class): choose an "
+                "output folder outside the input's split folders")
+    return None
 
 
 def _entries(path: str) -> list[os.DirEntry]:

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 from typing import Callable
 
 import tensorflow as tf
@@ -29,7 +30,7 @@ import tensorflow as tf
 from alexnet_tf import fileio
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
-from data_prep import convert, lifeline
+from data_prep import convert, duplicates, lifeline
 from data_prep.names import printable
 from data_prep.output_dir import PARTS_DIR, SHARD_TMP_SUFFIX as TMP_SUFFIX
 from data_prep.sharding import ShardPlan
@@ -63,6 +64,7 @@ class ShardTask:
     settings: ConvertSettings
     label_map: LabelMap
     collect_stats: bool  # training shards feed the RGB statistics
+    hash_inputs: bool = True  # record each input's SHA-256 (duplicates within a split)
 
     @property
     def digest(self) -> str:
@@ -89,6 +91,9 @@ class ShardResult:
     moments: PixelMoments | None
     converted: list[str]  # escaped input paths (data_prep.names)
     skipped: list[tuple[str, str]]  # (escaped input path, reason)
+    # SHA-256 of each converted input's bytes, as `converted` (data_prep.duplicates);
+    # empty when the task did not ask for them.
+    digests: list[str] = dataclasses.field(default_factory=list)
     kept: bool = False  # found complete from an earlier run
 
     def to_json(self) -> dict:
@@ -111,9 +116,13 @@ _counter = None
 
 
 def init_worker(counter) -> None:
-    """Runs first in every worker process: it dies with the fork server."""
+    """Runs first in every worker process: it dies with the fork server, and
+    ignores Ctrl-C (the terminal sends SIGINT to the whole process group):
+    the build stops its workers itself (`data_prep.pool`), without a
+    traceback from each."""
     global _counter
     _counter = counter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pid is inherited from the fork server's memory, so a fork server
     # gone before this line is caught by the comparison. Without it (a fork
     # server user code started without the preload) the worker dies with
@@ -148,6 +157,8 @@ def reuse_shard(task: ShardTask) -> ShardResult | None:
         return None
     if result.digest != task.digest or not os.path.isfile(task.path):
         return None
+    if task.hash_inputs and len(result.digests) != len(result.converted):
+        return None  # written without the inputs' digests: they are needed now
     if os.path.getsize(task.path) != result.bytes or file_sha256(task.path) != result.sha256:
         return None
     result.kept = True
@@ -163,12 +174,13 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
     settings = task.settings
     moments = PixelMoments() if task.collect_stats else None
     counts: collections.Counter = collections.Counter()
-    converted, skipped = [], []
+    converted, skipped, digests = [], [], []
     tmp_path = task.path + TMP_SUFFIX
     with tf.io.TFRecordWriter(tf_path(tmp_path)) as writer:
         for source in task.plan.files:
             try:
-                image = convert.convert(source.read(), settings.image_size,
+                data = source.read()
+                image = convert.convert(data, settings.image_size,
                                         settings.quality, settings.max_pixels)
             except convert.ConversionError as e:
                 skipped.append((source.display, printable(str(e))))
@@ -187,6 +199,8 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
                     moments.add_image(image.pixels, settings.pixel_stride)
                 counts[source.wnid] += 1
                 converted.append(source.display)
+                if task.hash_inputs:
+                    digests.append(duplicates.content_sha256(data))
             if on_image is not None:
                 on_image()
     _fsync(tmp_path)
@@ -194,7 +208,7 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
         name=task.plan.name, prefix=task.plan.prefix, digest=task.digest,
         records=len(converted), bytes=os.path.getsize(tmp_path), sha256=file_sha256(tmp_path),
         class_counts=dict(sorted(counts.items())), moments=moments,
-        converted=converted, skipped=skipped)
+        converted=converted, skipped=skipped, digests=digests)
 
 
 def tf_path(path: str) -> bytes:
