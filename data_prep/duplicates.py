@@ -41,6 +41,7 @@ from data_prep.sources import TRAIN, VALIDATION, Listing, SourceFile
 
 ON_LEAK = ("drop_from_train", "fail", "report")
 DEFAULT_ON_LEAK = "drop_from_train"
+ANNOUNCE_READS = 1000  # a leak check reading this many inputs says so first (it takes a while)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def find_leaks(listing: Listing, threads: int, log: TextIO | None = None) -> lis
     train_sizes = {f.content_size for f in train_candidates}
     val_candidates = [f for f in val if f.content_size in train_sizes]
     to_read = val_candidates + train_candidates
-    if to_read and log is not None:
+    if len(to_read) >= ANNOUNCE_READS and log is not None:
         megabytes = sum(f.content_size for f in to_read) / 2**20
         print(f"leak check: reading {len(to_read)} inputs whose size occurs in both splits "
               f"({megabytes:.0f} MiB)", file=log, flush=True)

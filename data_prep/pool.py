@@ -78,8 +78,8 @@ def _in_workers(tasks: list[writer.ShardTask], num_workers: int,
                     task = pending.pop(future)
                     results.append(_done(task, future.result(), progress))
         except BaseException:  # Ctrl-C (or an error): stop every worker now
-            for future in pending:
-                future.cancel()
+            # Not future.cancel(): Python 3.11's pool, finding its workers
+            # killed, fails every pending future and dies on a cancelled one.
             _kill_workers(pool)
             _remove_tmp(pending.values())
             raise

@@ -133,8 +133,8 @@ def test_manifest_lists_shards_and_every_file(synthetic_build):
 
 def test_imagenet_sample_slice_as_imagefolder(imagenet_sample, tmp_path):
     """20 real photos arranged into train/<wnid>/ by their file-name prefix,
-    5 of them also into val/ (the sample has one photo per class); labels
-    follow sorted wnids."""
+    5 of them also into val/ (the sample has one photo per class: a leak,
+    kept here with --on_leak=report, and reported); labels follow sorted wnids."""
     photos = sorted(imagenet_sample.glob("*.JPEG"))[::50][:20]
     for split, chosen in (("train", photos), ("val", photos[::4])):
         for photo in chosen:
@@ -143,8 +143,11 @@ def test_imagenet_sample_slice_as_imagefolder(imagenet_sample, tmp_path):
             os.symlink(photo, target / photo.name)
     summary = build_tfrecords.build(build_tfrecords.BuildConfig(
         str(tmp_path / "in"), str(tmp_path / "out"), train_shards=2, validation_shards=1,
-        num_workers=1), log=_quiet())
+        num_workers=1, on_leak="report"), log=_quiet())
     assert summary.ok and summary.written == 25
+    assert sorted(os.path.basename(leak.train) for leak in summary.leaks) == sorted(
+        p.name for p in photos[::4])
+    assert {leak.same for leak in summary.leaks} == {"file"}  # links to one file
     label_map = LabelMap.read(str(tmp_path / "out"))
     wnids = sorted(p.name.split("_")[0] for p in photos)
     assert label_map.wnids == tuple(wnids)

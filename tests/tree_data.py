@@ -10,10 +10,14 @@ from data_prep import build_tfrecords
 
 
 def write_jpeg(path, colour=(200, 40, 40)):
-    """A 48x40 JPEG of one colour at `path` (str, bytes or Path), folders made."""
+    """A 48x40 JPEG of one colour at `path` (str, bytes or Path), folders made.
+    Its path is in a JPEG comment, so no two such files hold the same bytes
+    (the build reports equal inputs: data_prep.duplicates); the pixels are
+    the colour's alone."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     buffer = io.BytesIO()
-    Image.fromarray(np.full((40, 48, 3), colour, np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(np.full((40, 48, 3), colour, np.uint8)).save(
+        buffer, "JPEG", comment=os.fsencode(os.path.abspath(path)))
     with open(path, "wb") as f:
         f.write(buffer.getvalue())
 
