@@ -30,8 +30,17 @@ exact antialiased bilinear filter (faithfulness to the stated filter) and
 with Lanczos-3 (an independent, sharper reference).
 Peak RSS: sampled every 20 ms over the process tree (parent, fork server,
 workers) for x1 and x2, all workers.
+Leak check: the cost of `data_prep.duplicates` (the train/validation check,
+up front, and the SHA-256 each worker takes for the duplicate listing). The
+photos go into 100 classes; train holds links to 800 of them, val byte copies
+of the other 200 plus of 20 training photos (leaks). Builds with 1 worker,
+pinned to one CPU, with --on_leak=report (so both convert the same images)
+against `check_duplicates=False`, rounds interleaved, best round of each;
+then the check alone when every input is a candidate (val = a byte copy of
+all 1,000: the worst case, where every input is read twice).
 
     python benchmarks/bench_data_prep.py [--data_dir=../shared/data/imagenet-sample]
+    python benchmarks/bench_data_prep.py --only_leak_check
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ flags.DEFINE_integer("quality", 95, "JPEG quality for both the baseline and the 
 flags.DEFINE_integer("rounds", 3, "Interleaved rounds per per-core measurement; best counts.")
 flags.DEFINE_integer("workers", 0, "N for the N-worker figure; 0 = all cores.")
 flags.DEFINE_integer("quality_images", 150, "Photos used for the PSNR comparison.")
+flags.DEFINE_bool("only_leak_check", False, "Measure only the leak check's cost.")
 
 SIZE = 256
 
@@ -239,6 +249,80 @@ def decoder_choice(paths):
     return out
 
 
+# ---------------------------------------------------------------- leak check
+
+def arrange_leaky(paths, root, leaks=20):
+    """100 classes; train/ links to the first 80%, val/ byte copies of the
+    rest plus of `leaks` training photos."""
+    cut = len(paths) * 4 // 5
+    for i, path in enumerate(paths):
+        name = os.path.basename(path)
+        cls = f"c{i % 100:02d}"
+        if i < cut:
+            os.makedirs(os.path.join(root, "train", cls), exist_ok=True)
+            os.symlink(os.path.abspath(path), os.path.join(root, "train", cls, name))
+        if i >= cut or i < leaks:
+            os.makedirs(os.path.join(root, "val", cls), exist_ok=True)
+            shutil.copyfile(path, os.path.join(root, "val", cls, name))
+    return root
+
+
+def timed_build(input_dir, output_dir, check):
+    shutil.rmtree(output_dir, ignore_errors=True)
+    cpu, wall = time.process_time(), time.perf_counter()
+    summary = build_tfrecords.build(build_tfrecords.BuildConfig(
+        input_dir, output_dir, num_workers=1, on_leak="report"),
+        log=open(os.devnull, "w"), check_duplicates=check)
+    return summary, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def leak_check_cost(paths, tmp, rounds):
+    from data_prep import duplicates, layouts
+    tree = arrange_leaky(paths, os.path.join(tmp, "leaky"))
+    out = os.path.join(tmp, "out-leaky")
+    all_cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(all_cpus)})
+    try:
+        timed_build(tree, out, True)  # warm the page cache and the imports
+        with_check, without = [], []
+        for _ in range(rounds):
+            with_check.append(timed_build(tree, out, True))
+            without.append(timed_build(tree, out, False))
+    finally:
+        os.sched_setaffinity(0, all_cpus)
+    summary = with_check[0][0]
+    on_cpu, on_wall = min(r[1] for r in with_check), min(r[2] for r in with_check)
+    off_cpu, off_wall = min(r[1] for r in without), min(r[2] for r in without)
+    print(f"\nleak check ({summary.found} inputs: train {summary.per_split['train']['found']}, "
+          f"validation {summary.per_split['validation']['found']}; 1 worker pinned to one CPU; "
+          f"best of {rounds})")
+    print(f"  found {len(summary.leaks)} leaks "
+          f"({sum(x.same == 'bytes' for x in summary.leaks)} by bytes), "
+          f"{sum(map(len, summary.duplicates.get('train', [])))} duplicates within train")
+    print(f"  build with the check:    {on_wall:6.2f} s wall, {on_cpu:6.2f} s CPU")
+    print(f"  build without the check: {off_wall:6.2f} s wall, {off_cpu:6.2f} s CPU")
+    print(f"  ratio with / without:    {on_wall / off_wall:6.3f} wall, "
+          f"{on_cpu / off_cpu:6.3f} CPU")
+
+    worst = os.path.join(tmp, "worst")
+    for i, path in enumerate(paths):
+        for split, place in (("train", os.symlink), ("val", shutil.copyfile)):
+            folder = os.path.join(worst, split, f"c{i % 100:02d}")
+            os.makedirs(folder, exist_ok=True)
+            place(os.path.abspath(path), os.path.join(folder, os.path.basename(path)))
+    listing = layouts.list_inputs(worst)
+    megabytes = sum(f.content_size for s in listing.splits.values() for f in s) / 2**20
+    for threads in (1, os.cpu_count()):
+        best = float("inf")
+        for _ in range(rounds):
+            wall = time.perf_counter()
+            leaks = duplicates.find_leaks(listing, threads)
+            best = min(best, time.perf_counter() - wall)
+        print(f"  worst case, the check alone ({len(leaks)} leaks, every input read, "
+              f"{megabytes:.0f} MiB, page cache warm): {best:.2f} s with {threads} "
+              f"thread(s), {megabytes / best:.0f} MiB/s")
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv):
@@ -246,6 +330,10 @@ def main(argv):
     paths = sorted(glob.glob(os.path.join(FLAGS.data_dir, "*.JPEG")))
     if not paths:
         raise app.UsageError(f"no *.JPEG in {FLAGS.data_dir}")
+    if FLAGS.only_leak_check:
+        with tempfile.TemporaryDirectory() as tmp:
+            leak_check_cost(paths, tmp, FLAGS.rounds)
+        return
     workers = FLAGS.workers or os.cpu_count()
     quality = FLAGS.quality
     print(f"{len(paths)} photos from {FLAGS.data_dir}; quality {quality}; "
@@ -319,6 +407,9 @@ def main(argv):
                             Image.Resampling.LANCZOS)):
         tool_q, base_q = quality_psnr(chosen, quality, resample)
         print(f"  vs {name}: tool {tool_q:.2f} dB, baseline {base_q:.2f} dB")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        leak_check_cost(paths, tmp, FLAGS.rounds)
 
     dec = decoder_choice(paths[::5])
     print("\nJPEG decode, ms per photo (CPU time, every 5th photo):")

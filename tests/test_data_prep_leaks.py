@@ -7,12 +7,14 @@ line and leaves what a rerun resumes (data_prep.duplicates, data_prep.tree)."""
 import contextlib
 import csv
 import glob
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import unicodedata
 
@@ -158,6 +160,41 @@ def test_the_content_check_reads_only_inputs_of_a_size_found_in_both_splits(tmp_
     assert "train/a/big.jpg" not in read  # its size rules it out
     assert "train/a/0.jpg" not in read and "train/a/ext.jpg" not in read  # same inode: no read
     assert len(read) == len(set(read))
+
+
+def test_an_archive_member_equal_to_a_training_member_is_a_leak(tmp_path):
+    """ilsvrc_tar: members share the archive's inode, so only their bytes tell."""
+    def jpeg(path):
+        write_jpeg(tmp_path / "src" / path)
+        return (tmp_path / "src" / path).read_bytes()
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    root = tmp_path / "in"
+    root.mkdir()
+    train = {w: [jpeg(f"{w}_{i}.JPEG") for i in range(2)] for w in ("n01", "n02")}
+    with tarfile.open(root / layouts.TRAIN_TAR, "w") as outer:
+        for wnid, images in train.items():
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for i, data in enumerate(images):
+                    add(tar, f"{wnid}_{i}.JPEG", data)
+            add(outer, f"{wnid}.tar", inner.getvalue())
+    with tarfile.open(root / layouts.VAL_TAR, "w") as tar:
+        add(tar, "ILSVRC2012_val_00000001.JPEG", train["n02"][1])  # the leak
+        add(tar, "ILSVRC2012_val_00000002.JPEG", jpeg("v2.JPEG"))
+    (root / layouts.VAL_SOLUTION).write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n02 0 0 1 1\n"
+        "ILSVRC2012_val_00000002,n01 0 0 1 1\n")
+    summary = build_quietly(root, tmp_path / "out")
+    assert summary.layout == "ilsvrc_tar"
+    assert [(x.train, x.validation, x.same) for x in summary.leaks] == [
+        (f"{root / layouts.TRAIN_TAR}:n02.tar/n02_1.JPEG",
+         f"{root / layouts.VAL_TAR}:ILSVRC2012_val_00000001.JPEG", "bytes")]
+    assert summary.per_split["train"] == {"found": 4, "written": 3, "skipped": 1}
 
 
 # ---------------------------------------------------------------- names
