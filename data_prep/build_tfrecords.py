@@ -146,9 +146,15 @@ def build(config: BuildConfig, log: TextIO | None = None, *,
     config.validate()
     start = time.monotonic()
     layouts.check_output_outside(config.input_dir, config.layout, config.output_dir)
+    created = not os.path.lexists(config.output_dir)
     output_dir.prepare(config.output_dir)
-    with output_dir.OutputLock(config.output_dir):
-        listing = layouts.list_inputs(config.input_dir, config.layout, config.output_dir)
+    with output_dir.OutputLock(config.output_dir) as lock:
+        try:
+            listing = layouts.list_inputs(config.input_dir, config.layout, config.output_dir)
+        except layouts.LayoutError:
+            if created:  # nothing to build: leave no empty folder behind
+                lock.discard_folder()
+            raise
         leaks = []
         if check_duplicates:
             leaks = duplicates.find_leaks(listing, config.num_workers or os.cpu_count() or 1,

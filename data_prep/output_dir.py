@@ -74,6 +74,16 @@ class OutputLock:
         self._fd = fd
         return self
 
+    def discard_folder(self) -> None:
+        """Removes the lock file and the output folder if it holds nothing
+        else: for a build that found nothing to do in a folder it created.
+        Done while the lock is held, so no other build is using either."""
+        folder = os.path.dirname(self.path)
+        if os.listdir(folder) == [LOCK_FILENAME]:
+            os.remove(self.path)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
             os.close(self._fd)  # releases the lock

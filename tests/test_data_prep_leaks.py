@@ -271,7 +271,12 @@ def test_an_output_folder_reached_through_a_link_is_refused(tmp_path):
     with pytest.raises(layouts.LayoutError,
                        match=rf"^the output folder {out} lies inside {root / 'train' / 'c'}, "):
         build_quietly(root, out)
-    assert not glob.glob(str(out / "*-of-*"))
+    assert not out.exists()  # created for the build, then removed with its lock file
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(layouts.LayoutError, match="^the output folder "):
+        build_quietly(root, out)
+    assert sorted(os.listdir(out)) == [".build.lock", "notes.txt"]  # not created by the build
 
 
 def test_an_output_folder_beside_the_splits_is_fine(tmp_path):
