@@ -151,15 +151,15 @@ def build(config: BuildConfig, log: TextIO | None = None, *,
     with output_dir.OutputLock(config.output_dir) as lock:
         try:
             listing = layouts.list_inputs(config.input_dir, config.layout, config.output_dir)
-        except layouts.LayoutError:
+            leaks = []
+            if check_duplicates:
+                leaks = duplicates.find_leaks(
+                    listing, config.num_workers or os.cpu_count() or 1, log)
+                duplicates.apply(listing, leaks, config.on_leak)
+        except (layouts.LayoutError, BuildError):
             if created:  # nothing to build: leave no empty folder behind
                 lock.discard_folder()
             raise
-        leaks = []
-        if check_duplicates:
-            leaks = duplicates.find_leaks(listing, config.num_workers or os.cpu_count() or 1,
-                                          log)
-            duplicates.apply(listing, leaks, config.on_leak)
         plans = _plan(listing, config)
         if config.overwrite:
             output_dir.remove_outputs(config.output_dir, outputs.NAMES)
