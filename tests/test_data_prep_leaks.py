@@ -351,6 +351,37 @@ def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(slow_tree, tmp_p
     assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 160
 
 
+def _loading_tensorflow(pid):
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "tensorflow" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # a subprocess
+def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
+    """While TensorFlow loads (seconds), before the build has begun."""
+    root = _small_tree(tmp_path / "in")
+    out = tmp_path / "out"
+    build = subprocess.Popen(
+        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={root}",
+         f"--output_dir={out}", "--image_size=32"],
+        cwd=REPO_ROOT, env=ENV, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with _session(build):
+        _wait_for(lambda: _loading_tensorflow(build.pid), 120, "TensorFlow to start loading")
+        os.killpg(build.pid, signal.SIGINT)
+        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
+        stderr = build.stderr.read()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    # Almost always still loading; on a fast machine the build may have begun.
+    assert last in ("interrupted: nothing was written", build_tfrecords.interrupted_line(str(out)))
+    if last == "interrupted: nothing was written":
+        assert not out.exists()
+
+
 @pytest.mark.slow  # a subprocess
 def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
     root = _leaky_tree(tmp_path / "in")
