@@ -48,11 +48,11 @@ def run_tasks(tasks: list[writer.ShardTask], num_workers: int,
         results = []
         for task in tasks:
             try:
-                result = writer.produce_shard(task, progress.tick)
+                results.append(_done(task, writer.produce_shard(task, progress.tick),
+                                     progress))
             except BaseException:  # Ctrl-C: the shard stays unpublished, its .tmp goes
                 _remove_tmp([task])
                 raise
-            results.append(_done(task, result, progress))
         return results
     return _in_workers(tasks, num_workers, progress)
 
@@ -81,7 +81,7 @@ def _in_workers(tasks: list[writer.ShardTask], num_workers: int,
             # Not future.cancel(): Python 3.11's pool, finding its workers
             # killed, fails every pending future and dies on a cancelled one.
             _kill_workers(pool)
-            _remove_tmp(pending.values())
+            _remove_tmp(tasks)  # pending, or interrupted while being published
             raise
     return results
 
@@ -101,7 +101,8 @@ def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 
 def _remove_tmp(tasks) -> None:
-    """The `.tmp` files of shards not published (the next run would remove them too)."""
+    """The `.tmp` files of shards not published (a published one has none;
+    the next run would remove them too). Only once no worker is writing."""
     for task in tasks:
         with contextlib.suppress(OSError):
             os.remove(task.path + writer.TMP_SUFFIX)
