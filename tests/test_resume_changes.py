@@ -113,7 +113,7 @@ def test_a_resume_that_fails_to_restore_leaves_the_record(copy):
 
 
 def test_allow_changes_names_settings_only():
-    with pytest.raises(ConfigError, match="learning_rat: not a setting") as refused:
+    with pytest.raises(ConfigError, match="learning_rat: not a run setting") as refused:
         _config("d", "m", allow_changes=["learning_rat"])
     assert refused.value.field == "allow_changes"
 

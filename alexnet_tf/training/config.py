@@ -224,8 +224,8 @@ class TrainConfig:
         settings = {f.name for f in dataclasses.fields(self)} - {"model_dir", "model",
                                                                  "allow_changes"}
         unknown = sorted(set(self.allow_changes) - settings)
-        need(not unknown, "allow_changes", f"{', '.join(unknown)}: not a setting of the "
-             "run (model settings cannot change on a resume)")
+        need(not unknown, "allow_changes", f"{', '.join(unknown)}: not a run setting "
+             "(the model's settings never change on a resume)")
         model = self.model
         need(model.activation in (None, *ACTIVATIONS), "activation",
              f"must be one of {ACTIVATIONS}", model)
