@@ -117,7 +117,8 @@ def record(config: TrainConfig, step: int, resumed_from: str | None, changes: li
              "pid": os.getpid(), "resumed_from": resumed_from, "changes": changes}
     shown = [_show(change) for change in changes]
     if rate is not None:
-        entry["rate_in_force"] = {"old": rate[0], "new": rate[1]}
+        # float32 values, shown to their 7 significant digits
+        entry["rate_in_force"] = {"old": float(f"{rate[0]:.7g}"), "new": float(f"{rate[1]:.7g}")}
         shown.append(f"rate in force {rate[0]:g} -> {rate[1]:g}")
     path = os.path.join(model_dir, HISTORY_FILENAME)
     before = ""
