@@ -9,7 +9,9 @@ changed.
 A resume compares this run's settings with train_config.json:
 
 - FREE settings change freely: they say how long the run goes, how often
-  it logs and saves, and where it runs, not what it learns.
+  it logs and saves, and where it (and its input) runs, not what it learns.
+  A setting not named here needs the user's word: a new field is safe by
+  default.
 - FIXED settings never change on a resume: the checkpoint or the model
   depends on them (the model's own settings are checked against
   model_config.json, see `model_dir.refuse_changed_model_config`).
@@ -39,7 +41,8 @@ HISTORY_FILENAME = "run_history.jsonl"
 
 FREE = frozenset({
     "epochs", "max_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-    "steps_per_loop", "verify_records", "strategy", "devices", "tower_devices", "jit_compile"})
+    "steps_per_loop", "verify_records", "strategy", "devices", "tower_devices", "jit_compile",
+    "data_service"})
 FIXED = {
     "lr_schedule": "the checkpoint holds its schedule's state",
     "init_from": "it is read only when a run starts",
