@@ -25,7 +25,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from alexnet_tf import fileio
+from alexnet_tf import fileio, run_lock
 from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
 from alexnet_tf.errors import InputError
 from alexnet_tf.serving import saved_model_proto
@@ -83,7 +83,8 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str
     a hidden temporary directory in `export_base` and renamed into place when
     complete, so a server polling `export_base` never sees half a model (TF
     Serving only looks at all-digit directory names). An existing version is
-    never overwritten.
+    never overwritten. The folder's lock (`alexnet_tf.run_lock`) refuses a
+    second export into `export_base` while this one runs.
 
     A model whose towers are pinned (`tower_devices`) is rebuilt unplaced
     first; any other op still pinned to a device, or any XLA-compiled
@@ -95,14 +96,20 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str
                                  "not a folder")
     if not fileio.is_utf8_path(export_base):
         raise InputError(f"export base {os.fsencode(export_base)!r}: {fileio.NOT_UTF8}")
-    version = next_version(export_base) if version is None else int(version)
-    if version < 0:
+    if version is not None and int(version) < 0:
         raise ValueError(f"version must be a non-negative integer, got {version}")
+    with run_lock.hold(export_base, "export"):  # one export into a folder at a time
+        return _export_locked(model, label_map, export_base, version, top_k,
+                              classify_classes, warmup)
+
+
+def _export_locked(model, label_map, export_base, version, top_k, classify_classes,
+                   warmup) -> str:
+    version = next_version(export_base) if version is None else int(version)
     final_dir = os.path.join(export_base, str(version))
     if os.path.exists(final_dir):
         raise FileExistsError(f"{final_dir} already exists: pick another version "
                               "or leave it unset for the next free one")
-    os.makedirs(export_base, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         # The label file is written first so the Asset copies it into assets/.

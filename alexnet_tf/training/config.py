@@ -150,6 +150,12 @@ class TrainConfig:
         "source", "With --init_from: 'source' keeps the source model's input mean and std "
         "(its conv1 was trained on them); 'data' uses this data's stats.json.",
         choices=INIT_NORMALIZATIONS)
+    # A resume keeps the recorded settings (train_config.json) unless told.
+    allow_changes: Sequence[str] = option(
+        (), "On a resume, the settings that may differ from the model_dir's "
+        "train_config.json (e.g. learning_rate,seed); they apply from the checkpoint's step "
+        "and are recorded in run_history.jsonl. Run length, logging, checkpoint and device "
+        "settings change without it (docs/training.md).")
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
 
     def __post_init__(self):
@@ -160,6 +166,7 @@ class TrainConfig:
         except (TypeError, ValueError):
             raise ConfigError("step_epochs", self.step_epochs, "must be whole epochs") from None
         self.devices = tuple(self.devices)
+        self.allow_changes = tuple(self.allow_changes)
         self.tower_devices = tuple(self.tower_devices)
         self.validate()
 
@@ -214,6 +221,11 @@ class TrainConfig:
             service_address.parse_address(self.data_service, "data_service", "TrainConfig")
         need(self.init_normalization in INIT_NORMALIZATIONS, "init_normalization",
              f"must be one of {INIT_NORMALIZATIONS}")
+        settings = {f.name for f in dataclasses.fields(self)} - {"model_dir", "model",
+                                                                 "allow_changes"}
+        unknown = sorted(set(self.allow_changes) - settings)
+        need(not unknown, "allow_changes", f"{', '.join(unknown)}: not a run setting "
+             "(the model's settings never change on a resume)")
         model = self.model
         need(model.activation in (None, *ACTIVATIONS), "activation",
              f"must be one of {ACTIVATIONS}", model)

@@ -12,10 +12,13 @@
 Only the chief writes checkpoints and summaries; the other workers still
 run every save (saving mirrored variables is a collective operation) into a
 temporary folder they delete afterwards, as the TF multi-worker guide says.
+The chief alone holds the model_dir's lock (`model_dir_lock`, see
+`alexnet_tf.run_lock`), taken before anything is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -23,8 +26,10 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from alexnet_tf import run_lock
 from alexnet_tf.errors import InputError
 from alexnet_tf.model.placement import check_local_device
+from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.training.config import ConfigError
 
 
@@ -75,14 +80,45 @@ def task_info(strategy: tf.distribute.Strategy) -> tuple[Optional[str], int]:
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """The chief is the "chief" task, or worker 0 when the cluster has none."""
     task_type, task_id = task_info(strategy)
-    if task_type is None:
+    return _is_chief_task(task_type, task_id, _tf_config().get("cluster", {}))
+
+
+def _is_chief_task(task_type: Optional[str], task_id: int, cluster: dict) -> bool:
+    if task_type is None or task_type == "chief":
         return True
-    if task_type == "chief":
+    return task_type == "worker" and "chief" not in cluster and task_id == 0
+
+
+def _tf_config() -> dict:
+    try:
+        value = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return {}  # make_strategy's resolver reports it
+    return value if isinstance(value, dict) else {}
+
+
+def will_be_chief(strategy_name: str) -> bool:
+    """`is_chief` before the strategy exists, from TF_CONFIG's task (what
+    MultiWorkerMirroredStrategy's resolver reads): the writer is known before
+    anything is written."""
+    if strategy_name != "multi_worker":
         return True
-    if task_type != "worker":
-        return False
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    return "chief" not in cluster and task_id == 0
+    config = _tf_config()
+    task = config.get("task") or {}
+    try:
+        task_id = int(task.get("index") or 0)
+    except (TypeError, ValueError):
+        task_id = 0
+    return _is_chief_task(task.get("type"), task_id, config.get("cluster") or {})
+
+
+def model_dir_lock(model_dir: str, strategy_name: str):
+    """The model_dir's one-writer lock, held by the chief only (the other
+    workers write into their own temporary folders, see `write_dir`)."""
+    if not will_be_chief(strategy_name):
+        return contextlib.nullcontext()
+    model_dir_files.check_writable_dir(model_dir)
+    return run_lock.hold(model_dir, "training")
 
 
 def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:

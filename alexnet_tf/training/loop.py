@@ -2,12 +2,15 @@
 
     train(config) -> dict of final figures
 
-1. Before anything is written: check the records folder, read its label
-   map and statistics, make the strategy (the batch must split over its
-   replicas), load the `init_from` source and resolve the tower devices.
+1. Before anything is written: take the model_dir's lock (the chief alone;
+   a second run into it is refused, see `alexnet_tf.run_lock`), check the
+   records folder, read its label map and statistics, make the strategy (the
+   batch must split over its replicas), load the `init_from` source and
+   resolve the tower devices.
    Then prepare the model_dir, build the model and the paper's SGD under
    the strategy, resume from the latest checkpoint or start from
-   `init_from` (fine-tuning) or from scratch.
+   `init_from` (fine-tuning) or from scratch. A resume refuses settings that
+   differ from the recorded ones unless allowed (`run_record`).
 2. Loop: `steps_per_loop` training steps per call of the compiled loop
    (`steps.TrainSteps`); a call never crosses a log, checkpoint or epoch
    boundary. A non-finite loss stops at once, naming the steps, with no
@@ -30,7 +33,8 @@ from alexnet_tf import defaults
 from alexnet_tf.data import dataset_stats, input_pipeline, labels, records_check
 from alexnet_tf.errors import InputError
 from alexnet_tf.model import placement
-from alexnet_tf.training import checkpoints, distribute, fine_tune, reporting, schedules
+from alexnet_tf.training import (checkpoints, distribute, fine_tune, reporting, run_record,
+                                 schedules)
 from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.training.config import ConfigError, TrainConfig
 from alexnet_tf.training.optimizer import PaperSGD
@@ -49,7 +53,8 @@ def train(config: TrainConfig) -> dict:
     if config.mixed_precision:
         keras.mixed_precision.set_dtype_policy(config.mixed_precision)
     try:
-        return _train(config)
+        with distribute.model_dir_lock(config.model_dir, config.strategy):  # one writer
+            return _train(config)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
@@ -83,12 +88,12 @@ def _train(config: TrainConfig) -> dict:
     tower_devices = resolve_towers(config, model_kwargs)
 
     # ---- the model_dir, the model, the optimizer, the checkpoints
+    changes = []
     if chief:
         if resuming:
             model_dir_files.refuse_changed_model_config(config.model_dir, model_kwargs)
-            warn_about_resumed_rate(config)
-        model_dir_files.write_run_files(config.model_dir, config.data_dir, model_kwargs,
-                                        config.to_dict())
+            changes = run_record.check_resume(config)  # refuses what was not allowed
+        model_dir_files.write_run_files(config.model_dir, config.data_dir, model_kwargs)
     out_dir = distribute.write_dir(config.model_dir, strategy)
     if config.seed is not None:  # reproducible weight init (and dropout draws)
         keras.utils.set_random_seed(config.seed)
@@ -100,8 +105,14 @@ def _train(config: TrainConfig) -> dict:
     ckpts = checkpoints.TrainingCheckpoints(config.model_dir, model, optimizer, schedule,
                                             keep=config.keep_checkpoints, write_dir=out_dir)
     resumed_from = ckpts.restore_latest()
+    rate_change = schedules.rebase(schedule, int(ckpts.epoch.numpy())) if resumed_from else None
     start = describe_start(config, resumed_from, ckpts, schedule, model, source, model_kwargs)
     optimizer.learning_rate = schedule.current()
+    if chief:
+        changed = run_record.record(config, int(ckpts.step.numpy()), resumed_from, changes,
+                                    rate_change)  # train_config.json once restored
+        if changed:
+            say(changed)
 
     # ---- input and steps
     batch = config.batch_size
@@ -239,15 +250,6 @@ def model_kwargs_for(config: TrainConfig, label_map: labels.LabelMap, rgb,
             saved = model_dir_files.read_model_config(config.model_dir)
             kwargs.update({k: saved.get(k) for k in fine_tune.NORMALIZATION_KEYS})
     return kwargs
-
-
-def warn_about_resumed_rate(config: TrainConfig) -> None:
-    """A resume continues the schedule's rate; a new learning_rate has no effect."""
-    before = model_dir_files.read_train_config(config.model_dir).get("learning_rate")
-    if before is not None and before != config.learning_rate:
-        print(f"warning: learning_rate {config.learning_rate:g} is ignored on a resume: the "
-              f"run continues its schedule (started at {before:g}); use a new model_dir to "
-              "start over at another rate")
 
 
 def make_optimizer(config: TrainConfig):

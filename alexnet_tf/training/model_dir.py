@@ -1,7 +1,8 @@
 """The files of a model_dir, read and written in one place.
 
     model_config.json    build_alexnet kwargs (the model is rebuilt from it)
-    train_config.json    the TrainConfig of the run
+    train_config.json    the TrainConfig in force; run_history.jsonl when it
+                         changed (see `run_record.py`)
     labels.txt, stats.json   copied from the data dir (the label map and the
                          statistics the model was trained with travel with it)
     train_summary.json   the final figures of the last run
@@ -83,16 +84,23 @@ def refuse_changed_model_config(model_dir: str, model_kwargs: dict) -> None:
 
 
 def write_run_files(model_dir: str, data_dir: str, model_kwargs: dict,
-                    train_config: dict) -> None:
-    """model_config.json, train_config.json, and the data's labels.txt and stats.json."""
+                    train_config: dict | None = None) -> None:
+    """model_config.json, the data's labels.txt and stats.json, and
+    train_config.json if given (training writes it once the checkpoint is
+    restored, see `run_record.record`)."""
     os.makedirs(model_dir, exist_ok=True)
     write_model_config(model_dir, model_kwargs)
-    write_json(os.path.join(model_dir, TRAIN_CONFIG_FILENAME), train_config)
+    if train_config is not None:
+        write_train_config(model_dir, train_config)
     for name in (labels.LABELS_FILENAME, STATS_FILENAME):
         source = os.path.join(data_dir, name)
         if os.path.exists(source):
             with fileio.atomic_path(os.path.join(model_dir, name)) as tmp:
                 shutil.copyfile(source, tmp)
+
+
+def write_train_config(model_dir: str, train_config: dict) -> None:
+    write_json(os.path.join(model_dir, TRAIN_CONFIG_FILENAME), train_config)
 
 
 def read_train_config(model_dir: str) -> dict:

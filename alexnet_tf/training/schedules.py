@@ -6,7 +6,9 @@ learning rate. The learning rate was initialized at 0.01 and reduced three
 times prior to termination." `PlateauSchedule` automates that rule;
 `StepSchedule` divides at fixed epochs instead. Both are `tf.Module`s, so a
 `tf.train.Checkpoint` saves their state and a resumed run continues with the
-same learning rate, best error and patience count.
+same learning rate, best error and patience count. A resume with a changed
+initial rate (allowed by the user, see `run_record`) re-derives the rate in
+force with `rebase`, keeping the drops made so far.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class PlateauSchedule(tf.Module):
     def __init__(self, initial_lr: float, patience: int = 3, max_drops: int = 3,
                  factor: float = 10.0, min_delta: float = 0.0, name: str = "plateau"):
         super().__init__(name=name)
+        self.initial_lr = initial_lr
         self.patience = patience
         self.max_drops = max_drops
         self.factor = factor
@@ -53,6 +56,12 @@ class PlateauSchedule(tf.Module):
 
     def current(self) -> float:
         return float(self.learning_rate.numpy())
+
+    def rebase(self, epoch: int) -> None:
+        """On a resume: the rate in force from this run's initial rate, keeping
+        the drops made so far (the restored state is the rule's, not the rate's)."""
+        del epoch
+        self.learning_rate.assign(self.initial_lr / self.factor ** int(self.drops.numpy()))
 
     def describe(self) -> str:
         return (f"plateau: lr {self.current():g}, best val top-1 error "
@@ -86,8 +95,25 @@ class StepSchedule(tf.Module):
     def current(self) -> float:
         return float(self.learning_rate.numpy())
 
+    def rebase(self, epoch: int) -> None:
+        """On a resume after `epoch` whole epochs: the rate from this run's
+        initial rate and boundaries."""
+        self.learning_rate.assign(self.lr_at_epoch(epoch))
+
     def describe(self) -> str:
         return f"step: lr {self.current():g}, divided by {self.factor:g} at epochs {self.boundaries}"
+
+
+def rebase(schedule, epoch: int) -> tuple[float, float] | None:
+    """Re-derives a restored schedule's rate in force from this run's settings
+    (a changed learning_rate or step_epochs applies from here; unchanged ones
+    give the restored rate back). The same on every worker, as it depends on
+    the checkpoint and the settings only. Returns (restored, now) when the
+    rate changed, else None."""
+    before = schedule.current()
+    schedule.rebase(epoch)
+    after = schedule.current()
+    return (before, after) if abs(after - before) > 1e-6 * before else None
 
 
 def make_schedule(config) -> PlateauSchedule | StepSchedule:
