@@ -27,3 +27,9 @@ TOP_K = 5
 # Where launch.export writes its versions and launch.serve finds them; TF
 # Serving's model name defaults to its last component.
 EXPORT_DIR = "saved_models/alexnet"
+
+# The longest image a serving request may send (launch.export
+# --max_image_bytes; launch.predict checks files against it). Sized for real
+# photos: a 24-megapixel camera JPEG at high quality is 8-15 MB, a phone's
+# 2-6 MB. See alexnet_tf/serving/budget.py and docs/serving.md.
+MAX_IMAGE_BYTES = 16 << 20

@@ -55,6 +55,10 @@ class ExportConfig:
                                    "never do.", choices=("wnids", "names"))
     warmup: bool = option(True, "Write assets.extra/tf_serving_warmup_requests (needs the "
                           "tensorflow-serving-api package).")
+    max_image_bytes: int = option(defaults.MAX_IMAGE_BYTES, "Longest image a request may "
+                                  "send, in bytes (a classify tf.Example may be 64 KB more); "
+                                  "checked before any work. Recorded in "
+                                  "assets/request_budget.json.", lower_bound=1)
 
 
 def define_flags() -> None:
@@ -99,7 +103,8 @@ def main(argv):
     try:
         path = export.export_saved_model(
             model, label_map, config.export_dir, config.version, top_k=config.top_k,
-            classify_classes=config.classify_classes, warmup=config.warmup)
+            classify_classes=config.classify_classes, warmup=config.warmup,
+            max_image_bytes=config.max_image_bytes)
     except NotADirectoryError as e:
         terminal.usage_error(f"--export_dir={config.export_dir}: {e}")
     except FileExistsError as e:  # the version asked for is there already
@@ -108,6 +113,7 @@ def main(argv):
         terminal.usage_error(str(e))
     print(f"exported {len(label_map)}-class model to {path}")
     print(f"signatures: {', '.join(export.SIGNATURES)}")
+    print(f"requests:   images up to {config.max_image_bytes:,} bytes each")
     print(f"serve it:   python -m launch.serve --export_dir={shlex.quote(config.export_dir)}")
 
 

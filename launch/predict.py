@@ -11,8 +11,10 @@ preprocessing is the server's.
 prints, per image, the top-5 classes (wnid, name and probability; with
 classify, the export's class labels and scores). A file that is missing, a
 folder, or that the model refuses (not an image, corrupt, too large) gets
-one line on stderr naming it, and the other files are still classified; the
-exit status is 1 if any file failed, 2 for a usage error. A server that
+one line on stderr naming it, and the other files are still classified (a
+file longer than the model accepts, --max_image_bytes, is refused from its
+size without being read); the exit status is 1 if any file failed, 2 for a
+usage error. A server that
 cannot be reached, runs out of memory or fails otherwise: one line, status 1.
 """
 
@@ -26,6 +28,7 @@ from typing import Optional
 
 from alexnet_tf import defaults
 from alexnet_tf.cli import config_flags, terminal
+from alexnet_tf.serving import budget
 from alexnet_tf.options import option
 from launch import predict_clients
 from launch.predict_clients import CLASSIFY, SERVING_DEFAULT, ItemError, PredictError
@@ -53,6 +56,10 @@ class PredictConfig:
     saved_model: Optional[str] = option(None, "Run this SavedModel version directory "
                                         "in-process instead of asking a server.")
     timeout: float = option(predict_clients.DEFAULT_TIMEOUT, "Seconds to wait for the server.")
+    max_image_bytes: Optional[int] = option(None, "Refuse files longer than this, from their "
+                                            "size, without reading them; default the "
+                                            "--saved_model's recorded limit, else the "
+                                            "export's default.", lower_bound=1)
 
 
 def define_flags() -> None:
@@ -67,9 +74,13 @@ def shown(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def read_files(names: list[str]) -> tuple[dict[int, bytes], dict[int, str]]:
-    """(index -> bytes of the readable files, index -> why a file is not)."""
+def read_files(names: list[str], max_bytes: int = defaults.MAX_IMAGE_BYTES
+               ) -> tuple[dict[int, bytes], dict[int, str]]:
+    """(index -> bytes of the readable files, index -> why a file is not).
+    A file longer than `max_bytes` (what the model accepts) is refused from
+    its size, never read."""
     contents, problems = {}, {}
+    too_long = f"more than the {budget.describe(max_bytes)} an image may have (--max_image_bytes)"
     for i, name in enumerate(names):
         try:
             if os.path.isdir(name):
@@ -78,8 +89,16 @@ def read_files(names: list[str]) -> tuple[dict[int, bytes], dict[int, str]]:
             if os.path.exists(name) and not stat.S_ISREG(os.stat(name).st_mode):
                 problems[i] = f"{shown(name)}: is not a regular file"  # a FIFO would block
                 continue
+            size = os.stat(name).st_size
+            if size > max_bytes:
+                problems[i] = f"{shown(name)}: is {budget.describe(size)}, {too_long}"
+                continue
             with open(name, "rb") as f:
-                contents[i] = f.read()
+                data = f.read(max_bytes + 1)  # a file may grow, or lie (/proc) about its size
+            if len(data) > max_bytes:
+                problems[i] = f"{shown(name)}: is {too_long}"
+                continue
+            contents[i] = data
         except FileNotFoundError:
             problems[i] = f"{shown(name)}: no such file"
         except OSError as e:
@@ -145,7 +164,10 @@ def main(argv):
         terminal.usage_error(f"--saved_model={config.saved_model}: no "
                              f"{predict_clients.SAVED_MODEL_FILENAME} there (give a version "
                              "folder, e.g. saved_models/alexnet/1)")
-    images, problems = read_files(names)
+    max_bytes = config.max_image_bytes or (
+        config.saved_model and budget.recorded_max_image_bytes(config.saved_model)
+    ) or defaults.MAX_IMAGE_BYTES
+    images, problems = read_files(names, max_bytes)
     rows = {}
     try:
         if images:

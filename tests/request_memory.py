@@ -2,16 +2,19 @@
 
     python tests/request_memory.py <saved_model_dir> <kill_mb> <signature>:<image file>[*N] ...
 
+(for classify the image is wrapped in a tf.Example; `classify+raw:<file>` sends
+the file's bytes as the serialized Example itself)
+
 The child loads the SavedModel, answers one warm-up request with a normal
 photo, then for each case (one image, or with `*N` a batch of N copies
 of it): resets the kernel's peak-RSS counter
 (`/proc/self/clear_refs`), runs the signature once, and reads the peak
-(`VmHWM`) back. A watchdog thread polls `VmRSS` every 2 ms and kills the
+(`VmHWM`) back, with the process's CPU seconds (all threads) the call took. A watchdog thread polls `VmRSS` every 2 ms and kills the
 child (exit 3) when it grows too far, so a regression fails the
 measurement instead of exhausting the machine. After every case the warm-up
 request is repeated and must give the same answer.
 
-It prints one JSON line: {"cases": [{"case", "peak_mb", "error"}, ...],
+It prints one JSON line: {"cases": [{"case", "peak_mb", "cpu_s", "error"}, ...],
 "answers_after": bool, "peak_above_start_mb"}: each case's peak above its
 own starting level, and the highest peak of all above the level before the
 first case (freed memory the allocator keeps would hide a later case's
@@ -33,6 +36,7 @@ import time
 
 CHILD = os.path.abspath(__file__)
 KILLED = 3
+RAW = "+raw"  # "classify+raw:file": the file is a serialized tf.Example, sent as it is
 
 
 def _status_kb(field: str) -> int:
@@ -93,25 +97,37 @@ def _child(saved_model: str, kill_mb: float, cases: list[str]) -> None:
     for case in cases:
         watchdog.case = case
         signature, path = case.split(":", 1)
+        signature, _, raw = signature.partition(RAW)
         path, _, copies = path.partition("*")
         with open(path, "rb") as f:
             data = f.read()
-        batch = [_example(data) if signature == export.CLASSIFY else data] * int(copies or 1)
+        if signature == export.CLASSIFY and not raw:
+            data = _example(data)
+        batch = [data] * int(copies or 1)
         _reset_peak()
         before = _status_kb("VmRSS")
+        cpu_before = _cpu_seconds()
         error = None
         try:
             out = call(signature, batch)
             next(iter(out.values())).numpy()
         except tf.errors.OpError as e:
             error = f"{type(e).__name__}: {_reason(e.message)[:300]}"
+        cpu = _cpu_seconds() - cpu_before
         peak = _status_kb("VmHWM")
         highest = max(highest, peak)
         again = call(export.SERVING_DEFAULT, normal)["probabilities"].numpy()
         answers = answers and bool(np.array_equal(again, reference))
-        results.append({"case": case, "peak_mb": (peak - before) / 1024, "error": error})
+        results.append({"case": case, "peak_mb": (peak - before) / 1024, "cpu_s": cpu,
+                        "error": error})
     print(json.dumps({"cases": results, "answers_after": answers,
                       "peak_above_start_mb": (highest - base) / 1024}), flush=True)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of the whole process (all of TF's threads)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _reason(message: str) -> str:

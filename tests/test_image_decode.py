@@ -145,9 +145,36 @@ def test_long_gifs_are_walked_in_runs_and_crafted_ones_stop():
     assert tf.io.decode_image(tiny, channels=3, expand_animations=False).shape == (200, 200, 3)
     assert len(tiny) > 4 * image_header.GIF_MAX_STEPS
     end, shape = in_graph(image_header.first_gif_frame, tiny)
-    assert int(end) == -1
-    with pytest.raises(tf.errors.InvalidArgumentError, match="truncated or corrupt GIF header"):
+    assert int(end) == -2 and bool(image_header.gif_too_long(end))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="has more than 2048 GIF blocks or sub-blocks before its first image"):
         decode.decode_rgb(tf.constant(tiny))
+
+
+def test_decode_work_is_bounded_in_the_header_check():
+    """Scans x pixels of a JPEG, and compressed text chunks of a PNG, are
+    counted before decoding: over the limit is refused naming the count."""
+    import request_fuzz
+    rng = np.random.default_rng(0)
+    scans = request_fuzz.many_scans(rng, scans=200, side=256)  # 1 + 200 + 9 others
+    assert int(image_header.jpeg_scans(tf.constant(scans))) == image_header.MAX_JPEG_SCANS + 1
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"has more than 100 JPEG scans; 100 are allowed at 256x256"):
+        decode.decode_rgb(tf.constant(scans))
+    # at the pixel limit, 32 scans: 8192x8192 with 40 is refused, 4096x4096 with 40 is not
+    big = request_fuzz.many_scans(rng, scans=31, side=8192)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"has 40 JPEG scans; 32 are allowed at 8192x8192 pixels"):
+        decode.decode_rgb(tf.constant(big))
+    assert decode.decode_rgb(tf.constant(request_fuzz.many_scans(rng, 31, 512))).shape == (
+        512, 512, 3)
+    normal = request_fuzz.valid("jpeg_progressive", rng)
+    assert 5 <= int(image_header.jpeg_scans(tf.constant(normal))) <= 12
+    bombs = request_fuzz.ztxt_bombs(rng, count=9, inflated=1 << 20)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"has more than 8 compressed PNG text chunks"):
+        decode.decode_rgb(tf.constant(bombs))
+    assert decode.decode_rgb(tf.constant(request_fuzz.ztxt_bombs(rng, 8, 1 << 10))).shape[2] == 3
 
 
 def test_repeated_large_gif_frames_decode_once():

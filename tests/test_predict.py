@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.serving import export
+from alexnet_tf.serving import budget, export
 import export_probe
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
@@ -252,10 +252,15 @@ def mixed_files(tmp_path, images):
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(images[0][:len(images[0]) // 2])
     missing = tmp_path / "missing.jpg"
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(5 << 30)  # sparse: 5 GB long, no disk used; reading it would take 5 GB
     errors = {missing: "no such file", folder: "is a folder", fifo: "is not a regular file",
               text: "is not a JPEG, PNG, GIF or BMP image",
-              empty: "is an empty string", truncated: "corrupt or truncated"}
-    order = [missing, good[0], folder, text, fifo, empty, truncated, good[1]]
+              empty: "is an empty string", truncated: "corrupt or truncated",
+              huge: "is 5 GB (5,368,709,120 bytes), more than the 16 MB (16,777,216 bytes) "
+                    "an image may have (--max_image_bytes)"}
+    order = [missing, good[0], folder, huge, text, fifo, empty, truncated, good[1]]
     return order, good, errors
 
 
@@ -281,6 +286,27 @@ def test_cli_bad_files_get_one_line_each_and_the_rest_are_classified(
     for i, g in enumerate(shown):
         assert [t[1] for t in blocks[g]] == [
             w.decode() for w in expected["top_k_wnids"][i].numpy()]
+
+
+def test_files_longer_than_the_limit_are_refused_from_their_size(tmp_path, saved_model):
+    """The limit is the model's (recorded in its export) or the flag's; a
+    file over it is refused by name and never read, whatever its size."""
+    assert budget.recorded_max_image_bytes(saved_model) == budget.DEFAULT_MAX_IMAGE_BYTES
+    small, sparse = tmp_path / "small.jpg", tmp_path / "sparse.jpg"
+    small.write_bytes(b"x" * 100)
+    with open(sparse, "wb") as f:
+        f.truncate(3 << 30)
+    contents, problems = predict.read_files([str(small), str(sparse)], max_bytes=100)
+    assert contents == {0: b"x" * 100}
+    assert problems == {1: f"{sparse}: is 3 GB (3,221,225,472 bytes), more than the 100 bytes "
+                           "an image may have (--max_image_bytes)"}
+    contents, problems = predict.read_files([str(small)], max_bytes=99)
+    assert contents == {} and "more than the 99 bytes" in problems[0]
+    result = run_cli(f"--saved_model={saved_model}", "--max_image_bytes=99", small)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {small}: is 100 bytes, more than the 99 bytes an image may have "
+        "(--max_image_bytes)"]
 
 
 def test_cli_classify_signature_over_rest_and_in_process(rest_server, saved_model, signatures,

@@ -98,8 +98,12 @@ def test_classify_refuses_examples_without_a_usable_image(probe):
             inputs=[tf.train.Example().SerializeToString()])
     wrong_type = tf.train.Example()
     wrong_type.features.feature[records.ENCODED].int64_list.value.append(7)
-    refused(probe, "classify", r"Key: image/encoded, Index: 1.*Data types don't match",
-            inputs=[example(GOOD), wrong_type.SerializeToString()])
+    refused(probe, "classify", r"inputs\[1\] has an image/encoded feature that is not one bytes "
+            r"value", inputs=[example(GOOD), wrong_type.SerializeToString()])
+    two_images = tf.train.Example()
+    two_images.features.feature[records.ENCODED].bytes_list.value.extend([GOOD, GOOD])
+    refused(probe, "classify", r"inputs\[0\] has an image/encoded feature that is not one",
+            inputs=[two_images.SerializeToString()])
     many_fields = b"\x08\x00" * 5000  # valid wire format, 5,000 varint fields
     refused(probe, "classify", r"inputs\[0\] has more than 1000 fields", inputs=[many_fields])
 

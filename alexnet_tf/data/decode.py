@@ -9,14 +9,21 @@ image of a batch was refused and why.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from alexnet_tf.data import image_header
-from alexnet_tf.data.image_header import GIF, JPEG, UNKNOWN
+from alexnet_tf.data.image_header import GIF, JPEG, PNG, UNKNOWN
 
 # Anything larger is refused before decoding (a decompression bomb guard for
 # the serving signature): 2**26 pixels is e.g. 8192x8192.
 MAX_PIXELS = 1 << 26
+# libjpeg walks every block of the image once per scan (~40 ms per scan at
+# 8192x8192 on the 2 cores measured, whatever the scan holds): scans x
+# pixels is capped, 32 scans at the pixel limit, and scans at
+# image_header.MAX_JPEG_SCANS whatever the size.
+JPEG_SCAN_PIXELS = 32 * MAX_PIXELS
 # libjpeg's accurate integer IDCT: the same pixels Pillow and simplejpeg give
 # data prep (TF's default fast IDCT differs by ~1 level per pixel), at about
 # the same speed with SIMD. Training, evaluation and serving all use it.
@@ -29,21 +36,22 @@ def decode_rgb(image_bytes: tf.Tensor, min_side: int | None = None) -> tf.Tensor
     """Encoded JPEG/PNG/GIF/BMP bytes (scalar string) -> uint8 [H, W, 3] RGB.
 
     Grayscale is expanded to RGB and alpha dropped; GIFs give their first
-    frame (only that frame is handed to the decoder). The size in the header
-    is checked before any pixel is decoded: more than MAX_PIXELS, a zero
-    dimension, an empty string or an unknown format raise
-    InvalidArgumentError saying so; corrupt data raises the decoder's error.
+    frame (only that frame is handed to the decoder). The header is checked
+    before any pixel is decoded (`image_problem`): more than MAX_PIXELS, a
+    zero dimension, an empty string, an unknown format, or more decoding
+    work than the limits allow (JPEG scans, PNG text chunks, GIF blocks)
+    raise InvalidArgumentError saying so; corrupt data raises the decoder's
+    error.
 
     min_side: when given, a JPEG is decoded at 1/2, 1/4 or 1/8 scale, the
     strongest reduction that keeps its shorter side >= min_side (data
     prep's `reduction_factor`): less memory and time, and data prep's pixels.
     """
-    fmt = image_header.image_format(image_bytes)
-    gif_end, gif_shape = _first_gif_frame(image_bytes, fmt)
-    shape = _encoded_shape(image_bytes, fmt, gif_shape, tf.image.extract_jpeg_shape)
-    ok, problem = image_problem(image_bytes, fmt, shape)
+    header = read_header(image_bytes, tf.image.extract_jpeg_shape)
+    ok, problem = image_problem(image_bytes, header)
     with tf.control_dependencies([tf.debugging.Assert(ok, [tf.strings.join(["image ", problem])])]):
         checked = tf.identity(image_bytes)
+    fmt, gif_end, shape = header.format, header.gif_end, header.shape
 
     def jpeg():
         if min_side is None:  # full size, exactly as before reduced decoding existed
@@ -74,24 +82,72 @@ def jpeg_ratio_index(shape: tf.Tensor, min_side: int) -> tf.Tensor:
     return tf.add_n(fits)
 
 
-def image_problem(image_bytes: tf.Tensor, fmt: tf.Tensor, shape: tf.Tensor):
+class Header(NamedTuple):
+    """What the bytes say about their decoding, read without decoding:
+    format (image_header.JPEG, ...), shape [height, width] int64 (-1 when
+    unreadable), gif_end (first_gif_frame's end, -1 for other formats) and
+    parts: the JPEG's scans or the PNG's compressed text chunks (0 for
+    other formats), counted up to their limit + 1."""
+    format: tf.Tensor
+    shape: tf.Tensor
+    gif_end: tf.Tensor
+    parts: tf.Tensor
+
+
+def read_header(image_bytes: tf.Tensor, jpeg_shape) -> Header:
+    """The Header of encoded bytes; `jpeg_shape` reads a JPEG's size
+    (tf.image.extract_jpeg_shape, which raises on a corrupt header)."""
+    fmt = image_header.image_format(image_bytes)
+    gif_end, gif_shape = tf.cond(
+        tf.equal(fmt, GIF), lambda: image_header.first_gif_frame(image_bytes),
+        lambda: (tf.constant(-1), tf.constant([-1, -1], tf.int64)))
+    shape = tf.switch_case(fmt, [
+        lambda: tf.cast(jpeg_shape(image_bytes)[:2], tf.int64),
+        lambda: image_header.png_shape(image_bytes),
+        lambda: gif_shape,
+        lambda: image_header.bmp_shape(image_bytes),
+        lambda: tf.constant([-1, -1], tf.int64),
+    ])
+    parts = tf.switch_case(fmt, [
+        lambda: image_header.jpeg_scans(image_bytes),
+        lambda: image_header.png_text_chunks(image_bytes),
+    ], default=lambda: tf.constant(0))
+    return Header(fmt, shape, gif_end, parts)
+
+
+def image_problem(image_bytes: tf.Tensor, header: Header):
     """(ok, problem): ok is False when the image must not be decoded, and
     problem (string scalar) then says why, as a phrase after "image":
-    "is an empty string", "is 60000x60000 pixels, more than ...". `shape` is
-    the header's [height, width] (int64), -1 when unreadable."""
+    "is an empty string", "is 60000x60000 pixels, more than ...", "has 4000
+    JPEG scans, ...". The checks bound what the decoder allocates (pixels)
+    and the work it does (JPEG scans, PNG text chunks, GIF blocks)."""
+    fmt, shape, parts = header.format, header.shape, header.parts
     height, width = shape[0], shape[1]
     fmt_name = tf.gather(tf.constant(image_header.FORMAT_NAMES + ("",)), fmt)
+    # (each side first: PNG sides are 32-bit, their product can overflow int64)
+    pixels_ok = (height <= MAX_PIXELS) & (width <= MAX_PIXELS) & (height * width <= MAX_PIXELS)
+    allowed_scans = tf.minimum(tf.constant(image_header.MAX_JPEG_SCANS, tf.int64),
+                               JPEG_SCAN_PIXELS // tf.maximum(height * width, 1))
     checks = [
         (tf.strings.length(image_bytes) > 0, tf.constant("is an empty string")),
         (tf.not_equal(fmt, UNKNOWN), tf.constant(
             "is not a JPEG, PNG, GIF or BMP image (unrecognised leading bytes)")),
+        (~image_header.gif_too_long(header.gif_end), tf.constant(
+            "has more than " + str(image_header.GIF_MAX_STEPS) + " GIF blocks or sub-blocks "
+            "before its first image ends (the limit bounds decoding work)")),
         (height >= 0, tf.strings.join(["has a truncated or corrupt ", fmt_name, " header"])),
-        # (each side first: PNG sides are 32-bit, their product can overflow int64)
-        ((height <= MAX_PIXELS) & (width <= MAX_PIXELS) & (height * width <= MAX_PIXELS),
-         tf.strings.format(
+        (pixels_ok, tf.strings.format(
             "is {}x{} pixels, more than " + str(MAX_PIXELS) + " pixels (the limit)",
             (width, height))),
         (height * width > 0, tf.strings.format("has a zero dimension ({}x{})", (width, height))),
+        (~tf.equal(fmt, JPEG) | (tf.cast(parts, tf.int64) <= allowed_scans), tf.strings.join([
+            "has ", _at_least(parts, image_header.MAX_JPEG_SCANS), " JPEG scans; ",
+            tf.strings.as_string(allowed_scans), " are allowed at ",
+            tf.strings.as_string(width), "x", tf.strings.as_string(height),
+            " pixels (each scan is a pass over the whole image)"])),
+        (~tf.equal(fmt, PNG) | (parts <= image_header.MAX_PNG_TEXT_CHUNKS), tf.constant(
+            "has more than " + str(image_header.MAX_PNG_TEXT_CHUNKS) + " compressed PNG text "
+            "chunks (zTXt/iTXt; each is inflated when decoding)")),
     ]
     problem = tf.constant("")
     for ok, message in reversed(checks):  # the first failing check wins
@@ -100,29 +156,16 @@ def image_problem(image_bytes: tf.Tensor, fmt: tf.Tensor, shape: tf.Tensor):
     return ok, problem
 
 
+def _at_least(count: tf.Tensor, limit: int) -> tf.Tensor:
+    """A count counted up to limit + 1, as text: "101" reads "more than 100"."""
+    return tf.where(count > limit, tf.constant(f"more than {limit}"),
+                    tf.strings.as_string(count))
+
+
 def safe_image_problem(image_bytes: tf.Tensor):
     """`image_problem` computed without raising, even on a JPEG whose header
     libjpeg cannot read: for explaining a refused image."""
-    fmt = image_header.image_format(image_bytes)
-    _, gif_shape = _first_gif_frame(image_bytes, fmt)
-    shape = _encoded_shape(image_bytes, fmt, gif_shape, _jpeg_shape_or_unreadable)
-    return image_problem(image_bytes, fmt, shape)
-
-
-def _first_gif_frame(image_bytes, fmt):
-    return tf.cond(tf.equal(fmt, GIF), lambda: image_header.first_gif_frame(image_bytes),
-                   lambda: (tf.constant(-1), tf.constant([-1, -1], tf.int64)))
-
-
-def _encoded_shape(image_bytes, fmt, gif_shape, jpeg_shape) -> tf.Tensor:
-    """[height, width] int64 the decoder will produce, from the header."""
-    return tf.switch_case(fmt, [
-        lambda: tf.cast(jpeg_shape(image_bytes)[:2], tf.int64),
-        lambda: image_header.png_shape(image_bytes),
-        lambda: gif_shape,
-        lambda: image_header.bmp_shape(image_bytes),
-        lambda: tf.constant([-1, -1], tf.int64),
-    ])
+    return image_problem(image_bytes, read_header(image_bytes, _jpeg_shape_or_unreadable))
 
 
 def _jpeg_shape_or_unreadable(image_bytes: tf.Tensor) -> tf.Tensor:

@@ -33,6 +33,12 @@ GIF_TRAILER = b"\x3b"
 # sub-blocks stop after GIF_MAX_STEPS (a bounded cost per image).
 GIF_RUN = 256
 GIF_MAX_STEPS = 2048
+# Decode work bounds, checked with the pixels before decoding (`decode`):
+# JPEG scans whatever the image's size (real progressive JPEGs have about
+# 10, libjpeg's and mozjpeg's scripts; baseline ones 1 to 3), and
+# compressed PNG text chunks (zTXt, iTXt; real files carry a few).
+MAX_JPEG_SCANS = 100
+MAX_PNG_TEXT_CHUNKS = 8
 # first_gif_frame's modes: before a block, in an extension's or the
 # image's data sub-blocks, done, failed.
 _BLOCK, _EXTENSION, _IMAGE, _DONE, _FAILED = 0, 1, 2, 3, 4
@@ -92,30 +98,43 @@ def first_gif_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     the largest frame, and reads every frame's pixels first, so a 1x1 frame
     followed by a 6000x6000 one, 27 KB, would decode to 108 MB, one of
     65535x65535 to 12.9 GB. Both are -1 when the block structure cannot be
-    followed (truncated, not a GIF, or more than GIF_MAX_STEPS steps).
+    followed (truncated, or not a GIF), and -2 when it takes more than
+    GIF_MAX_STEPS steps (`gif_too_long`).
 
     One loop step per block, or per data sub-block that is not full; runs
     of full (255-byte) sub-blocks, what encoders write, take one step per
-    GIF_RUN of them.
+    GIF_RUN of them. Each step reads one window of the bytes (`substr`):
+    nothing the size of the image is copied or widened.
     """
-    data = tf.cast(tf.io.decode_raw(image_bytes, tf.uint8), tf.int32)
-    size = tf.size(data)
-    data = tf.pad(data, [[0, 16]])  # reads just past the end see zeros
-    start = 13 + _colour_table_bytes(data[10])  # after the screen's colour table
+    size = tf.strings.length(image_bytes)
+    window_size = 256 * GIF_RUN + 16
+
+    def read(at):
+        """int32 [window_size]: the bytes from `at` (<= size), zeros past the end."""
+        window = tf.strings.substr(image_bytes, at, window_size)
+        return tf.io.decode_raw(window, tf.uint8, fixed_length=window_size)
+
+    def head(at, count=16):
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(image_bytes, at, count), tf.uint8,
+                                        fixed_length=count), tf.int32)
+
+    start = 13 + _colour_table_bytes(head(0)[10])  # after the screen's colour table
     run_offsets = 256 * tf.range(GIF_RUN)
 
     def step(pos, mode, height, width):
         at = tf.minimum(pos, size)
-        byte = data[at]
+        window = read(at)
+        data = tf.cast(window[:16], tf.int32)
+        byte = data[0]
         opens_extension = tf.equal(mode, _BLOCK) & tf.equal(byte, 0x21)
         opens_image = tf.equal(mode, _BLOCK) & tf.equal(byte, 0x2C)
         in_data = tf.equal(mode, _EXTENSION) | tf.equal(mode, _IMAGE)
         # image descriptor: 0x2C, left, top, width, height (LE16 each), flags;
         # then the local colour table and the LZW minimum code size byte.
-        image_start = at + 10 + _colour_table_bytes(data[at + 9]) + 1
+        image_start = at + 10 + _colour_table_bytes(data[9]) + 1
         # full sub-blocks from here: 255 then 255 bytes, wholly inside the data
         ahead = at + run_offsets
-        full = tf.equal(tf.gather(data, tf.minimum(ahead, size)), 255) & (ahead + 256 <= size)
+        full = (tf.equal(tf.gather(window, run_offsets), 255) & (ahead + 256 <= size))
         full_run = tf.argmin(tf.concat([tf.cast(full, tf.int32), [0]], 0), output_type=tf.int32)
         next_pos = tf.where(opens_extension, pos + 2, tf.where(
             opens_image, image_start, tf.where(in_data, pos + tf.where(
@@ -126,8 +145,8 @@ def first_gif_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                 ends_data, tf.where(tf.equal(mode, _IMAGE), _DONE, _BLOCK),
                 tf.where(in_data, mode, _FAILED))))
         next_mode = tf.where(next_pos > size, _FAILED, next_mode)
-        height = tf.where(opens_image, data[at + 7] + 256 * data[at + 8], height)
-        width = tf.where(opens_image, data[at + 5] + 256 * data[at + 6], width)
+        height = tf.where(opens_image, data[7] + 256 * data[8], height)
+        width = tf.where(opens_image, data[5] + 256 * data[6], width)
         return next_pos, next_mode, height, width
 
     pos, mode, height, width = tf.while_loop(
@@ -135,8 +154,39 @@ def first_gif_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         (start, tf.constant(_BLOCK), tf.constant(-1), tf.constant(-1)),
         maximum_iterations=GIF_MAX_STEPS)
     done = tf.equal(mode, _DONE)
+    failed = tf.where(mode < _DONE, -2, -1)  # still walking after GIF_MAX_STEPS: too long
     shape = tf.cast(tf.stack([height, width]), tf.int64)
-    return tf.where(done, pos, -1), tf.where(done, shape, -1)
+    return tf.where(done, pos, failed), tf.where(done, shape, tf.cast(failed, tf.int64))
+
+
+def gif_too_long(end: tf.Tensor) -> tf.Tensor:
+    """True when `first_gif_frame` gave up after GIF_MAX_STEPS steps."""
+    return tf.equal(end, -2)
+
+
+def _count(image_bytes: tf.Tensor, marker: bytes, limit: int) -> tf.Tensor:
+    """How many times `marker` occurs in the bytes, counted up to limit + 1
+    (int32). The split copies the bytes once, in at most limit + 2 pieces:
+    nothing is widened."""
+    pieces = tf.strings.split(image_bytes, sep=marker, maxsplit=limit + 1)
+    return tf.size(pieces, out_type=tf.int32) - 1
+
+
+def jpeg_scans(image_bytes: tf.Tensor) -> tf.Tensor:
+    """The JPEG's SOS markers (FF DA), up to MAX_JPEG_SCANS + 1. Entropy-coded
+    data never holds FF DA (an FF there is followed by 00 or a restart
+    marker); only a thumbnail or other bytes inside an APPn/COM segment can
+    add to the count. libjpeg walks every block of the image once per scan,
+    so scans x pixels is the decoder's work (libjpeg-turbo's LJT-01-003)."""
+    return _count(image_bytes, b"\xff\xda", MAX_JPEG_SCANS)
+
+
+def png_text_chunks(image_bytes: tf.Tensor) -> tf.Tensor:
+    """zTXt and iTXt chunk types in a PNG, up to MAX_PNG_TEXT_CHUNKS + 1 each:
+    libpng inflates every compressed text chunk (up to 8 MB each, ~30 ms),
+    even after the image data."""
+    return (_count(image_bytes, b"zTXt", MAX_PNG_TEXT_CHUNKS)
+            + _count(image_bytes, b"iTXt", MAX_PNG_TEXT_CHUNKS))
 
 
 def _colour_table_bytes(flags: tf.Tensor) -> tf.Tensor:

@@ -45,21 +45,26 @@ def example_status(serialized: tf.Tensor) -> tf.Tensor:
 
 
 class _Walk:
-    """All strings walked at once, one field each per step: they are joined
-    end to end, and every position is one into the joined bytes."""
+    """All strings walked at once, one field each per step. Bytes are read
+    in windows of a few bytes at a time (`substr`), never copied or widened
+    whole: the walk's memory does not grow with the request's bytes."""
 
     def __init__(self, serialized: tf.Tensor):
-        lengths = tf.cast(tf.strings.length(serialized), tf.int64)
-        self.begin = tf.cumsum(lengths, exclusive=True)
-        self.size = self.begin + lengths  # each string's end
-        data = tf.io.decode_raw(tf.strings.reduce_join(serialized), tf.uint8)
-        self.data = tf.pad(tf.cast(data, tf.int64), [[0, 11]])  # reads at the very end see zeros
+        self.serialized = serialized
+        self.size = tf.cast(tf.strings.length(serialized), tf.int64)  # each string's end
+        self.begin = tf.zeros_like(self.size)
+
+    def window(self, pos, count: int):
+        """int64 [N, count]: each string's bytes from pos, zeros past its end."""
+        pos = tf.minimum(pos, self.size)  # substr refuses a start past the end
+        bytes_ = tf.strings.substr(self.serialized, pos, tf.fill(tf.shape(pos), tf.constant(
+            count, tf.int64)))
+        return tf.cast(tf.io.decode_raw(bytes_, tf.uint8, fixed_length=count), tf.int64)
 
     def varint(self, pos, end):
         """(value mod 2^32, position after it, ok): protobuf's ReadVarint32.
         Bytes at or past `end` never make a varint ok, whatever they are."""
-        offsets = tf.minimum(pos, self.size)[:, None] + tf.range(10, dtype=tf.int64)
-        window = tf.gather(self.data, offsets)
+        window = self.window(pos, 10)
         stops = window < 128
         length = tf.argmax(tf.cast(stops, tf.int32), axis=1, output_type=tf.int64) + 1
         complete = tf.reduce_any(stops, axis=1) & (pos + length <= end)
@@ -102,7 +107,7 @@ class _Walk:
         """One field of every string still being walked."""
         active = ok & (level < _DONE)
         at_features = tf.equal(level, _FEATURES)
-        opens = tf.equal(tf.gather(self.data, pos), _FEATURES_TAG)
+        opens = tf.equal(self.window(pos, 1)[:, 0], _FEATURES_TAG)
         # Example level: a Features field, another field, or the end.
         length, body, length_ok = self.varint(pos + 1, self.size)
         skipped, skip_ok = self.skip_field(pos)

@@ -28,7 +28,8 @@ import tensorflow as tf
 from alexnet_tf import fileio, run_lock
 from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
 from alexnet_tf.errors import InputError
-from alexnet_tf.serving import saved_model_proto
+from alexnet_tf.data import decode, image_header
+from alexnet_tf.serving import budget, example_wire, requests, saved_model_proto
 from alexnet_tf.serving.saved_model_proto import (  # noqa: F401  re-exported
     pinned_devices, read_saved_model_proto, serving_node_defs, xla_compiled_nodes)
 from alexnet_tf.serving.signatures import (  # noqa: F401  re-exported
@@ -74,9 +75,22 @@ def unplaced(model: keras.Model) -> keras.Model:
     return copy
 
 
+def request_limits(max_image_bytes: int) -> dict:
+    """Every limit a request of this export is checked against."""
+    return {"max_image_bytes": max_image_bytes,
+            "example_overhead_bytes": budget.EXAMPLE_OVERHEAD_BYTES,
+            "max_batch": requests.MAX_BATCH, "max_pixels": decode.MAX_PIXELS,
+            "max_jpeg_scans": image_header.MAX_JPEG_SCANS,
+            "jpeg_scan_pixels": decode.JPEG_SCAN_PIXELS,
+            "max_png_text_chunks": image_header.MAX_PNG_TEXT_CHUNKS,
+            "gif_max_steps": image_header.GIF_MAX_STEPS,
+            "max_example_fields": example_wire.MAX_FIELDS}
+
+
 def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str,
                        version: int | None = None, *, top_k: int = DEFAULT_TOP_K,
-                       classify_classes: str = "wnids", warmup: bool = True) -> str:
+                       classify_classes: str = "wnids", warmup: bool = True,
+                       max_image_bytes: int = budget.DEFAULT_MAX_IMAGE_BYTES) -> str:
     """Writes `<export_base>/<version>/` and returns its path.
 
     `version` defaults to the next free integer. The SavedModel is written to
@@ -90,7 +104,12 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str
     first; any other op still pinned to a device, or any XLA-compiled
     function, makes the export fail rather than publish a model that a
     CPU-only or one-GPU server could not load.
+
+    `max_image_bytes` is the longest image (or classify Example, plus
+    budget.EXAMPLE_OVERHEAD_BYTES) a request may hold; the limits of a
+    request are recorded in `assets/request_budget.json`.
     """
+    max_image_bytes = budget.check_max_image_bytes(max_image_bytes)
     if os.path.lexists(export_base) and not os.path.isdir(export_base):
         raise NotADirectoryError(f"export base {export_base} is a file (or a dangling link), "
                                  "not a folder")
@@ -115,7 +134,11 @@ def _export_locked(model, label_map, export_base, version, top_k, classify_class
         # The label file is written first so the Asset copies it into assets/.
         labels_path = os.path.join(tempfile.mkdtemp(dir=tmp_dir), LABELS_FILENAME)
         label_map.write(labels_path)
-        module = ServingModule(unplaced(model), label_map, labels_path, top_k, classify_classes)
+        module = ServingModule(unplaced(model), label_map, labels_path, top_k, classify_classes,
+                               max_image_bytes)
+        budget_path = os.path.join(os.path.dirname(labels_path), budget.BUDGET_FILENAME)
+        budget.write_record(budget_path, request_limits(max_image_bytes))
+        module.request_budget = tf.saved_model.Asset(budget_path)  # copied into assets/
         saved_dir = os.path.join(tmp_dir, "saved_model")
         tf.saved_model.save(module, saved_dir, signatures=module.signatures())
         saved_model_proto.finalize(saved_dir, CLASSIFY, module.advertised_input_shapes())

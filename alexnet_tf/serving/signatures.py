@@ -14,7 +14,8 @@
 
 Every input is checked first (`requests`): a bad request gets
 InvalidArgumentError naming the input, the item of the batch, and what is
-wrong. `predict_images` is traced for any shape so that its own check, not
+wrong. Each string's length is checked against `max_image_bytes` (an
+export setting, `budget`) before anything copies it. `predict_images` is traced for any shape so that its own check, not
 a reshape deep in the model, answers a wrong size; its SignatureDef still
 advertises [-1, S, S, 3] (`saved_model_proto`).
 """
@@ -28,7 +29,7 @@ from alexnet_tf import defaults
 from alexnet_tf.data import preprocessing
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.model.alexnet import FEATURES_LAYER
-from alexnet_tf.serving import requests
+from alexnet_tf.serving import budget, requests
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
@@ -63,7 +64,8 @@ class ServingModule(tf.Module):
     the four signature functions."""
 
     def __init__(self, model: keras.Model, label_map: LabelMap, labels_path: str,
-                 top_k: int = DEFAULT_TOP_K, classify_classes: str = "wnids"):
+                 top_k: int = DEFAULT_TOP_K, classify_classes: str = "wnids",
+                 max_image_bytes: int = budget.DEFAULT_MAX_IMAGE_BYTES):
         super().__init__(name="alexnet_serving")
         num_classes = int(model.output.shape[-1])
         if num_classes != len(label_map):
@@ -89,16 +91,20 @@ class ServingModule(tf.Module):
         self._top_k = min(top_k, num_classes)
         self.image_size = crop_size(model)
         self._classify_classes = classify_classes
+        self.max_image_bytes = budget.check_max_image_bytes(max_image_bytes)
 
     # -- shared pieces -------------------------------------------------------
 
+    def _view(self, image_bytes):
+        """One image's bytes -> float32 [S, S, 3], exactly what evaluation
+        feeds the model."""
+        return preprocessing.eval_image(image_bytes, crop_size=self.image_size)
+
     def _decode(self, image_bytes, name):
-        """[N] encoded strings -> float32 [N, S, S, 3], per image exactly
-        what evaluation feeds the model."""
+        """[N] encoded strings -> float32 [N, S, S, 3]."""
         size = self.image_size
-        return requests.decode_images(
-            image_bytes, lambda data: preprocessing.eval_image(data, crop_size=size),
-            [size, size, 3], name)
+        return requests.decode_images(image_bytes, self._view, [size, size, 3], name,
+                                      self.max_image_bytes)
 
     def _forward(self, images):
         return self._model.obj(images, training=False)
@@ -124,8 +130,10 @@ class ServingModule(tf.Module):
         return self._predictions(self._forward(images)["probabilities"])
 
     def _classify(self, inputs):
-        encoded = requests.encoded_images_of_examples(inputs, CLASSIFY_INPUTS)
-        probabilities = self._forward(self._decode(encoded, CLASSIFY_INPUTS))["probabilities"]
+        size = self.image_size
+        images = requests.decode_examples(inputs, self._view, [size, size, 3], CLASSIFY_INPUTS,
+                                          self.max_image_bytes)
+        probabilities = self._forward(images)["probabilities"]
         scores, indices = tf.math.top_k(probabilities, k=self._top_k)
         labels = self._wnids if self._classify_classes == "wnids" else self._names
         return {CLASSIFY_CLASSES: tf.gather(tf.constant(labels), indices),
