@@ -12,7 +12,10 @@ memory of single serving_default requests, measured in a child process
 (tests/request_memory.py: peak RSS above the level before the call): a
 normal photo next to 1 x 65,500 and 65,500 x 1 images and a GIF bomb, the
 inputs that cost gigabytes before issue 12, and the largest images the pixel
-limit lets through (8192 x 8192).
+limit lets through (8192 x 8192). Last, the hostile corpus of the tests'
+request fuzzer (tests/request_fuzz.py: each family's known attacks and
+--fuzz_cases random structure-aware mutations): per family, the worst CPU
+seconds and peak MB of one request, next to a normal photo's.
 
     python -m benchmarks.bench_serving [--data_dir=../shared/data/imagenet-sample]
         [--batch1_iterations=60] [--batch32_iterations=6]
@@ -40,6 +43,7 @@ from alexnet_tf.model.alexnet import build_alexnet
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import hostile_images  # noqa: E402  the tests' hostile inputs
+import request_fuzz  # noqa: E402  the tests' request fuzzer
 import request_memory  # noqa: E402  peak memory of one request, in a child process
 
 FLAGS = flags.FLAGS
@@ -48,6 +52,9 @@ flags.DEFINE_string("data_dir", "../shared/data/imagenet-sample",
 flags.DEFINE_integer("batch1_iterations", 60, "Timed batch-1 calls per method.")
 flags.DEFINE_integer("batch32_iterations", 6, "Timed batch-32 calls per method.")
 flags.DEFINE_integer("warmup", 3, "Untimed calls before timing each case.")
+flags.DEFINE_integer("fuzz_seed", 0, "Seed of the hostile corpus (request_fuzz.cases).")
+flags.DEFINE_integer("fuzz_cases", 70, "Random mutations in the hostile corpus, besides "
+                     "each family's known attacks.")
 flags.DEFINE_float("memory_kill_mb", 4000, "The memory child is killed past this many MB "
                    "above its starting level (a regression must not take the machine down).")
 
@@ -100,6 +107,9 @@ def main(argv):
         }
         results = {}
         memory = request_peaks(path, jpegs[0], tmp)
+        fuzz = request_fuzz.measure(
+            path, [(case, 1) for case in request_fuzz.cases(FLAGS.fuzz_seed, FLAGS.fuzz_cases)],
+            os.path.join(tmp, "fuzz"), jpegs[0], kill_mb=FLAGS.memory_kill_mb)
         for name, (fn, items) in cases.items():
             batch1 = [items[i:i + 1] for i in range(len(items))]
             batch32 = [items[i:i + 32] for i in range(0, len(items) - 31, 32)]
@@ -129,6 +139,32 @@ def main(argv):
     print(f"  highest peak of all, above the level before the first: "
           f"{memory['peak_above_start_mb']:.1f} MB; model answers normally after each: "
           f"{memory['answers_after']}")
+    print_fuzz(fuzz)
+
+
+def print_fuzz(answer: dict) -> None:
+    """Worst CPU seconds and peak MB per family over the hostile corpus,
+    next to the normal photo's (request_fuzz: budget 2 s per image, own
+    bytes + 200 MB above the photo)."""
+    cases = answer["cases"]
+    if "killed" in answer:
+        print(f"\nhostile corpus: memory child KILLED at {answer['rss_mb']:.0f} MB by "
+              f"{answer['killed_case']}")
+    if not cases:
+        return
+    print(f"\nhostile corpus (request_fuzz, seed {FLAGS.fuzz_seed}): {len(cases)} requests of "
+          "one item, serving_default (classify for Examples); normal photo: "
+          f"{cases[0]['normal_cpu_s']:.3f} CPU s, {cases[0]['normal_peak_mb']:.1f} MB peak")
+    print(f"  {'family':17s} {'cases':>5s} {'refused':>7s} {'worst CPU s':>11s} "
+          f"{'worst peak MB':>13s}  over budget   worst case (CPU / memory)")
+    for family, (count, cpu, cpu_case, peak, peak_case) in request_fuzz.worst_by_family(
+            cases).items():
+        mine = [r for r in cases if r["family"] == family]
+        refused = sum(r["error"] is not None for r in mine)
+        over = sum(bool(request_fuzz.over_budget(r)) for r in mine)
+        print(f"  {family:17s} {count:5d} {refused:7d} {cpu:11.3f} {peak:13.1f}  {over:11d}   "
+              f"{cpu_case[:34]} / {peak_case[:34]}")
+    print(f"  model answers the normal photo the same after each: {answer.get('answers_after')}")
 
 
 def request_peaks(saved_model: str, photo: bytes, folder: str) -> dict:

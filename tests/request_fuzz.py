@@ -434,14 +434,14 @@ def measure(saved_model: str, batch: list[tuple[Case, int]], folder, normal: byt
     if "killed" in answer:
         index = [s + ":" + p for s, p in requests].index(answer["killed"]) - len(sizes)
         answer["killed_case"] = batch[index][0].name if index >= 0 else "the normal photo"
-        return answer
-    normals = dict(zip(sizes, answer["cases"][:len(sizes)]))
-    for (case, copies), result in zip(batch, answer["cases"][len(sizes):]):
+    done = answer["cases"]
+    normals = dict(zip(sizes, done[:len(sizes)]))
+    for (case, copies), result in zip(batch, done[len(sizes):]):
         result.update(family=case.family, mutation=case.mutation, copies=copies,
                       bytes=len(case.data) * copies,
                       normal_peak_mb=normals[copies]["peak_mb"],
                       normal_cpu_s=normals[copies]["cpu_s"])
-    answer["cases"] = answer["cases"][len(sizes):]
+    answer["cases"] = done[len(sizes):]
     return answer
 
 

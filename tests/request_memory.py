@@ -9,12 +9,14 @@ The child loads the SavedModel, answers one warm-up request with a normal
 photo, then for each case (one image, or with `*N` a batch of N copies
 of it): resets the kernel's peak-RSS counter
 (`/proc/self/clear_refs`), runs the signature once, and reads the peak
-(`VmHWM`) back, with the process's CPU seconds (all threads) the call took. A watchdog thread polls `VmRSS` every 2 ms and kills the
-child (exit 3) when it grows too far, so a regression fails the
+(`VmHWM`) back, with the CPU seconds (all threads) the call took. A
+watchdog thread polls `VmRSS` every 2 ms and kills the child (exit 3)
+when it grows too far, so a regression fails the
 measurement instead of exhausting the machine. After every case the warm-up
 request is repeated and must give the same answer.
 
-It prints one JSON line: {"cases": [{"case", "peak_mb", "cpu_s", "error"}, ...],
+It prints a JSON line per case as it is done ({"done": case}), then one:
+{"cases": [{"case", "peak_mb", "cpu_s", "error"}, ...],
 "answers_after": bool, "peak_above_start_mb"}: each case's peak above its
 own starting level, and the highest peak of all above the level before the
 first case (freed memory the allocator keeps would hide a later case's
@@ -97,7 +99,7 @@ def _child(saved_model: str, kill_mb: float, cases: list[str]) -> None:
     for case in cases:
         watchdog.case = case
         signature, path = case.split(":", 1)
-        signature, _, raw = signature.partition(RAW)
+        signature, raw, _ = signature.partition(RAW)
         path, _, copies = path.partition("*")
         with open(path, "rb") as f:
             data = f.read()
@@ -117,11 +119,24 @@ def _child(saved_model: str, kill_mb: float, cases: list[str]) -> None:
         peak = _status_kb("VmHWM")
         highest = max(highest, peak)
         again = call(export.SERVING_DEFAULT, normal)["probabilities"].numpy()
+        _release_freed_memory()  # so the next case's peak starts from a true level
         answers = answers and bool(np.array_equal(again, reference))
         results.append({"case": case, "peak_mb": (peak - before) / 1024, "cpu_s": cpu,
                         "error": error})
+        print(json.dumps({"done": results[-1]}), flush=True)  # kept if a later case is killed
     print(json.dumps({"cases": results, "answers_after": answers,
                       "peak_above_start_mb": (highest - base) / 1024}), flush=True)
+
+
+def _release_freed_memory() -> None:
+    """Hands memory freed by the last case back to the kernel (glibc's
+    malloc_trim): otherwise the allocator keeps it, and a later case could
+    grow into it without raising the peak RSS that is measured."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _cpu_seconds() -> float:
@@ -153,6 +168,8 @@ def measure(saved_model: str, cases: list[tuple[str, str]], kill_mb: float = 200
                            f"{result.stderr[-3000:]}")
     answer = json.loads(lines[-1])
     answer["returncode"] = result.returncode
+    if "killed" in answer:  # the cases done before it
+        answer["cases"] = [json.loads(l)["done"] for l in lines if l.startswith('{"done"')]
     return answer
 
 

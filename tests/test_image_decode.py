@@ -80,15 +80,17 @@ def test_decode_rgb_gives_only_the_first_gif_frame_at_its_own_size():
     assert decode.decode_rgb(tf.constant(many)).shape == (64, 64, 3)
 
 
-@pytest.mark.parametrize("data", [
-    hostile.png_claiming(9000, 9000), hostile.bmp_claiming(9000, 9000),
-    hostile.gif_claiming(9000, 9000), hostile.jpeg_claiming(9000, 9000)])
-def test_every_format_is_refused_from_its_header_above_the_pixel_limit(data):
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image is 9000x9000 pixels, more "
-                       r"than 67108864 pixels"):
+@pytest.mark.parametrize("data, limit", [
+    (hostile.png_claiming(9000, 9000), decode.MAX_LOSSLESS_PIXELS),
+    (hostile.bmp_claiming(9000, 9000), decode.MAX_LOSSLESS_PIXELS),
+    (hostile.gif_claiming(9000, 9000), decode.MAX_LOSSLESS_PIXELS),
+    (hostile.jpeg_claiming(9000, 9000), decode.MAX_PIXELS)])
+def test_every_format_is_refused_from_its_header_above_the_pixel_limit(data, limit):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"image is 9000x9000 pixels, more "
+                       rf"than {limit} pixels"):
         decode.decode_rgb(tf.constant(data))
     ok, problem = decode.safe_image_problem(tf.constant(data))
-    assert not ok and b"more than 67108864" in problem.numpy()
+    assert not ok and f"more than {limit}".encode() in problem.numpy()
 
 
 @pytest.mark.parametrize("height, width", [(1100, 2300), (511, 512), (512, 700), (1024, 1024),
@@ -128,7 +130,7 @@ def test_32_bit_png_sides_do_not_overflow_the_pixel_check():
     with its size."""
     data = hostile.png_claiming(2 ** 32 - 1, 2 ** 32 - 1)
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"is 4294967295x4294967295 pixels, more than 67108864"):
+                       match=r"is 4294967295x4294967295 pixels, more than 50331648"):
         decode.decode_rgb(tf.constant(data))
 
 
@@ -161,15 +163,29 @@ def test_decode_work_is_bounded_in_the_header_check():
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"has more than 100 JPEG scans; 100 are allowed at 256x256"):
         decode.decode_rgb(tf.constant(scans))
-    # at the pixel limit, 32 scans: 8192x8192 with 40 is refused, 4096x4096 with 40 is not
-    big = request_fuzz.many_scans(rng, scans=31, side=8192)
+    # scans x pixels: at 5000x5000, 53 scans (20 * 2^26 // 25,000,000)
+    big = request_fuzz.many_scans(rng, scans=81, side=5000)
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"has 40 JPEG scans; 32 are allowed at 8192x8192 pixels"):
+                       match=r"has 90 JPEG scans; 53 are allowed at 5000x5000 pixels"):
         decode.decode_rgb(tf.constant(big))
     assert decode.decode_rgb(tf.constant(request_fuzz.many_scans(rng, 31, 512))).shape == (
         512, 512, 3)
     normal = request_fuzz.valid("jpeg_progressive", rng)
     assert 5 <= int(image_header.jpeg_scans(tf.constant(normal))) <= 12
+    # A progressive JPEG keeps all its coefficients: a lower pixel limit.
+    progressive = bytearray(normal)
+    at = progressive.index(b"\xff\xc2")
+    progressive[at + 5:at + 9] = struct.pack(">HH", 6000, 6000)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"is 6000x6000 pixels, more than "
+                       r"25165824 pixels \(the limit for a progressive or multi-scan JPEG\)"):
+        decode.decode_rgb(tf.constant(bytes(progressive)))
+    # A thumbnail's scan in APP1 and an image appended after EOI are not counted.
+    baseline = request_fuzz.valid("jpeg_baseline", rng)
+    app1 = b"Exif\x00\x00" + baseline  # a whole JPEG, scan included, as a thumbnail
+    with_thumbnail = (baseline[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1
+                      + baseline[2:] + baseline)
+    assert int(image_header.jpeg_scans(tf.constant(with_thumbnail))) == 1
+    assert int(image_header.jpeg_scans(tf.constant(baseline * 3))) == 1
     bombs = request_fuzz.ztxt_bombs(rng, count=9, inflated=1 << 20)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"has more than 8 compressed PNG text chunks"):

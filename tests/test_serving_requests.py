@@ -3,6 +3,8 @@ saying what is wrong and which item of the batch, and the model answers
 normally afterwards (issue 12, part 2). Run the TF Serving way (TF1 loader,
 feeds by tensor name) on a tiny probe model."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +13,7 @@ import export_probe
 import hostile_images as hostile
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
-from alexnet_tf.serving import export, requests
+from alexnet_tf.serving import budget, export, requests
 from serving_session import ServingSession
 
 SIZE = 32
@@ -19,10 +21,14 @@ LABELS = LabelMap(("n1", "n2", "n3"), ("one", "two", "three"))
 GOOD = export.warmup_image_bytes()
 
 
+MAX_BYTES = 100_000  # this export's max_image_bytes: GOOD is ~7 KB
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     return export.export_saved_model(export_probe.build_probe_model(len(LABELS), SIZE), LABELS,
-                                     str(tmp_path_factory.mktemp("requests")), warmup=False)
+                                     str(tmp_path_factory.mktemp("requests")), warmup=False,
+                                     max_image_bytes=MAX_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +66,11 @@ BAD_IMAGES = {
     "JPEG claiming 60000x60000": (hostile.jpeg_claiming(60000, 60000),
                                   r"is 60000x60000 pixels, more than 67108864 pixels"),
     "PNG claiming 30000x30000": (hostile.png_claiming(30000, 30000),
-                                 r"is 30000x30000 pixels, more than 67108864 pixels"),
+                                 r"is 30000x30000 pixels, more than 50331648 pixels"),
     "BMP claiming 20000x20000": (hostile.bmp_claiming(20000, 20000),
-                                 r"is 20000x20000 pixels, more than 67108864 pixels"),
+                                 r"is 20000x20000 pixels, more than 50331648 pixels"),
     "GIF frame claiming 65535x65535": (hostile.gif_claiming(65535, 65535),
-                                       r"is 65535x65535 pixels, more than 67108864 pixels"),
+                                       r"is 65535x65535 pixels, more than 50331648 pixels"),
     "PNG of width 0": (hostile.png_claiming(8, 0), r"has a zero dimension \(0x8\)"),
     "GIF cut in its blocks": (hostile.encode(hostile.noise(8, 8), "GIF")[:30],
                               r"has a truncated or corrupt GIF header"),
@@ -167,3 +173,29 @@ def test_predict_images_signature_def_still_advertises_the_shape(exported):
     meta_graph = export.read_saved_model_proto(exported).meta_graphs[0]
     shape = meta_graph.signature_def["predict_images"].inputs["images"].tensor_shape
     assert [d.size for d in shape.dim] == [-1, SIZE, SIZE, 3]
+
+
+def test_strings_longer_than_max_image_bytes_are_refused_before_any_work(probe, exported):
+    """The limit is the export's, recorded with the others in its assets."""
+    with open(f"{exported}/assets/{budget.BUDGET_FILENAME}") as f:
+        assert json.load(f) == export.request_limits(MAX_BYTES)
+    long = GOOD + bytes(MAX_BYTES - len(GOOD) + 1)  # a valid JPEG, one byte too long
+    for signature in ("serving_default", "features"):
+        refused(probe, signature, rf"image_bytes\[1\] is {MAX_BYTES + 1} bytes, more than the "
+                r"100,000 bytes an image may have \(max_image_bytes, set at export\)",
+                image_bytes=[GOOD, long])
+    assert probe.run("serving_default", image_bytes=[long[:-1]])["probabilities"].shape == (1, 3)
+    # classify: the Example may be EXAMPLE_OVERHEAD_BYTES longer, its image may not
+    refused(probe, "classify", r"inputs\[0\] has an image/encoded of 100001 bytes, more than "
+            r"the 100,000 bytes", inputs=[example(long)])
+    padded = example(GOOD) + bytes(MAX_BYTES + budget.EXAMPLE_OVERHEAD_BYTES)
+    refused(probe, "classify", r"inputs\[1\] is \d+ bytes, more than the 165,536 bytes a "
+            r"tf.Example may have", inputs=[example(GOOD), padded])
+
+
+def test_export_refuses_a_bad_max_image_bytes(tmp_path):
+    for bad in (0, -5, 2.5, budget.MAX_SETTABLE_BYTES + 1):
+        with pytest.raises(ValueError, match="max_image_bytes must be an integer from 1"):
+            export.export_saved_model(export_probe.build_probe_model(len(LABELS), SIZE), LABELS,
+                                      str(tmp_path), warmup=False, max_image_bytes=bad)
+    assert not list(tmp_path.iterdir())  # refused before anything is written

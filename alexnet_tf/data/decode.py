@@ -21,9 +21,17 @@ from alexnet_tf.data.image_header import GIF, JPEG, PNG, UNKNOWN
 MAX_PIXELS = 1 << 26
 # libjpeg walks every block of the image once per scan (~40 ms per scan at
 # 8192x8192 on the 2 cores measured, whatever the scan holds): scans x
-# pixels is capped, 32 scans at the pixel limit, and scans at
-# image_header.MAX_JPEG_SCANS whatever the size.
-JPEG_SCAN_PIXELS = 32 * MAX_PIXELS
+# pixels is capped so that the scans cost at most ~1.3 s (84 scans at
+# 5000x5000 took 2.0 s), and scans at image_header.MAX_JPEG_SCANS whatever
+# the size: 53 scans at 5000x5000, 80 at 4096x4096, 100 below 3664x3664.
+JPEG_SCAN_PIXELS = 20 * MAX_PIXELS
+# What the decoder holds for the largest image it may decode, within the
+# request budget (200 MB): a JPEG of one scan is decoded at 1/8 scale
+# (2^26 pixels cost ~2 MB), one of several scans makes libjpeg keep every
+# DCT coefficient (up to 6 bytes a pixel: 384 MB at 2^26 measured), and
+# PNG, GIF and BMP decode to 3 bytes a pixel (212 MB at 2^26 measured).
+MAX_MULTI_SCAN_JPEG_PIXELS = 3 << 23   # 25.2M, e.g. a 6000x4000 photo
+MAX_LOSSLESS_PIXELS = 3 << 24          # 50.3M, e.g. 7000x7000
 # libjpeg's accurate integer IDCT: the same pixels Pillow and simplejpeg give
 # data prep (TF's default fast IDCT differs by ~1 level per pixel), at about
 # the same speed with SIMD. Training, evaluation and serving all use it.
@@ -125,7 +133,14 @@ def image_problem(image_bytes: tf.Tensor, header: Header):
     height, width = shape[0], shape[1]
     fmt_name = tf.gather(tf.constant(image_header.FORMAT_NAMES + ("",)), fmt)
     # (each side first: PNG sides are 32-bit, their product can overflow int64)
-    pixels_ok = (height <= MAX_PIXELS) & (width <= MAX_PIXELS) & (height * width <= MAX_PIXELS)
+    multi_scan = tf.equal(fmt, JPEG) & (parts > 1)
+    max_pixels = tf.where(tf.equal(fmt, JPEG), tf.where(
+        multi_scan, tf.constant(MAX_MULTI_SCAN_JPEG_PIXELS, tf.int64), MAX_PIXELS),
+        MAX_LOSSLESS_PIXELS)
+    which = tf.where(tf.equal(fmt, JPEG), tf.where(
+        multi_scan, " (the limit for a progressive or multi-scan JPEG)", " (the limit)"),
+        " (the limit for PNG, GIF and BMP)")
+    pixels_ok = (height <= max_pixels) & (width <= max_pixels) & (height * width <= max_pixels)
     allowed_scans = tf.minimum(tf.constant(image_header.MAX_JPEG_SCANS, tf.int64),
                                JPEG_SCAN_PIXELS // tf.maximum(height * width, 1))
     checks = [
@@ -136,9 +151,8 @@ def image_problem(image_bytes: tf.Tensor, header: Header):
             "has more than " + str(image_header.GIF_MAX_STEPS) + " GIF blocks or sub-blocks "
             "before its first image ends (the limit bounds decoding work)")),
         (height >= 0, tf.strings.join(["has a truncated or corrupt ", fmt_name, " header"])),
-        (pixels_ok, tf.strings.format(
-            "is {}x{} pixels, more than " + str(MAX_PIXELS) + " pixels (the limit)",
-            (width, height))),
+        (pixels_ok, tf.strings.join([tf.strings.format(
+            "is {}x{} pixels, more than {} pixels", (width, height, max_pixels)), which])),
         (height * width > 0, tf.strings.format("has a zero dimension ({}x{})", (width, height))),
         (~tf.equal(fmt, JPEG) | (tf.cast(parts, tf.int64) <= allowed_scans), tf.strings.join([
             "has ", _at_least(parts, image_header.MAX_JPEG_SCANS), " JPEG scans; ",

@@ -38,6 +38,9 @@ GIF_MAX_STEPS = 2048
 # 10, libjpeg's and mozjpeg's scripts; baseline ones 1 to 3), and
 # compressed PNG text chunks (zTXt, iTXt; real files carry a few).
 MAX_JPEG_SCANS = 100
+# Marker segments followed from the start to the first scan (real files
+# have about 5 to 20: APPn, DQT, SOF, DHT); past it every SOS counts.
+MAX_JPEG_SEGMENTS = 256
 MAX_PNG_TEXT_CHUNKS = 8
 # first_gif_frame's modes: before a block, in an extension's or the
 # image's data sub-blocks, done, failed.
@@ -173,12 +176,47 @@ def _count(image_bytes: tf.Tensor, marker: bytes, limit: int) -> tf.Tensor:
 
 
 def jpeg_scans(image_bytes: tf.Tensor) -> tf.Tensor:
-    """The JPEG's SOS markers (FF DA), up to MAX_JPEG_SCANS + 1. Entropy-coded
-    data never holds FF DA (an FF there is followed by 00 or a restart
-    marker); only a thumbnail or other bytes inside an APPn/COM segment can
-    add to the count. libjpeg walks every block of the image once per scan,
-    so scans x pixels is the decoder's work (libjpeg-turbo's LJT-01-003)."""
-    return _count(image_bytes, b"\xff\xda", MAX_JPEG_SCANS)
+    """The scans (SOS markers, FF DA) of the JPEG's own image, from its
+    first scan to its end (EOI, FF D9), counted up to MAX_JPEG_SCANS + 1.
+    A thumbnail in an APPn segment before it, or images appended after it
+    (phones' MPF), are not the decoder's work. Entropy-coded data never
+    holds FF DA or FF D9 (an FF there is followed by 00 or a restart
+    marker). libjpeg walks every block of the image once per scan, so
+    scans x pixels is its work (libjpeg-turbo's LJT-01-003); more than one
+    scan also makes it keep every coefficient of the image in memory."""
+    first_scan = _jpeg_first_scan(image_bytes)
+    # When the header's segments cannot be followed, every SOS counts.
+    image = tf.strings.substr(image_bytes, tf.maximum(first_scan, 0), tf.strings.length(
+        image_bytes))
+    image = tf.strings.split(image, sep=b"\xff\xd9", maxsplit=1)[0]
+    return _count(image, b"\xff\xda", MAX_JPEG_SCANS)
+
+
+def _jpeg_first_scan(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Offset of the first SOS marker, found by following the marker
+    segments' lengths from the start (so bytes inside APPn segments are
+    skipped), or -1 when that walk does not reach one within
+    MAX_JPEG_SEGMENTS segments."""
+    size = tf.strings.length(image_bytes)
+
+    def step(pos, found):
+        head = tf.cast(tf.io.decode_raw(tf.strings.substr(image_bytes, tf.minimum(pos, size), 4),
+                                        tf.uint8, fixed_length=4), tf.int32)
+        marker = head[1]
+        standalone = (tf.equal(marker, 0xD8) | tf.equal(marker, 0x01)
+                      | ((marker >= 0xD0) & (marker <= 0xD7)))
+        fill = tf.equal(marker, 0xFF)  # FF fill bytes may precede a marker
+        next_pos = tf.where(fill, pos + 1, tf.where(standalone, pos + 2,
+                                                    pos + 2 + 256 * head[2] + head[3]))
+        is_scan = tf.equal(head[0], 0xFF) & tf.equal(marker, 0xDA) & (pos + 4 <= size)
+        lost = ~tf.equal(head[0], 0xFF) | (next_pos > size)
+        return tf.where(is_scan | lost, pos, next_pos), tf.where(
+            is_scan, 1, tf.where(lost, -1, 0))
+
+    pos, found = tf.while_loop(lambda pos, found: tf.equal(found, 0), step,
+                               (tf.constant(0), tf.constant(0)),
+                               maximum_iterations=MAX_JPEG_SEGMENTS)
+    return tf.where(tf.equal(found, 1), pos, -1)
 
 
 def png_text_chunks(image_bytes: tf.Tensor) -> tf.Tensor:

@@ -64,7 +64,7 @@ def check_byte_lengths(strings: tf.Tensor, max_bytes: int, name: str, what: str)
     bad = tf.minimum(_first(too_long), tf.size(lengths) - 1)
     message = tf.strings.format(
         name + "[{}] is {} bytes, more than the " + f"{max_bytes:,}" + " bytes " + what
-        + " may have (the model's max_image_bytes)", (bad, lengths[bad]))
+        + " may have (max_image_bytes, set at export)", (bad, lengths[bad]))
     with tf.control_dependencies([_refuse_unless(~tf.reduce_any(too_long), message)]):
         return tf.identity(strings)
 
@@ -154,7 +154,7 @@ def _why_example_not_decoded(example, index, name, max_bytes) -> tf.Tensor:
             tf.where(length > max_bytes, tf.strings.join([
                 prefix, tf.strings.format(
                     "has an " + records.ENCODED + " of {} bytes, more than the " + f"{max_bytes:,}"
-                    + " bytes an image may have (the model's max_image_bytes)", length)]),
+                    + " bytes an image may have (max_image_bytes, set at export)", length)]),
                 _why_not_decoded(encoded, index, name))))
 
 
