@@ -12,7 +12,8 @@ memory of single serving_default requests, measured in a child process
 (tests/request_memory.py: peak RSS above the level before the call): a
 normal photo next to 1 x 65,500 and 65,500 x 1 images and a GIF bomb, the
 inputs that cost gigabytes before issue 12, and the largest images the pixel
-limit lets through (8192 x 8192). Last, the hostile corpus of the tests'
+limits let through (decode.MAX_LOSSLESS_PIXELS, MAX_PIXELS,
+MAX_MULTI_SCAN_JPEG_PIXELS). Last, the hostile corpus of the tests'
 request fuzzer (tests/request_fuzz.py: each family's known attacks and
 --fuzz_cases random structure-aware mutations): per family, the worst CPU
 seconds and peak MB of one request, next to a normal photo's.
@@ -177,10 +178,11 @@ def request_peaks(saved_model: str, photo: bytes, folder: str) -> dict:
         "65500x1.gif": hostile_images.thin(65500, "GIF", vertical=True),
         "gif 1x1 then 6000x6000.gif": hostile_images.gif_large_second_frame(6000),
         "gif 600 frames of 1024x1024.gif": hostile_images.gif_repeated_frames(1024, 600),
-        # The largest images the limit lets through: their cost is the decoder's.
-        "8192x8192.png": hostile_images.largest_allowed("PNG"),
-        "8192x8192 progressive.jpeg": hostile_images.largest_allowed(
-            "JPEG", progressive=True, subsampling=0),
+        # The largest images the limits let through: their cost is the decoder's.
+        "7000x7000.png": hostile_images.largest_allowed("PNG", side=7000),
+        "8192x8192 baseline.jpeg": hostile_images.largest_allowed("JPEG", subsampling=0),
+        "5000x5000 progressive 4:4:4.jpeg": hostile_images.largest_allowed(
+            "JPEG", side=5000, progressive=True, subsampling=0),
     }
     cases = []
     for name, data in inputs.items():
