@@ -156,6 +156,7 @@ def test_the_library_takes_its_defaults_from_the_same_home():
     from alexnet_tf.serving import export
     from alexnet_tf.training import evaluate, optimizer
     from alexnet_tf.training.config import EvaluateConfig
+    from launch import predict
     from launch.export import ExportConfig
     from launch.quickstart import QuickstartConfig
 
@@ -174,6 +175,8 @@ def test_the_library_takes_its_defaults_from_the_same_home():
         assert default(evaluate.evaluate, name) == getattr(EvaluateConfig, name), name
     assert EvaluateConfig.batch_size == TrainConfig.batch_size
     assert default(export.export_saved_model, "top_k") == ExportConfig.top_k
+    assert default(export.export_saved_model, "max_image_bytes") == (
+        ExportConfig.max_image_bytes) == default(predict.read_files, "max_bytes")
 
 
 def test_a_flagfile_overrides_the_preset_as_the_command_line_does(tmp_path):
