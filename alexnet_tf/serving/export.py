@@ -119,11 +119,11 @@ def export_saved_model(model: keras.Model, label_map: LabelMap, export_base: str
         raise ValueError(f"version must be a non-negative integer, got {version}")
     with run_lock.hold(export_base, "export"):  # one export into a folder at a time
         return _export_locked(model, label_map, export_base, version, top_k,
-                              classify_classes, warmup)
+                              classify_classes, warmup, max_image_bytes)
 
 
 def _export_locked(model, label_map, export_base, version, top_k, classify_classes,
-                   warmup) -> str:
+                   warmup, max_image_bytes) -> str:
     version = next_version(export_base) if version is None else int(version)
     final_dir = os.path.join(export_base, str(version))
     if os.path.exists(final_dir):
