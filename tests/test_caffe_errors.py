@@ -286,6 +286,33 @@ def test_a_layer_that_does_not_read_the_one_before(mini, tmp_path):
                              fx.net_header(MINI) + b"".join(messages.values())))
 
 
+class _LyingArray:
+    """Pickles as an ndarray whose state claims `shape` over `data`."""
+
+    def __init__(self, shape, data):
+        self.shape, self.data = shape, data
+
+    def __reduce__(self):
+        reconstruct, args, _ = np.zeros(1, np.float32).__reduce__()
+        return reconstruct, args, (1, self.shape, np.dtype("<f4"), False, self.data)
+
+
+@pytest.mark.parametrize("shape, data, message", [
+    ((1 << 32, 1 << 32), b"", "needs 73,786,976,294,838,206,464 bytes"),  # wraps int64 to 0
+    ((1 << 20, 1 << 20), bytes(16), "needs 4,398,046,511,104 bytes or items, the pickle has 16"),
+    ((2, -2), bytes(16), r"an array of shape \(2, -2\)")])
+def test_npy_arrays_whose_shape_lies_about_their_data(mini, tmp_path, shape, data, message):
+    """Issue 21: the pickle's array shapes are checked before numpy allocates."""
+    weights, biases, _ = mini
+    layers = {name: [weights[name], biases[name]] for name in weights}
+    layers["fc6"][0] = _LyingArray(shape, data)
+    with open(tmp_path / "lying.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                                 "shape": ()})
+        pickle.dump(np.array(layers, dtype=object), f)
+    refused(tmp_path, f"lying.npy: unreadable pickle .*{message}", npy=str(tmp_path / "lying.npy"))
+
+
 def test_npy_pickled_by_older_numpy_and_protocol_2(mini, tmp_path):
     """Files shared for years were pickled with protocol 2 by numpy 1
     (module numpy.core): they load, through the same arrays-only unpickler."""

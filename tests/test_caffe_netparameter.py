@@ -303,3 +303,19 @@ def test_files_over_the_size_bound_are_refused_before_reading(tmp_path, monkeypa
     with pytest.raises(CaffeFormatError, match=f"big.caffemodel: {path.stat().st_size:,} bytes; "
                        "this importer reads Caffe files up to"):
         netparameter.read_net(str(path))
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 1 << 20, 1 << 20), r"shape \(3, 1048576, 1048576\) of float64 needs 26,388,279,066,624 "
+                            "bytes, the file holds 96"),  # 24 TiB: numpy would try to allocate
+    ((3, 1 << 32, 1 << 32), "needs 442,721,857,769,029,238,784 bytes"),  # wraps int64
+    ((3, 2, 1), "needs 48 bytes, the file holds 96")])
+def test_a_npy_mean_whose_header_lies_about_its_shape(tmp_path, shape, message):
+    path = tmp_path / "mean.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                                 "shape": shape})
+        f.write(bytes(96))
+    with pytest.raises(CaffeFormatError, match=message) as error:
+        caffe_mean.read_mean_image(str(path))
+    assert str(error.value).startswith(f"{path}: its header's shape")

@@ -147,14 +147,19 @@ class Net:
     input_size: Optional[int]     # the declared input's height, if the net says
 
 
-def _read(kind: str, path: str):
-    """The file parsed as a `kind` message; one line on a file that is not one."""
+def check_file(path: str) -> None:
+    """A file, of a size this importer reads (checked before reading it)."""
     if os.path.isdir(path):
         raise CaffeFormatError(f"{path} is a folder, not a Caffe file")
     size = os.path.getsize(path)
     if size > MAX_FILE_BYTES:
         raise CaffeFormatError(f"{path}: {size:,} bytes; this importer reads Caffe files up to "
                                f"{MAX_FILE_BYTES:,} bytes (AlexNet's weights are 244 MB)")
+
+
+def _read(kind: str, path: str):
+    """The file parsed as a `kind` message; one line on a file that is not one."""
+    check_file(path)
     with open(path, "rb") as f:
         data = f.read()
     proto = _CLASSES[kind]()
