@@ -313,6 +313,15 @@ def test_npy_arrays_whose_shape_lies_about_their_data(mini, tmp_path, shape, dat
     refused(tmp_path, f"lying.npy: unreadable pickle .*{message}", npy=str(tmp_path / "lying.npy"))
 
 
+def test_npy_pickle_with_a_length_past_any_memory(tmp_path):
+    """BINBYTES8 claiming 2^62 bytes: Python's unpickler allocates first (MemoryError)."""
+    with open(tmp_path / "long.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                                 "shape": ()})
+        f.write(b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"abc")
+    refused(tmp_path, "long.npy: unreadable pickle", npy=str(tmp_path / "long.npy"))
+
+
 def test_npy_pickled_by_older_numpy_and_protocol_2(mini, tmp_path):
     """Files shared for years were pickled with protocol 2 by numpy 1
     (module numpy.core): they load, through the same arrays-only unpickler."""

@@ -300,9 +300,10 @@ def test_files_over_the_size_bound_are_refused_before_reading(tmp_path, monkeypa
     path = tmp_path / "big.caffemodel"
     path.write_bytes(bomb_layer(fx.message(7, fx.packed_varints(1, [2])) + floats(2)))
     monkeypatch.setattr(netparameter, "MAX_FILE_BYTES", path.stat().st_size - 1)
-    with pytest.raises(CaffeFormatError, match=f"big.caffemodel: {path.stat().st_size:,} bytes; "
-                       "this importer reads Caffe files up to"):
-        netparameter.read_net(str(path))
+    for source in (path, "/dev/zero"):  # a device's size is 0: its reading is bounded too
+        with pytest.raises(CaffeFormatError, match=f"{source}: over {path.stat().st_size - 1:,} "
+                           "bytes, the most this importer reads"):
+            netparameter.read_net(str(source))
 
 
 @pytest.mark.parametrize("shape, message", [

@@ -147,21 +147,28 @@ class Net:
     input_size: Optional[int]     # the declared input's height, if the net says
 
 
-def check_file(path: str) -> None:
+def check_file(path: str, size: Optional[int] = None) -> None:
     """A file, of a size this importer reads (checked before reading it)."""
     if os.path.isdir(path):
         raise CaffeFormatError(f"{path} is a folder, not a Caffe file")
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if size is None else size
     if size > MAX_FILE_BYTES:
-        raise CaffeFormatError(f"{path}: {size:,} bytes; this importer reads Caffe files up to "
-                               f"{MAX_FILE_BYTES:,} bytes (AlexNet's weights are 244 MB)")
+        raise CaffeFormatError(f"{path}: over {MAX_FILE_BYTES:,} bytes, the most this importer "
+                               "reads from a Caffe file (AlexNet's weights are 244 MB)")
+
+
+def read_bounded(path: str) -> bytes:
+    """The whole file, refused past MAX_FILE_BYTES (a device or a growing file too)."""
+    check_file(path)
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    check_file(path, len(data))
+    return data
 
 
 def _read(kind: str, path: str):
     """The file parsed as a `kind` message; one line on a file that is not one."""
-    check_file(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_bounded(path)
     proto = _CLASSES[kind]()
     try:
         proto.ParseFromString(data)

@@ -76,6 +76,9 @@ def load_pickled_npy(path: str):
         try:
             # latin1: files pickled by Python 2 (as caffe-tensorflow's were).
             value = _ArraysOnly(f, encoding="latin1").load()
+        except MemoryError:  # Python allocates a length from the pickle before reading it
+            raise CaffeFormatError(f"{path}: unreadable pickle (a length in it is past any "
+                                   "memory: truncated, or not a pickle of arrays)") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
                 AttributeError, IndexError) as e:
             raise CaffeFormatError(f"{path}: unreadable pickle ({e})") from None
