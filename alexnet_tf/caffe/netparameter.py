@@ -1,23 +1,16 @@
-"""Caffe's binary files read with the protobuf runtime TensorFlow installs (no
+"""Caffe's binary files parsed by the protobuf runtime TensorFlow installs (no
 Caffe, no generated module): a `.caffemodel` (NetParameter) and a
-`.binaryproto` mean (BlobProto).
+`.binaryproto` mean (BlobProto), in both layer formats: `layer` (field 100,
+LayerParameter, string types) and V1 `layers` (field 2, enum types).
 
-`_SCHEMA` declares, at import time, the fields this importer reads, under
-caffe.proto's names and field numbers; every other field is kept as unknown
-and ignored. Both layer formats: `layer` (NetParameter field 100,
-LayerParameter, string types such as "Convolution") and `layers` (field 2,
-V1LayerParameter, enum types such as CONVOLUTION = 4). Where the declared
-type differs from caffe.proto's, it is on purpose:
-- enums are int32 (the same varint on the wire);
-- legacy blob dims num/channels/height/width are int64 (caffe.proto: int32),
-  so a value out of int32's range is seen as written, not wrapped;
-- a blob's `data` (packed float) and `double_data` (packed double) are
-  `bytes`: a packed field's payload is then the little-endian array itself,
-  which numpy takes as it is. Values written one tag each (legal protobuf,
-  not Caffe's way) land among the unknown fields and are read from there.
-
-Every size from the file (dims, their product, the data's length) is checked
-with Python's exact integers before numpy sees it.
+`_SCHEMA` declares at import time the fields read here, under caffe.proto's
+names and numbers; other fields are ignored. Declared types differ from
+caffe.proto's on purpose in three places: enums are int32 (the same varint);
+legacy num/channels/height/width are int64, so a value past int32 is seen as
+written, not wrapped; a blob's packed `data` / `double_data` are `bytes`,
+whose payload is the little-endian array numpy takes as it is (values written
+one tag each, legal but not Caffe's way, are read from the unknown fields).
+Every size from the file is checked with exact integers before numpy sees it.
 """
 
 from __future__ import annotations
