@@ -39,7 +39,7 @@ if what == "read":
 elif what == "import":
     sys.argv = ["import_caffe", "--caffemodel=" + path, "--model_dir=" + sys.argv[3]]
     try:
-        runpy.run_module("launch.import_caffe", run_name="__main__")
+        runpy.run_module("launch.import_caffe", run_name="__main__", alter_sys=True)
     except SystemExit as e:
         assert not e.code, e.code
 cpu = time.process_time() - start
