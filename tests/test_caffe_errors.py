@@ -45,15 +45,34 @@ def test_truncated_caffemodels(mini, tmp_path):
     weights, biases, _ = mini
     data = fx.caffemodel_bytes(MINI, weights, biases)
     # Inside a blob: protobuf cannot parse it; the layer it ends in is named.
-    refused(tmp_path, r"truncated: the file ends inside layer 19 \('fc7'\), with 25,172,\d+ "
-            r"of its 67,125,\d+ bytes", caffemodel=write(tmp_path, "mid.caffemodel",
-                                                         data[:len(data) // 2]))
+    refused(tmp_path, r"mid.caffemodel: truncated or corrupt: the file ends inside layer 19, "
+            r"after 'drop_fc6'$", caffemodel=write(tmp_path, "mid.caffemodel",
+                                                   data[:len(data) // 2]))
     # At a layer boundary: it parses, and fc8 is missing.
     messages = fx.layer_messages(MINI, weights, biases)
     cut = fx.net_header(MINI) + b"".join(m for name, m in messages if name not in ("fc8", "prob"))
     message = refused(tmp_path, "not AlexNet.*7 layers with weights",
                       caffemodel=write(tmp_path, "cut.caffemodel", cut))
     assert "fc7 4096x4096" in message and "truncated" in message
+
+
+def test_size_fields_from_the_file_are_refused_before_allocating(mini, tmp_path):
+    """Issue 21: a blob shape whose dims multiply past 2^63 (the product wraps
+    int64 to 0), and an LRN window past any channel count, in one line."""
+    weights, biases, _ = mini
+    messages = dict(fx.layer_messages(MINI, weights, biases))
+    bomb = fx.message(7, fx.packed_varints(1, [1 << 32, 1 << 32]))
+    messages["fc7"] = fx.message(100, fx.string(1, "fc7") + fx.string(2, "InnerProduct")
+                                 + fx.message(7, bomb) + fx.message(7, bomb))
+    message = refused(tmp_path, r"layer 19 \('fc7'\): blob 0: blob shape 4294967296x4294967296 "
+                      r"\(18,446,744,073,709,551,616 values\) is beyond Caffe's limits",
+                      caffemodel=write(tmp_path, "bomb.caffemodel",
+                                       fx.net_header(MINI) + b"".join(messages.values())))
+    assert message.startswith(str(tmp_path / "bomb.caffemodel"))
+    wide = ref.NetSpec(width=0.0625, num_classes=10, pool5=2, lrn=((1 << 32) - 1, 1e-4, 0.75, 1))
+    refused(tmp_path, "norm1: LRN local_size 4,294,967,295; Caffe takes odd sizes, and over 16 "
+            "channels a window spans at most 31", caffemodel=write(
+                tmp_path, "lrn.caffemodel", fx.caffemodel_bytes(wide, weights, biases)))
 
 
 def test_a_file_that_is_not_a_netparameter(tmp_path):
@@ -186,9 +205,14 @@ def test_launcher_exits_2_with_one_line(mini, tmp_path):
     weights, biases, _ = mini
     data = fx.caffemodel_bytes(MINI, weights, biases)
     cut = write(tmp_path, "cut.caffemodel", data[:1000])
+    bomb = write(tmp_path, "bomb.caffemodel", fx.message(100, fx.string(1, "conv1") + fx.message(
+        7, fx.message(7, fx.packed_varints(1, [1 << 62, 4])))))
     for args, message in [
+        ([f"--caffemodel={bomb}", f"--model_dir={tmp_path / 'run'}"],
+         "layer 0 ('conv1'): blob 0: blob shape 4611686018427387904x4 "
+         "(18,446,744,073,709,551,616 values) is beyond Caffe's limits"),
         ([f"--caffemodel={cut}", f"--model_dir={tmp_path / 'run'}"],
-         "truncated: the file ends inside layer 1 ('conv1')"),
+         "truncated or corrupt: the file ends inside layer 1, after 'data'"),
         ([f"--model_dir={tmp_path / 'run'}"], "exactly one of --caffemodel and --npy"),
         ([f"--caffemodel={cut}"], "--model_dir is required"),
         ([f"--caffemodel={tmp_path / 'nothing'}", f"--model_dir={tmp_path / 'run'}"],
@@ -260,6 +284,42 @@ def test_a_layer_that_does_not_read_the_one_before(mini, tmp_path):
     refused(tmp_path, r"fc7 reads \['pool5'\], not the output of relu_fc6 \(\['fc6'\]\)",
             caffemodel=write(tmp_path, "skip.caffemodel",
                              fx.net_header(MINI) + b"".join(messages.values())))
+
+
+class _LyingArray:
+    """Pickles as an ndarray whose state claims `shape` over `data`."""
+
+    def __init__(self, shape, data):
+        self.shape, self.data = shape, data
+
+    def __reduce__(self):
+        reconstruct, args, _ = np.zeros(1, np.float32).__reduce__()
+        return reconstruct, args, (1, self.shape, np.dtype("<f4"), False, self.data)
+
+
+@pytest.mark.parametrize("shape, data, message", [
+    ((1 << 32, 1 << 32), b"", "needs 73,786,976,294,838,206,464 bytes"),  # wraps int64 to 0
+    ((1 << 20, 1 << 20), bytes(16), "needs 4,398,046,511,104 bytes or items, the pickle has 16"),
+    ((2, -2), bytes(16), r"an array of shape \(2, -2\)")])
+def test_npy_arrays_whose_shape_lies_about_their_data(mini, tmp_path, shape, data, message):
+    """Issue 21: the pickle's array shapes are checked before numpy allocates."""
+    weights, biases, _ = mini
+    layers = {name: [weights[name], biases[name]] for name in weights}
+    layers["fc6"][0] = _LyingArray(shape, data)
+    with open(tmp_path / "lying.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                                 "shape": ()})
+        pickle.dump(np.array(layers, dtype=object), f)
+    refused(tmp_path, f"lying.npy: unreadable pickle .*{message}", npy=str(tmp_path / "lying.npy"))
+
+
+def test_npy_pickle_with_a_length_past_any_memory(tmp_path):
+    """BINBYTES8 claiming 2^62 bytes: Python's unpickler allocates first (MemoryError)."""
+    with open(tmp_path / "long.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                                 "shape": ()})
+        f.write(b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"abc")
+    refused(tmp_path, "long.npy: unreadable pickle", npy=str(tmp_path / "long.npy"))
 
 
 def test_npy_pickled_by_older_numpy_and_protocol_2(mini, tmp_path):

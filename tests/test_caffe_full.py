@@ -33,12 +33,13 @@ PROB_ATOL = 1e-5
 
 # Runs the launcher, then writes the process's peak RSS (bytes) to argv[1].
 # VmHWM, not getrusage's ru_maxrss: that one carries over, through exec, the
-# peak of the (large) test process the child was forked from.
+# peak of the (large) test process the child was forked from. alter_sys: the
+# launcher's config dataclass resolves its type hints through sys.modules["__main__"].
 _MEASURED = """
 import runpy, sys
 out = sys.argv.pop(1)
 try:
-    runpy.run_module("launch.import_caffe", run_name="__main__")
+    runpy.run_module("launch.import_caffe", run_name="__main__", alter_sys=True)
 finally:
     with open("/proc/self/status") as status:
         kib = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))

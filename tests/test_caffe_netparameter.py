@@ -222,3 +222,101 @@ def test_bad_mean_files_are_refused(tmp_path, array, message):
     np.save(pickled, {"mean": 1}, allow_pickle=True)
     with pytest.raises(CaffeFormatError, match="not a numeric .npy"):
         caffe_mean.read_mean_image(str(pickled))
+
+
+def bomb_layer(blob: bytes, name: str = "conv1") -> bytes:
+    """A one-layer NetParameter whose layer has one blob, given as BlobProto bytes."""
+    return fx.message(100, fx.string(1, name) + fx.string(2, "Convolution")
+                      + fx.message(7, blob))
+
+
+def floats(count: int) -> bytes:
+    return fx.message(5, np.arange(count, dtype="<f4").tobytes())
+
+
+_2_32 = 1 << 32
+SIZE_BOMBS = {
+    # dims whose product wraps int64 to 0 (the old reader then failed in numpy)
+    "product past 2^63": (fx.message(7, fx.packed_varints(1, [_2_32, _2_32])),
+                          r"blob shape 4294967296x4294967296 \(18,446,744,073,709,551,616 "
+                          r"values\) is beyond Caffe's limits"),
+    "product past 2^63, data present": (
+        fx.message(7, fx.packed_varints(1, [1 << 62, 4])) + floats(4), "beyond Caffe's limits"),
+    "a zero beside a huge dim": (fx.message(7, fx.packed_varints(1, [0, 1 << 62])),
+                                 "blob shape 0x4611686018427387904 .* beyond"),
+    "just past Caffe's INT_MAX values": (fx.message(7, fx.packed_varints(1, [1 << 16, 1 << 15])),
+                                         "2,147,483,648 values"),
+    "33 axes": (fx.message(7, fx.packed_varints(1, [1] * 33)), r"\(32 axes"),
+    "negative dim": (fx.message(7, fx.packed_varints(1, [4, -3])) + floats(12),
+                     "blob shape 4x-3 has a negative dimension"),
+    "negative legacy dim": (fx.uint(1, 1) + fx.uint(2, -1) + fx.uint(3, 5) + fx.uint(4, 5)
+                            + floats(25), "blob shape 1x-1x5x5 has a negative dimension"),
+    "legacy dims past int32": (fx.uint(1, _2_32) + fx.uint(2, _2_32) + fx.uint(3, _2_32)
+                               + fx.uint(4, _2_32), "beyond Caffe's limits"),
+    "fewer values than the shape": (fx.message(7, fx.packed_varints(1, [3, 4])) + floats(11),
+                                    "blob shape 3x4 needs 12 values, the file holds 11"),
+    "more values than the shape": (fx.message(7, fx.packed_varints(1, [3])) + floats(4),
+                                   "blob shape 3 needs 3 values, the file holds 4"),
+    "data not whole floats": (fx.message(7, fx.packed_varints(1, [2])) + fx.message(5, bytes(10)),
+                              "data holds 10 bytes, not a whole number of 4-byte values"),
+    "double_data not whole doubles": (fx.message(7, fx.packed_varints(1, [1]))
+                                      + fx.message(8, bytes(12)), "double_data holds 12 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIZE_BOMBS))
+def test_size_fields_are_checked_exactly_before_numpy(tmp_path, case):
+    """Issue 21: every size from the file is refused in one line naming the
+    file, layer and blob before anything is allocated for it."""
+    blob, message = SIZE_BOMBS[case]
+    path = tmp_path / "bomb.caffemodel"
+    path.write_bytes(fx.string(1, "AlexNet") + bomb_layer(blob))
+    with pytest.raises(CaffeFormatError, match=message) as error:
+        netparameter.read_net(str(path))
+    text = str(error.value)
+    assert "\n" not in text and text.startswith(f"{path}: layer 0 ('conv1'): blob 0: "), text
+
+
+def test_a_binaryproto_mean_with_a_size_bomb(tmp_path):
+    path = tmp_path / "mean.binaryproto"
+    path.write_bytes(fx.message(7, fx.packed_varints(1, [3, _2_32, _2_32])))
+    with pytest.raises(CaffeFormatError, match=f"{path}: blob shape 3x4294967296x4294967296"):
+        caffe_mean.read_mean_image(str(path))
+
+
+@pytest.mark.parametrize("declared, text", [
+    (fx.packed_varints(4, [1, 3, -227, -227]), "1x3x-227x-227"),  # input_dim
+    (fx.message(8, fx.packed_varints(1, [1, 3, 0, 0])), "1x3x0x0"),  # input_shape
+    (fx.message(8, fx.packed_varints(1, [1, 3, 227])), "1x3x227")])
+def test_declared_input_sizes_are_checked(tmp_path, declared, text):
+    path = tmp_path / "input.caffemodel"
+    layer = fx.message(100, fx.string(1, "relu") + fx.string(2, "ReLU"))
+    path.write_bytes(declared + layer)
+    with pytest.raises(CaffeFormatError, match=f"input is {text}; AlexNet reads square"):
+        netparameter.read_net(str(path))
+
+
+def test_files_over_the_size_bound_are_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "big.caffemodel"
+    path.write_bytes(bomb_layer(fx.message(7, fx.packed_varints(1, [2])) + floats(2)))
+    monkeypatch.setattr(netparameter, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    for source in (path, "/dev/zero"):  # a device's size is 0: its reading is bounded too
+        with pytest.raises(CaffeFormatError, match=f"{source}: over {path.stat().st_size - 1:,} "
+                           "bytes, the most this importer reads"):
+            netparameter.read_net(str(source))
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 1 << 20, 1 << 20), r"shape \(3, 1048576, 1048576\) of float64 needs 26,388,279,066,624 "
+                            "bytes, the file holds 96"),  # 24 TiB: numpy would try to allocate
+    ((3, 1 << 32, 1 << 32), "needs 442,721,857,769,029,238,784 bytes"),  # wraps int64
+    ((3, 2, 1), "needs 48 bytes, the file holds 96")])
+def test_a_npy_mean_whose_header_lies_about_its_shape(tmp_path, shape, message):
+    path = tmp_path / "mean.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                                 "shape": shape})
+        f.write(bytes(96))
+    with pytest.raises(CaffeFormatError, match=message) as error:
+        caffe_mean.read_mean_image(str(path))
+    assert str(error.value).startswith(f"{path}: its header's shape")

@@ -1,6 +1,7 @@
 """Caffe's reference AlexNet (bvlc_alexnet) into the two-tower model (issue 15).
 
-    netparameter.py  .caffemodel / .binaryproto read with the protobuf runtime
+    netparameter.py  .caffemodel / .binaryproto parsed by the protobuf runtime
+                     (caffe.proto's messages declared at import; sizes checked)
     npy.py           caffe-tensorflow's .npy (arrays-only unpickling)
     structure.py     is this net AlexNet? its weights and constants
     blobs.py         AlexNet's learned layers in Caffe's layout

@@ -8,12 +8,13 @@ docs/reproductions.md gives how far the two differ.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
 import numpy as np
 
-from alexnet_tf.caffe import netparameter
+from alexnet_tf.caffe import netparameter, npy
 from alexnet_tf.caffe.errors import CaffeFormatError
 
 # The per-channel means (B, G, R) of Caffe's ILSVRC-2012 mean image
@@ -27,12 +28,7 @@ def read_mean_image(path: str) -> np.ndarray:
     if path.endswith(".binaryproto"):
         mean = netparameter.read_blob(path)  # legacy 1x3xHxW, or shape [3, H, W]
     else:
-        if os.path.isdir(path):
-            raise CaffeFormatError(f"{path} is a folder, not a mean file")
-        try:
-            mean = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise CaffeFormatError(f"{path}: not a numeric .npy array ({e})") from None
+        mean = _read_npy(path)
     mean = np.asarray(mean, dtype=np.float64)
     if mean.ndim == 4 and mean.shape[0] == 1:
         mean = mean[0]
@@ -43,6 +39,25 @@ def read_mean_image(path: str) -> np.ndarray:
         raise CaffeFormatError(f"{path}: mean values must be finite and within 0..255 "
                                f"(pixel scale), got {mean.min():.4g}..{mean.max():.4g}")
     return mean
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """A numeric `.npy`, its header's shape checked against the file's size
+    (exact integers) before numpy allocates anything for it."""
+    netparameter.check_file(path)
+    with open(path, "rb") as f:
+        shape, dtype = npy.read_header(f, path)
+        stored = os.fstat(f.fileno()).st_size - f.tell()
+    if dtype.hasobject:
+        raise CaffeFormatError(f"{path}: not a numeric .npy array (it holds Python objects)")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed != stored:
+        raise CaffeFormatError(f"{path}: its header's shape {shape} of {dtype} needs "
+                               f"{needed:,} bytes, the file holds {stored:,}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CaffeFormatError(f"{path}: not a numeric .npy array ({e})") from None
 
 
 def mean_rgb(path: Optional[str] = None,

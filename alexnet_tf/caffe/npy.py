@@ -13,11 +13,12 @@ lists only: a `.npy` from the internet cannot run code here.
 
 from __future__ import annotations
 
-import os
+import math
 import pickle
 
 import numpy as np
 
+from alexnet_tf.caffe import netparameter
 from alexnet_tf.caffe.blobs import AlexNetBlobs, CONV_LAYERS, LEARNED_LAYERS, shape_text
 from alexnet_tf.caffe.errors import CaffeFormatError
 
@@ -28,33 +29,56 @@ _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray"
             ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
+class _CheckedArray(np.ndarray):
+    """What the pickle's arrays are rebuilt as: their state's shape is checked
+    against the data it carries (exact integers) before numpy allocates."""
+
+    def __setstate__(self, state):
+        shape, dtype, data = state[-4], np.dtype(state[-3]), state[-1]
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise pickle.UnpicklingError(f"an array of shape {shape}")
+        needed = math.prod(shape) * (1 if dtype.hasobject else dtype.itemsize)
+        if needed != len(data):  # bytes (or latin-1 text) of values, or a list of objects
+            raise pickle.UnpicklingError(f"an array of shape {shape} and {dtype} needs "
+                                         f"{needed:,} bytes or items, the pickle has {len(data):,}")
+        super().__setstate__(state)
+
+
 class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy "
                                          "arrays, dicts and lists are read")
-        return super().find_class(module, name)
+        return _CheckedArray if name == "ndarray" else super().find_class(module, name)
+
+
+def read_header(f, path: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from an open `.npy` file's header; the file is left at its data."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+    except ValueError as e:
+        raise CaffeFormatError(f"{path}: not a .npy file ({e})") from None
+    return shape, dtype
 
 
 def load_pickled_npy(path: str):
     """The object a `.npy` holds: an array, or the pickled object of an
     object array (a dict, for caffe-tensorflow), via `_ArraysOnly`."""
-    if os.path.isdir(path):
-        raise CaffeFormatError(f"{path} is a folder, not a .npy file")
+    netparameter.check_file(path)
     with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
-        except ValueError as e:
-            raise CaffeFormatError(f"{path}: not a .npy file ({e})") from None
+        shape, dtype = read_header(f, path)
         if not dtype.hasobject:
             raise CaffeFormatError(f"{path}: a plain {dtype} array of shape {shape}; "
                                    "expected caffe-tensorflow's dict of layers")
         try:
             # latin1: files pickled by Python 2 (as caffe-tensorflow's were).
             value = _ArraysOnly(f, encoding="latin1").load()
+        except MemoryError:  # Python allocates a length from the pickle before reading it
+            raise CaffeFormatError(f"{path}: unreadable pickle (a length in it is past any "
+                                   "memory: truncated, or not a pickle of arrays)") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
                 AttributeError, IndexError) as e:
             raise CaffeFormatError(f"{path}: unreadable pickle ({e})") from None

@@ -51,7 +51,8 @@ def alexnet_blobs(net: Net, path: str) -> AlexNetBlobs:
     conv_params = {paper: layer for paper, layer in zip(CONV_LAYERS, learned)}
     blobs.conv1_padding = _check_convolutions(conv_params, blobs)
     _check_inner_products(learned[len(CONV_LAYERS):])
-    blobs.lrn = _lrn_constants([l for l in net.layers if l.type == _L])
+    blobs.lrn = _lrn_constants([l for l in net.layers if l.type == _L],
+                               blobs.weights["conv2"].shape[0])
     blobs.ceil_pooling = _check_pools([l for l in net.layers if l.type == _P])
     _check_input(net)
     blobs.mean_bgr = _mean_value(net)
@@ -203,7 +204,9 @@ def _check_inner_products(layers) -> None:
                                    f"{p.transpose}, axis={p.axis}; AlexNet's has neither")
 
 
-def _lrn_constants(layers) -> dict:
+def _lrn_constants(layers, channels: int) -> dict:
+    """The one set of LRN constants; `channels` (conv2's, the widest normalized)
+    bounds the window: a wider one is a size from a broken file."""
     constants = set()
     for layer in layers:
         p = layer.params.get("lrn_param")
@@ -216,9 +219,10 @@ def _lrn_constants(layers) -> dict:
         raise CaffeFormatError(f"{', '.join(l.name for l in layers)}: different LRN "
                                f"constants {sorted(constants)}; this model has one set")
     size, alpha, beta, k = constants.pop()
-    if size % 2 == 0:
-        raise CaffeFormatError(f"{layers[0].name}: LRN local_size {size}; Caffe takes odd "
-                               "sizes only")
+    if size % 2 == 0 or size > 2 * channels - 1:
+        raise CaffeFormatError(f"{layers[0].name}: LRN local_size {size:,}; Caffe takes odd "
+                               f"sizes, and over {channels} channels a window spans at most "
+                               f"{2 * channels - 1}")
     return {"local_size": size, "alpha": alpha, "beta": beta, "k": k}
 
 
