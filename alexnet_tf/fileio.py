@@ -53,9 +53,11 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            e.filename = path  # a full disk names the file, not the temporary name
         raise
 
 

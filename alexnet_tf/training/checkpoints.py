@@ -4,11 +4,24 @@ A model_dir keeps the last k `tf.train.Checkpoint`s (model, optimizer with
 its momentum slots, step, epoch, learning-rate schedule state) as
 `ckpt-<n>.*`, and the one with the lowest validation top-1 error so far in
 `best/` (its figures in best/best.json, see `model_dir.py`).
+
+Publishing is atomic, so a kill at any moment leaves the previous state
+readable and nothing half-written in use:
+- latest: TensorFlow writes `ckpt-<n>_temp/`, renames its parts to
+  `ckpt-<n>.*`, and only then rewrites the `checkpoint` state file (written to
+  a temporary name and renamed) that `tf.train.latest_checkpoint` reads.
+- best: the new best checkpoint and its best.json are written into
+  `best.tmp/`, which then replaces `best/` by rename.
+`remove_leftovers` (run before a run writes anything) deletes what a killed
+save left: `*_temp` folders, `*.tmp*` files, checkpoint files the state file
+does not list, and a half-swapped best/ (completed from the staged copy).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from typing import Optional
 
 import keras
@@ -18,6 +31,9 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.training import model_dir as model_dir_files
 
 CHECKPOINT_NAME = "ckpt"
+STAGING_SUFFIX = ".tmp"  # best.tmp/ is the best checkpoint being written
+OLD_SUFFIX = ".old.tmp"  # best.old.tmp/ is the best checkpoint being replaced
+_CHECKPOINT_FILE = re.compile(rf"^({CHECKPOINT_NAME}-\d+)\.(index|data-\d+-of-\d+)$")
 
 
 def build_model_from_config(config: dict, tower_devices=None) -> keras.Model:
@@ -77,15 +93,80 @@ class TrainingCheckpoints:
         return self.manager.save(checkpoint_number=step)
 
     def save_if_best(self, val_top1_error: float, epoch: int) -> bool:
-        """Keeps this state in best/ when its validation error is the lowest."""
+        """Keeps this state in best/ when its validation error is the lowest:
+        written whole into best.tmp/ (checkpoint, then best.json), then
+        swapped in by renames."""
         if not val_top1_error < self.best_error:
             return False
+        step = int(self.step.numpy())
+        best_dir = os.path.join(self.write_dir, model_dir_files.BEST_DIR)
+        staging, old = best_dir + STAGING_SUFFIX, best_dir + OLD_SUFFIX
+        for leftover in (staging, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            path = tf.train.CheckpointManager(self.checkpoint, staging, max_to_keep=1,
+                                              checkpoint_name=CHECKPOINT_NAME).save(
+                checkpoint_number=step)
+            model_dir_files.write_json(os.path.join(staging, model_dir_files.BEST_INFO_FILENAME), {
+                "val_top1_error": float(val_top1_error), "step": step, "epoch": epoch,
+                "checkpoint": os.path.basename(path)})
+            if os.path.isdir(best_dir):
+                os.rename(best_dir, old)
+            os.rename(staging, best_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
         self.best_error = float(val_top1_error)
-        path = self.best_manager.save(checkpoint_number=int(self.step.numpy()))
-        model_dir_files.write_best_info(self.write_dir, {
-            "val_top1_error": self.best_error, "step": int(self.step.numpy()),
-            "epoch": epoch, "checkpoint": os.path.basename(path)})
         return True
+
+
+def remove_leftovers(folder: str) -> list[str]:
+    """Deletes what an interrupted save left in a model_dir (see the module
+    docstring); completes a best/ swap that a kill cut between its renames.
+    Returns the paths removed. Call it only while no other run writes here."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    best_dir = os.path.join(folder, model_dir_files.BEST_DIR)
+    staging, old = best_dir + STAGING_SUFFIX, best_dir + OLD_SUFFIX
+    if not os.path.isdir(best_dir):  # killed between the two renames of save_if_best
+        if os.path.exists(os.path.join(staging, model_dir_files.BEST_INFO_FILENAME)):
+            os.rename(staging, best_dir)  # complete: best.json is written last
+        elif os.path.isdir(old):
+            os.rename(old, best_dir)
+    for path in (staging, old):
+        if os.path.exists(path):
+            shutil.rmtree(path)
+            removed.append(path)
+    for where in (folder, best_dir):
+        removed += _remove_unpublished(where)
+    return removed
+
+
+def _remove_unpublished(folder: str) -> list[str]:
+    """`*_temp` folders, `*.tmp*` files, and checkpoint files that the state
+    file does not list (written, but never published) in `folder`."""
+    if not os.path.isdir(folder):
+        return []
+    state = tf.train.get_checkpoint_state(folder)
+    listed = {os.path.basename(p) for p in state.all_model_checkpoint_paths} if state else set()
+    if state:
+        listed.add(os.path.basename(state.model_checkpoint_path))
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        match = _CHECKPOINT_FILE.match(name)
+        if name.endswith("_temp") and os.path.isdir(path):
+            shutil.rmtree(path)
+        elif ".tmp" in name and os.path.isfile(path):
+            os.remove(path)
+        elif match and match.group(1) not in listed:
+            os.remove(path)
+        else:
+            continue
+        removed.append(path)
+    return removed
 
 
 def checkpoint_path(model_dir: str, which: str = "latest") -> str:
