@@ -9,11 +9,18 @@ learning rate 0.01 divided by 10 when the validation error stops improving
 again resumes from the latest checkpoint in --model_dir. `--flagfile=run.flags`
 reads flags from a file. `--verbosity=0` also shows TensorFlow's INFO lines.
 
+SIGTERM or Ctrl-C finishes the steps in progress, saves a checkpoint, prints
+one line (the step and the command that resumes) and exits 143 (SIGTERM) or
+130 (SIGINT); see docs/training.md, "Preemption".
+
 Every flag but --config is a field of `alexnet_tf.training.config.TrainConfig`
 (or its `model`), defined from it: name, type, default and help.
 """
 
 from __future__ import annotations
+
+import shlex
+import sys
 
 from absl import flags
 
@@ -52,7 +59,18 @@ def main(argv):
     if config.data_service:  # before anything is written (TensorFlow would wait an hour)
         service_address.probe_dispatcher(config.data_service)
     from alexnet_tf.training.loop import train  # TensorFlow loads after flags are parsed
-    train(config)
+    from alexnet_tf.training.preemption import TrainingPreempted
+    try:
+        train(config)
+    except TrainingPreempted as stopped:
+        print(f"{terminal.program_name()}: {stopped}; resume with: {resume_command()}",
+              file=sys.stderr, flush=True)
+        sys.exit(stopped.exit_code)
+
+
+def resume_command() -> str:
+    """This very command: run again, it resumes from the latest checkpoint."""
+    return shlex.join([sys.executable, "-m", terminal.program_name(), *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -80,3 +81,23 @@ def write_manifest(data_dir: str) -> None:
                            "sha256": hashlib.sha256(data).hexdigest()})
     with open(os.path.join(data_dir, MANIFEST_FILENAME), "w") as f:
         json.dump({"shards": shards}, f)
+
+
+def temporary_leftovers(folder) -> list[str]:
+    """Every `*_temp` or `*.tmp*` entry under `folder`: what an interrupted
+    save would leave (a model_dir must hold none once a run has stopped)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        found += [os.path.join(root, n) for n in dirs + files
+                  if n.endswith("_temp") or ".tmp" in n]
+    return found
+
+
+_STOPPED = re.compile(r"^launch\.train: stopped by (.+?) at step (\d+), checkpoint (\S+) "
+                      r"saved; resume with: (.+)$", re.M)
+
+
+def stop_lines(stderr: str) -> list[tuple[str, str, str, str]]:
+    """launch.train's line on a preemption stop, parsed: (cause, step,
+    checkpoint, resume command) for each such line."""
+    return _STOPPED.findall(stderr)

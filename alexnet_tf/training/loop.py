@@ -19,6 +19,14 @@
    model_dir/logs/train. Every `checkpoint_every_steps` and at each epoch
    end: a checkpoint. At each epoch end: validation (logs/validation), the
    schedule's update and the best-by-validation checkpoint.
+4. SIGTERM or SIGINT (see `preemption.py`): the chunk in progress and its
+   bookkeeping finish, a checkpoint is saved and `TrainingPreempted` is
+   raised (launch.train prints the step and the command that resumes). A
+   full disk is one line naming the path (`disk_full.py`), and what the cut
+   save had written is deleted; so is what a killed run left, at the start.
+
+`_train` reads as those steps; `TrainingRun` holds the run's state between
+them.
 """
 
 from __future__ import annotations
@@ -33,8 +41,8 @@ from alexnet_tf import defaults
 from alexnet_tf.data import dataset_stats, input_pipeline, labels, records_check
 from alexnet_tf.errors import InputError
 from alexnet_tf.model import placement
-from alexnet_tf.training import (checkpoints, distribute, fine_tune, reporting, run_record,
-                                 schedules)
+from alexnet_tf.training import checkpoints, disk_full, distribute, fine_tune, preemption
+from alexnet_tf.training import reporting, run_record, schedules
 from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.training.config import ConfigError, TrainConfig
 from alexnet_tf.training.optimizer import PaperSGD
@@ -60,141 +68,222 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config: TrainConfig) -> dict:
-    # ---- the data, checked before anything is written
-    manifest = records_check.check_records_dir(
-        config.data_dir, verify_sha256=config.verify_records,
-        published_stats=config.published_stats, require_validation=True,  # every run validates
-        partial_shard_sets=config.partial_shard_sets)
-    if manifest and config.label_offset:
-        raise ConfigError("label_offset", config.label_offset,
-                          f"{config.data_dir} is a data prep build (it has a manifest.json), "
-                          "whose labels are 0-based already; label_offset is for "
-                          "tensorflow/models' 1-based records")
-    model_dir_files.check_writable_dir(config.model_dir)
-    label_map = labels.LabelMap.read(os.path.join(config.data_dir, labels.LABELS_FILENAME))
-    rgb = data_statistics(config)
-    train_images = input_pipeline.count_records(config.data_dir, "train")
-    steps_per_epoch, total_steps = run_length(config, train_images)
+    run = TrainingRun(config)
+    with preemption.StopRequest() as stop, disk_full.refused_when_full(config.model_dir):
+        run.check()              # the data, strategy, source model: before anything is written
+        run.prepare_model_dir()  # leftovers of an interrupted save, the run's files
+        run.build(stop)          # model, optimizer, checkpoints, input, steps, summary writers
+        try:
+            run.loop()           # SIGTERM/SIGINT: saves, raises TrainingPreempted
+            return run.finish()  # the last save and validation, train_summary.json
+        except BaseException:
+            run.clean_up_after_failure()
+            raise
+        finally:
+            run.close()
 
-    # ---- the strategy, the source model and the devices, still before writing
-    strategy = distribute.make_strategy(config.strategy, config.devices)
-    check_batch_size(config, strategy)
-    chief = distribute.is_chief(strategy)
-    say = print if chief else (lambda *_: None)
-    resuming = tf.train.latest_checkpoint(config.model_dir) is not None
-    source = (fine_tune.load_source_model(config.init_from)
-              if config.init_from and not resuming else None)
-    model_kwargs = model_kwargs_for(config, label_map, rgb, source)
-    tower_devices = resolve_towers(config, model_kwargs)
 
-    # ---- the model_dir, the model, the optimizer, the checkpoints
-    changes = []
-    if chief:
-        if resuming:
-            model_dir_files.refuse_changed_model_config(config.model_dir, model_kwargs)
-            changes = run_record.check_resume(config)  # refuses what was not allowed
-        model_dir_files.write_run_files(config.model_dir, config.data_dir, model_kwargs)
-    out_dir = distribute.write_dir(config.model_dir, strategy)
-    if config.seed is not None:  # reproducible weight init (and dropout draws)
-        keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = checkpoints.build_model_from_config(model_kwargs, tower_devices)
-        optimizer = make_optimizer(config)
-        optimizer.build(model.trainable_variables)
-    schedule = schedules.make_schedule(config)
-    ckpts = checkpoints.TrainingCheckpoints(config.model_dir, model, optimizer, schedule,
-                                            keep=config.keep_checkpoints, write_dir=out_dir)
-    resumed_from = ckpts.restore_latest()
-    rate_change = schedules.rebase(schedule, int(ckpts.epoch.numpy())) if resumed_from else None
-    start = describe_start(config, resumed_from, ckpts, schedule, model, source, model_kwargs)
-    optimizer.learning_rate = schedule.current()
-    if chief:
-        changed = run_record.record(config, int(ckpts.step.numpy()), resumed_from, changes,
-                                    rate_change)  # train_config.json once restored
-        if changed:
-            say(changed)
+class TrainingRun:
+    """One training run's state, in the order `_train` builds it."""
 
-    # ---- input and steps
-    batch = config.batch_size
-    train_batches = iter(strategy.distribute_datasets_from_function(
-        lambda context: train_input(config, context, rgb, len(label_map), train_images,
-                                    model_kwargs)))
-    eval_batches = strategy.distribute_datasets_from_function(
-        lambda context: eval_input(config, context, len(label_map), model_kwargs))
-    steps = TrainSteps(model, optimizer, strategy, batch,
-                       colocate_gradients=config.strategy == "towers",
-                       jit_compile=config.jit_compile)
-    logs_dir = os.path.join(out_dir, "logs")
-    train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
-    val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+    def __init__(self, config: TrainConfig):
+        self.config = config
 
-    # ---- the loop
-    step = int(ckpts.step.numpy())
-    say(f"Training {config.model_dir}: {len(label_map)} classes, global batch {batch}, "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps, strategy {config.strategy} "
-        f"({strategy.num_replicas_in_sync} replica(s)); {start}")
-    window, last_train, last_val, history = reporting.MetricWindow(), {}, {}, []
-    saved_at = step if resumed_from else -1
-    while step < total_steps:
-        n = loop_length(step, config, steps_per_epoch, total_steps)
+    # ---- 1. checks, before anything is written
+    def check(self) -> None:
+        config = self.config
+        manifest = records_check.check_records_dir(
+            config.data_dir, verify_sha256=config.verify_records,
+            published_stats=config.published_stats, require_validation=True,  # every run validates
+            partial_shard_sets=config.partial_shard_sets)
+        if manifest and config.label_offset:
+            raise ConfigError("label_offset", config.label_offset,
+                              f"{config.data_dir} is a data prep build (it has a manifest.json), "
+                              "whose labels are 0-based already; label_offset is for "
+                              "tensorflow/models' 1-based records")
+        model_dir_files.check_writable_dir(config.model_dir)
+        self.label_map = labels.LabelMap.read(os.path.join(config.data_dir,
+                                                           labels.LABELS_FILENAME))
+        self.rgb = data_statistics(config)
+        self.train_images = input_pipeline.count_records(config.data_dir, "train")
+        self.steps_per_epoch, self.total_steps = run_length(config, self.train_images)
+
+        self.strategy = distribute.make_strategy(config.strategy, config.devices)
+        check_batch_size(config, self.strategy)
+        self.chief = distribute.is_chief(self.strategy)
+        self.say = print if self.chief else (lambda *_: None)
+        self.resuming = tf.train.latest_checkpoint(config.model_dir) is not None
+        self.source = (fine_tune.load_source_model(config.init_from)
+                       if config.init_from and not self.resuming else None)
+        self.model_kwargs = model_kwargs_for(config, self.label_map, self.rgb, self.source)
+        self.tower_devices = resolve_towers(config, self.model_kwargs)
+
+    # ---- 2. the model_dir (the chief's; other workers write to a temp dir)
+    def prepare_model_dir(self) -> None:
+        config = self.config
+        self.changes = []
+        if self.chief:
+            removed = checkpoints.remove_leftovers(config.model_dir)
+            if removed:
+                self.say(f"removed what an interrupted save left in {config.model_dir}: "
+                         f"{', '.join(os.path.relpath(p, config.model_dir) for p in removed)}")
+            if self.resuming:
+                model_dir_files.refuse_changed_model_config(config.model_dir, self.model_kwargs)
+                self.changes = run_record.check_resume(config)  # refuses what was not allowed
+            model_dir_files.write_run_files(config.model_dir, config.data_dir, self.model_kwargs)
+        self.out_dir = distribute.write_dir(config.model_dir, self.strategy)
+
+    # ---- 3. the model, optimizer, checkpoints, input and steps
+    def build(self, stop: preemption.StopRequest) -> None:
+        config, strategy = self.config, self.strategy
+        if config.seed is not None:  # reproducible weight init (and dropout draws)
+            keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            model = checkpoints.build_model_from_config(self.model_kwargs, self.tower_devices)
+            self.optimizer = make_optimizer(config)
+            self.optimizer.build(model.trainable_variables)
+        self.schedule = schedules.make_schedule(config)
+        self.ckpts = checkpoints.TrainingCheckpoints(
+            config.model_dir, model, self.optimizer, self.schedule,
+            keep=config.keep_checkpoints, write_dir=self.out_dir)
+        self.resumed_from = self.ckpts.restore_latest()
+        rate_change = (schedules.rebase(self.schedule, int(self.ckpts.epoch.numpy()))
+                       if self.resumed_from else None)
+        start = describe_start(config, self.resumed_from, self.ckpts, self.schedule, model,
+                               self.source, self.model_kwargs)
+        self.optimizer.learning_rate = self.schedule.current()
+        if self.chief:
+            changed = run_record.record(config, int(self.ckpts.step.numpy()), self.resumed_from,
+                                        self.changes, rate_change)  # train_config.json, restored
+            if changed:
+                self.say(changed)
+
+        num_classes = len(self.label_map)
+        self.train_batches = iter(strategy.distribute_datasets_from_function(
+            lambda context: train_input(config, context, self.rgb, num_classes,
+                                        self.train_images, self.model_kwargs)))
+        self.eval_batches = strategy.distribute_datasets_from_function(
+            lambda context: eval_input(config, context, num_classes, self.model_kwargs))
+        self.steps = TrainSteps(model, self.optimizer, strategy, config.batch_size,
+                                colocate_gradients=config.strategy == "towers",
+                                jit_compile=config.jit_compile)
+        logs_dir = os.path.join(self.out_dir, "logs")
+        self.train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
+        self.val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+        self.preemption = preemption.make_preemption(
+            stop, strategy, self.ckpts.save, lambda: int(self.ckpts.step.numpy()),
+            scratch_dir=os.path.join(self.out_dir, "preemption"), model_dir=config.model_dir)
+
+        self.step = int(self.ckpts.step.numpy())
+        self.saved_at = self.step if self.resumed_from else -1
+        self.window, self.last_train, self.last_val, self.history = \
+            reporting.MetricWindow(), {}, {}, []
+        self.say(f"Training {config.model_dir}: {num_classes} classes, global batch "
+                 f"{config.batch_size}, {self.steps_per_epoch} steps/epoch, {self.total_steps} "
+                 f"steps, strategy {config.strategy} ({strategy.num_replicas_in_sync} "
+                 f"replica(s)); {start}")
+
+    # ---- 4. the loop
+    def loop(self) -> None:
+        config = self.config
+        while self.step < self.total_steps:
+            self.preemption.stop_if_requested(self.step)  # after the last chunk's bookkeeping
+            n = loop_length(self.step, config, self.steps_per_epoch, self.total_steps)
+            self.train_chunk(n)
+            epoch_end = self.step % self.steps_per_epoch == 0
+            if (self.step % config.log_every_steps == 0 or epoch_end
+                    or self.step == self.total_steps):
+                self.log_progress()
+            if epoch_end:
+                self.end_epoch()
+            elif self.step % config.checkpoint_every_steps == 0:
+                self.save()
+
+    def train_chunk(self, n: int) -> None:
+        """n steps in one compiled call; a non-finite loss stops without saving."""
+        batch = self.config.batch_size
         with input_pipeline.bad_records_as_input_errors():
-            loss_sum, top1, top5 = steps.train_loop(train_batches, n)
+            loss_sum, top1, top5 = self.preemption.run(
+                lambda: self.steps.train_loop(self.train_batches, n))
         if not math.isfinite(loss_sum):
-            raise NonFiniteLossError(non_finite_message(loss_sum / (batch * n), step, n,
-                                                        config.model_dir))
-        step += n
-        ckpts.step.assign(step)
-        window.add(loss_sum, top1, top5, batch * n)
-        epoch_end = step % steps_per_epoch == 0
-        if step % config.log_every_steps == 0 or epoch_end or step == total_steps:
-            last_train = {**window.figures(), "learning_rate": schedule.current()}
-            reporting.write_scalars(train_writer, step, last_train)
-            say(reporting.progress_line(step, total_steps, steps_per_epoch, last_train))
-            window.reset()
-        if epoch_end:
-            epoch = step // steps_per_epoch
-            with input_pipeline.bad_records_as_input_errors():
-                last_val = steps.evaluate(eval_batches)
-            reporting.write_scalars(val_writer, step, last_val)
-            ckpts.epoch.assign(epoch)
-            new_lr = schedule.update(epoch - 1, last_val["top1_error"])
-            optimizer.learning_rate = new_lr
-            saved = ckpts.save()
-            best = ckpts.save_if_best(last_val["top1_error"], epoch)
-            saved_at = step
-            history.append({"epoch": epoch, "step": step, **{
-                f"val_{k}": v for k, v in last_val.items() if k != "images_per_second"},
-                "learning_rate": new_lr})
-            say(reporting.epoch_line(epoch, last_val, best, new_lr, saved))
-            window.reset()  # images/s counts training only
-        elif step % config.checkpoint_every_steps == 0:
-            ckpts.save()
-            saved_at = step
-    if saved_at != step:
-        ckpts.save()
-    if not last_val and total_steps > 0:  # the run ended inside an epoch
-        last_val = steps.evaluate(eval_batches)
-        reporting.write_scalars(val_writer, step, last_val)
-        ckpts.save_if_best(last_val["top1_error"], step // steps_per_epoch)
-    train_writer.close()
-    val_writer.close()
+            raise NonFiniteLossError(non_finite_message(loss_sum / (batch * n), self.step, n,
+                                                        self.config.model_dir))
+        self.step += n
+        self.ckpts.step.assign(self.step)
+        self.window.add(loss_sum, top1, top5, batch * n)
 
-    summary = {
-        "model_dir": config.model_dir, "step": step, "total_steps": total_steps,
-        "epoch": step / steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-        "learning_rate": schedule.current(), "resumed_from": resumed_from,
-        "checkpoint": tf.train.latest_checkpoint(out_dir),
-        "best_val_top1_error": ckpts.best_error if math.isfinite(ckpts.best_error) else None,
-        **{f"train_{k}": v for k, v in last_train.items() if k != "learning_rate"},
-        **{f"val_{k}": v for k, v in last_val.items() if k != "images_per_second"},
-        "history": history,
-    }
-    if chief:
-        model_dir_files.write_summary(config.model_dir, summary)
-        say(reporting.final_summary(summary))
-    else:
-        distribute.cleanup_write_dir(out_dir, config.model_dir)
-    return summary
+    def log_progress(self) -> None:
+        self.last_train = {**self.window.figures(), "learning_rate": self.schedule.current()}
+        reporting.write_scalars(self.train_writer, self.step, self.last_train)
+        self.say(reporting.progress_line(self.step, self.total_steps, self.steps_per_epoch,
+                                         self.last_train))
+        self.window.reset()
+
+    def end_epoch(self) -> None:
+        """Validation, the schedule's update, a checkpoint and maybe a new best."""
+        epoch = self.step // self.steps_per_epoch
+        self.validate()
+        self.ckpts.epoch.assign(epoch)
+        new_lr = self.schedule.update(epoch - 1, self.last_val["top1_error"])
+        self.optimizer.learning_rate = new_lr
+        saved = self.save()
+        best = self.ckpts.save_if_best(self.last_val["top1_error"], epoch)
+        self.history.append({"epoch": epoch, "step": self.step, **{
+            f"val_{k}": v for k, v in self.last_val.items() if k != "images_per_second"},
+            "learning_rate": new_lr})
+        self.say(reporting.epoch_line(epoch, self.last_val, best, new_lr, saved))
+        self.window.reset()  # images/s counts training only
+
+    def validate(self) -> None:
+        with input_pipeline.bad_records_as_input_errors():
+            self.last_val = self.steps.evaluate(self.eval_batches)
+        reporting.write_scalars(self.val_writer, self.step, self.last_val)
+
+    def save(self):
+        self.saved_at = self.step
+        return self.ckpts.save()
+
+    # ---- 5. the end
+    def finish(self) -> dict:
+        if self.saved_at != self.step:
+            self.save()
+        if not self.last_val and self.total_steps > 0:  # the run ended inside an epoch
+            self.validate()
+            self.ckpts.save_if_best(self.last_val["top1_error"],
+                                    self.step // self.steps_per_epoch)
+        summary = self.summary()
+        if self.chief:
+            model_dir_files.write_summary(self.config.model_dir, summary)
+            self.say(reporting.final_summary(summary))
+        return summary
+
+    def summary(self) -> dict:
+        steps_per_epoch = self.steps_per_epoch
+        return {
+            "model_dir": self.config.model_dir, "step": self.step,
+            "total_steps": self.total_steps, "epoch": self.step / steps_per_epoch,
+            "steps_per_epoch": steps_per_epoch, "learning_rate": self.schedule.current(),
+            "resumed_from": self.resumed_from,
+            "checkpoint": tf.train.latest_checkpoint(self.out_dir),
+            "best_val_top1_error": (self.ckpts.best_error
+                                    if math.isfinite(self.ckpts.best_error) else None),
+            **{f"train_{k}": v for k, v in self.last_train.items() if k != "learning_rate"},
+            **{f"val_{k}": v for k, v in self.last_val.items() if k != "images_per_second"},
+            "history": self.history,
+        }
+
+    def clean_up_after_failure(self) -> None:
+        """Deletes what a save cut short (a full disk) left; the chief's
+        published checkpoints stay as they were."""
+        if self.chief:
+            checkpoints.remove_leftovers(self.config.model_dir)
+
+    def close(self) -> None:
+        self.preemption.close()
+        self.train_writer.close()
+        self.val_writer.close()
+        if not self.chief:
+            distribute.cleanup_write_dir(self.out_dir, self.config.model_dir)
 
 
 # --------------------------------------------------------------------------

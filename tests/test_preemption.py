@@ -1,0 +1,198 @@
+"""Preemption-safe training in one process: SIGTERM or SIGINT at any moment
+(set-up, inside a chunk of steps, inside a checkpoint save, inside a best
+save) finishes the chunk, saves, prints one line with the step and the
+resume command, and exits 128 + the signal; nothing temporary is left; the
+printed command resumes from that step and runs to the end. Plus the
+pieces: the signal flag, the removal of a killed save's leftovers."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from alexnet_tf.training import checkpoints, model_dir as model_dir_files, preemption
+from tiny_data import stop_lines, temporary_leftovers as leftovers, write_tiny_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = os.path.join(REPO, "tests", "signal_probe.py")
+
+# ---- the pieces, in process
+
+def test_a_signal_only_sets_the_flag_and_the_old_handlers_come_back():
+    before = signal.getsignal(signal.SIGINT)
+    with preemption.StopRequest() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)  # would be KeyboardInterrupt without it
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGINT  # the first one counts
+    assert signal.getsignal(signal.SIGINT) is before
+    stopped = preemption.TrainingPreempted(7, "/m/ckpt-7", signal.SIGINT)
+    assert stopped.exit_code == 130 and "SIGINT at step 7" in str(stopped)
+    assert preemption.TrainingPreempted(7, None, None).exit_code == 143
+
+
+def test_the_local_path_saves_then_stops_only_when_asked():
+    request, saves = preemption.StopRequest(), []
+    local = preemption.LocalPreemption(request, lambda: saves.append(1) or "/m/ckpt-3")
+    assert local.run(lambda: 5) == 5
+    local.stop_if_requested(3)
+    assert saves == []
+    request._handle(signal.SIGTERM, None)
+    with pytest.raises(preemption.TrainingPreempted) as stopped:
+        local.stop_if_requested(3)
+    assert saves == [1] and stopped.value.step == 3 and stopped.value.exit_code == 143
+
+
+def _tiny_checkpoints(folder, steps):
+    """A small TrainingCheckpoints-shaped state saved at `steps`."""
+    step = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, w=tf.Variable([1.0])),
+                                         str(folder), max_to_keep=3, checkpoint_name="ckpt")
+    for s in steps:
+        step.assign(s)
+        manager.save(checkpoint_number=s)
+    return manager
+
+
+def test_leftovers_of_a_killed_save_are_removed_and_published_ones_kept(tmp_path):
+    run = tmp_path / "run"
+    _tiny_checkpoints(run, [2, 4])
+    (run / "ckpt-6_temp").mkdir()  # a save killed while TensorFlow wrote its parts
+    (run / "ckpt-6_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    (run / "ckpt-8.data-00000-of-00001").write_bytes(b"x")  # renamed, never published
+    (run / "checkpoint.tmp0123abcd").write_text("half")  # the state file's own temp
+    (run / ".train_config.json.k3j2.tmp").write_text("{")  # fileio's temp
+    _tiny_checkpoints(run / "best.tmp", [6])  # a best save cut before best.json
+    (run / "train_config.json").write_text("{}")
+    removed = checkpoints.remove_leftovers(str(run))
+    assert sorted(os.path.basename(p) for p in removed) == [
+        ".train_config.json.k3j2.tmp", "best.tmp", "checkpoint.tmp0123abcd",
+        "ckpt-6_temp", "ckpt-8.data-00000-of-00001"]
+    assert leftovers(run) == []
+    assert sorted(os.listdir(run)) == ["checkpoint", "ckpt-2.data-00000-of-00001",
+                                       "ckpt-2.index", "ckpt-4.data-00000-of-00001",
+                                       "ckpt-4.index", "train_config.json"]
+    assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-4")
+
+
+@pytest.mark.parametrize("staged_whole", [True, False])
+def test_a_best_swap_cut_between_its_renames_is_completed(tmp_path, staged_whole):
+    run = tmp_path / "run"
+    _tiny_checkpoints(run, [2])
+    _tiny_checkpoints(run / "best.old.tmp", [2])  # best/ was renamed away ...
+    model_dir_files.write_json(str(run / "best.old.tmp" / "best.json"), {"step": 2})
+    _tiny_checkpoints(run / "best.tmp", [4])  # ... and the new one not yet renamed in
+    if staged_whole:
+        model_dir_files.write_json(str(run / "best.tmp" / "best.json"), {"step": 4})
+    checkpoints.remove_leftovers(str(run))
+    expected = 4 if staged_whole else 2  # best.json is written last: it marks a whole copy
+    assert model_dir_files.read_best_info(str(run))["step"] == expected
+    assert checkpoints.checkpoint_path(str(run), "best").endswith(f"ckpt-{expected}")
+    assert leftovers(run) == []
+
+
+# ---- signals through the launcher, at exact moments (subprocesses)
+
+TOTAL_STEPS = 12
+
+
+def _flags(data_dir, model_dir):
+    # Chunks of <= 2 steps (a log every 2), a checkpoint every 3 steps and at each epoch end
+    # (every 4): a stop at step 2 is not a scheduled checkpoint, so the stop
+    # itself must save it.
+    return [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=8",
+            "--epochs=3", "--steps_per_epoch=4", "--steps_per_loop=2",
+            "--checkpoint_every_steps=3", "--log_every_steps=2", "--validation_steps=1",
+            "--keep_checkpoints=2", "--image_size=67", "--width=0.0625", "--dropout=0",
+            "--shuffle_buffer=32", "--seed=1"]
+
+
+def _probe(moment, name, flags, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, PROBE, moment, name, *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=500)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(tmp_path):
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+    model_dir = str(tmp_path / "run")
+    flags = _flags(data_dir, model_dir)
+    # (moment, signal, step it stops at, its exit code). Each run resumes where
+    # the one before stopped. Chunks: 0-2, 2-3 (checkpoint), 3-4 (epoch end), 4-6, ...
+    plan = [("setup", "TERM", 0, 143),     # before any step: the state it restored/built
+            ("chunk:1", "TERM", 2, 143),   # the chunk in flight finishes (steps 1-2)
+            ("save:1", "TERM", 3, 143),    # inside the step-3 save: it completes
+            ("best:1", "TERM", 4, 143),    # inside the epoch-1 best save: it completes
+            ("chunk:2", "INT", 8, 130)]    # Ctrl-C during the epoch-2 end's chunk (6-8)
+    resumed_at = None
+    for moment, name, step, code in plan:
+        done = _probe(moment, name, flags, tmp_path)
+        output = done.stdout + done.stderr
+        assert done.returncode == code, f"{moment}: {output[-3000:]}"
+        assert "Traceback" not in output, output[-3000:]
+        stops = stop_lines(done.stderr)
+        assert len(stops) == 1, f"{moment}: {done.stderr[-3000:]}"
+        cause, printed_step, checkpoint, command = stops[0]
+        assert (cause, int(printed_step)) == (f"SIG{name}", step), moment
+        assert checkpoint == os.path.join(model_dir, f"ckpt-{step}")
+        assert tf.train.latest_checkpoint(model_dir) == checkpoint
+        assert shlex.split(command) == [sys.executable, "-m", "launch.train", *flags]
+        assert leftovers(model_dir) == [], moment
+        reader = tf.train.load_checkpoint(checkpoint)
+        assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == step
+        if resumed_at is not None:
+            assert f"resuming at step {resumed_at} " in done.stdout, done.stdout[-2000:]
+        resumed_at = step
+        if moment.startswith("best"):
+            assert model_dir_files.read_best_info(model_dir)["step"] == 4
+
+    # The printed command, as printed, finishes the run.
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    last = subprocess.run(shlex.split(command), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=500)
+    assert last.returncode == 0, last.stdout[-2000:] + last.stderr[-2000:]
+    assert f"resuming at step {resumed_at} " in last.stdout
+    assert f"step {TOTAL_STEPS}/{TOTAL_STEPS}" in last.stdout
+    assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{TOTAL_STEPS}")
+    assert leftovers(model_dir) == []
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == TOTAL_STEPS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sigterm_from_outside_while_training(tmp_path):
+    """A scheduler's SIGTERM at whatever moment the run is at once it trains:
+    whatever that moment, the printed step is the published checkpoint's."""
+    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+    model_dir = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    log_path = tmp_path / "train.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "launch.train",
+                                    *_flags(data_dir, model_dir), "--epochs=30"],
+                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # A file, not a pipe: waits for the first progress line, then signals.
+        for _ in range(6000):
+            if "step 2/" in log_path.read_text() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=300) == 143, log_path.read_text()[-3000:]
+    finally:
+        process.kill()
+    output = log_path.read_text()
+    (_, step, checkpoint, _), = stop_lines(output)
+    assert int(step) >= 1 and checkpoint == tf.train.latest_checkpoint(model_dir)
+    assert checkpoint.endswith(f"ckpt-{step}")
+    assert leftovers(model_dir) == []
