@@ -16,3 +16,10 @@ class ConfigError(InputError):
     def __init__(self, field: str, value, why: str, owner: str = "TrainConfig"):
         self.field, self.value, self.why = field, value, why
         super().__init__(f"{owner}.{field}={value!r}: {why}")
+
+
+class Stopped(Exception):
+    """A run stopped on request (a signal) after saving what it had done: not
+    an error. Front-ends print it as one line and exit with `exit_code`."""
+
+    exit_code = 1

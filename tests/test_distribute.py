@@ -5,6 +5,7 @@ colocated gradients."""
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -149,3 +150,65 @@ def test_two_local_workers_finish_with_identical_weights(plain_data, tmp_path):
     for key in chief:
         np.testing.assert_array_equal(other[key], chief[key], err_msg=key)
     assert not os.path.exists(os.path.join(keep_dir, "model_config.json"))  # chief only
+
+
+def _launch_workers(commands, workers, tmp_path, tag):
+    """Starts one launch.train command per worker (TF_CONFIG for each);
+    returns [(exit code, stdout, stderr)]. Output goes to files, not pipes."""
+    processes, logs = [], []
+    for index, command in enumerate(commands):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+                   TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                         "task": {"type": "worker", "index": index}}))
+        out, err = tmp_path / f"{tag}{index}.out", tmp_path / f"{tag}{index}.err"
+        logs.append((out, err))
+        with open(out, "w") as o, open(err, "w") as e:
+            processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=o, stderr=e))
+    try:
+        codes = [process.wait(timeout=400) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    return [(code, out.read_text(), err.read_text()) for code, (out, err) in zip(codes, logs)]
+
+
+@pytest.mark.timeout(1000)
+@pytest.mark.slow
+def test_sigterm_to_the_non_chief_saves_one_step_on_every_worker_then_both_resume(
+        plain_data, tmp_path):
+    from tiny_data import stop_lines, temporary_leftovers
+
+    model_dir = str(tmp_path / "run")
+    flags = [f"--data_dir={plain_data}", f"--model_dir={model_dir}", "--strategy=multi_worker",
+             "--batch_size=8", "--epochs=1", "--steps_per_epoch=20", "--steps_per_loop=2",
+             "--checkpoint_every_steps=100", "--log_every_steps=2", "--validation_steps=1",
+             "--image_size=67", "--width=0.0625", "--dropout=0", "--shuffle_buffer=16",
+             "--seed=7"]
+    train_command = [sys.executable, "-m", "launch.train", *flags]
+    # The non-chief gets a real SIGTERM as its second chunk of steps starts.
+    probe = [sys.executable, os.path.join(REPO, "tests", "signal_probe.py"), "chunk:2", "TERM",
+             *flags]
+    first = _launch_workers([train_command, probe], [f"127.0.0.1:{p}" for p in _free_ports(2)],
+                            tmp_path, "first")
+    stops = []
+    for index, (code, out, err) in enumerate(first):
+        assert code == 143, f"worker {index}:\n{out[-2000:]}\n{err[-3000:]}"
+        (cause, step, checkpoint, command), = stop_lines(err)
+        stops.append((cause, int(step), checkpoint))
+        assert shlex.split(command)[1:] == ["-m", "launch.train", *flags]
+    (chief_cause, step, chief_ckpt), (other_cause, other_step, other_ckpt) = stops
+    assert (chief_cause, other_cause) == ("another worker's preemption", "SIGTERM")
+    assert step == other_step and 4 <= step < 20  # the same step, after the chunk in flight
+    assert chief_ckpt == other_ckpt == tf.train.latest_checkpoint(model_dir)
+    assert chief_ckpt.endswith(f"ckpt-{step}")
+    assert temporary_leftovers(model_dir) == []
+
+    second = _launch_workers([train_command, train_command],
+                             [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path, "second")
+    for index, (code, out, err) in enumerate(second):
+        assert code == 0, f"worker {index}:\n{out[-2000:]}\n{err[-3000:]}"
+    assert f"resuming at step {step} " in second[0][1]
+    assert "step 20/20" in second[0][1] and "Training finished" in second[0][1]
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-20")
+    assert temporary_leftovers(model_dir) == []

@@ -48,6 +48,23 @@ def test_the_local_path_saves_then_stops_only_when_asked():
     assert saves == [1] and stopped.value.step == 3 and stopped.value.exit_code == 143
 
 
+def test_every_launcher_prints_a_stop_as_one_line_with_its_exit_code():
+    """terminal.run's part (launch.quickstart trains through it too)."""
+    script = ("from launch import terminal\n"
+              "from alexnet_tf.errors import Stopped\n"
+              "class Preempted(Stopped):\n"
+              "    exit_code = 143\n"
+              "def main(argv):\n"
+              "    raise Preempted('stopped by SIGTERM at step 3, checkpoint /m/ckpt-3 saved')\n"
+              "terminal.run(main)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    assert done.returncode == 143
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        ": stopped by SIGTERM at step 3, checkpoint /m/ckpt-3 saved")
+    assert "Traceback" not in done.stderr
+
+
 def _tiny_checkpoints(folder, steps):
     """A small TrainingCheckpoints-shaped state saved at `steps`."""
     step = tf.Variable(0, dtype=tf.int64)

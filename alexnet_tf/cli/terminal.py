@@ -13,7 +13,9 @@ user error.
   everything else unchanged.
 - `run(main)` is `absl.app.run` that turns a user's mistake (a bad setting,
   a missing or wrong file or folder) into `<tool>: error: <message>` on
-  stderr and exit status 2, instead of a traceback.
+  stderr and exit status 2, instead of a traceback; a run stopped by a
+  signal after saving (`alexnet_tf.errors.Stopped`) into one line and its
+  exit status.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from alexnet_tf import cli
-from alexnet_tf.errors import InputError
+from alexnet_tf.errors import InputError, Stopped
 
 PROJECT_LOGGERS = ("alexnet_tf", "data_prep", "launch", "experiments")
 USAGE_EXIT_CODE = 2
@@ -183,6 +185,9 @@ def run(main: Callable, *, takes_arguments: bool = False) -> None:
             return main(argv)
         except caught as e:
             usage_error(flag_message(e))
+        except Stopped as e:  # e.g. training saved and stopped on SIGTERM
+            print(f"{program_name()}: {e}", file=sys.stderr, flush=True)
+            sys.exit(e.exit_code)
 
     app.run(wrapped, flags_parser=_parse_flags)
 

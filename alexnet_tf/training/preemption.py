@@ -31,6 +31,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from alexnet_tf.errors import Stopped
+
 try:  # the handler reads its own deprecated counter when it saves; not the user's concern
     from tensorflow.python.util.deprecation import silence as _silence_deprecations
 except ImportError:  # pragma: no cover - a TensorFlow without it
@@ -45,7 +47,7 @@ def exit_code_for(signum: Optional[int]) -> int:
     return 128 + int(signum) if signum else PEER_EXIT_CODE
 
 
-class TrainingPreempted(Exception):
+class TrainingPreempted(Stopped):
     """A signal stopped training after a checkpoint of `step` was saved."""
 
     def __init__(self, step: int, checkpoint: Optional[str], signum: Optional[int]):
@@ -163,8 +165,9 @@ class ClusterPreemption:
 
     def close(self) -> None:
         # Stops the handler's watcher threads now rather than at garbage collection.
-        self.handler.__del__()
-        self.handler = None
+        if self.handler is not None:
+            self.handler.__del__()
+            self.handler = None
 
 
 def make_preemption(request: StopRequest, strategy: tf.distribute.Strategy,
