@@ -50,7 +50,7 @@ def test_the_local_path_saves_then_stops_only_when_asked():
 
 def test_every_launcher_prints_a_stop_as_one_line_with_its_exit_code():
     """terminal.run's part (launch.quickstart trains through it too)."""
-    script = ("from launch import terminal\n"
+    script = ("from alexnet_tf.cli import terminal\n"
               "from alexnet_tf.errors import Stopped\n"
               "class Preempted(Stopped):\n"
               "    exit_code = 143\n"
