@@ -157,3 +157,19 @@ def test_training_toward_a_closed_port_stops_naming_it(data_dir, tmp_path, monke
         train(TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "run"), batch_size=8,
                           max_steps=2, data_service=f"grpc://127.0.0.1:{port}",
                           model=ModelConfig(**TINY_MODEL)))
+    # probed before anything is written: the model_dir is not even created
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_toward_a_closed_port_leaves_the_model_dir_as_it_was(data_dir, tmp_path,
+                                                                      monkeypatch):
+    from alexnet_tf.training.loop import train
+    monkeypatch.setattr(service_address, "PROBE_TIMEOUT_S", 1.0)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(service_address.UnreachableDispatcher):
+        train(TrainConfig(data_dir=data_dir, model_dir=str(run), batch_size=8, max_steps=2,
+                          data_service=f"127.0.0.1:{_closed_port()}",
+                          model=ModelConfig(**TINY_MODEL)))
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

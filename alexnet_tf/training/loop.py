@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import defaults
-from alexnet_tf.data import dataset_stats, input_pipeline, labels, records_check
+from alexnet_tf.data import dataset_stats, input_pipeline, labels, records_check, service_address
 from alexnet_tf.errors import InputError
 from alexnet_tf.model import placement
 from alexnet_tf.training import checkpoints, disk_full, distribute, fine_tune, preemption
@@ -61,6 +61,8 @@ def train(config: TrainConfig) -> dict:
     if config.mixed_precision:
         keras.mixed_precision.set_dtype_policy(config.mixed_precision)
     try:
+        if config.data_service:  # before the lock and model_dir files are written
+            service_address.probe_dispatcher(config.data_service)
         with distribute.model_dir_lock(config.model_dir, config.strategy):  # one writer
             return _train(config)
     finally:
