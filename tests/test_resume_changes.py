@@ -116,6 +116,9 @@ def test_allow_changes_names_settings_only():
     with pytest.raises(ConfigError, match="learning_rat: not a run setting") as refused:
         _config("d", "m", allow_changes=["learning_rat"])
     assert refused.value.field == "allow_changes"
+    # a stray comma or space, as typed on a command line, is not a setting's name
+    assert _config("d", "m", allow_changes=["learning_rate", "", " seed "]).allow_changes == (
+        "learning_rate", "seed")
 
 
 def test_a_plain_resume_runs_at_the_restored_rate(copy, rates, capsys):

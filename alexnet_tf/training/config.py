@@ -166,7 +166,8 @@ class TrainConfig:
         except (TypeError, ValueError):
             raise ConfigError("step_epochs", self.step_epochs, "must be whole epochs") from None
         self.devices = tuple(self.devices)
-        self.allow_changes = tuple(self.allow_changes)
+        # a stray comma (--allow_changes=learning_rate,) names no setting
+        self.allow_changes = tuple(n.strip() for n in self.allow_changes if n.strip())
         self.tower_devices = tuple(self.tower_devices)
         self.validate()
 
