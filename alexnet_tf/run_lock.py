@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from typing import Iterator, Optional
 
@@ -100,8 +101,10 @@ def holder_alive(holder: dict) -> Optional[bool]:
         return False  # written before a reboot
     try:
         pid = int(holder["pid"])
+        if pid <= 0:  # kill(0 or -1) would ask about process groups, not a holder
+            return False
         os.kill(pid, 0)
-    except (KeyError, TypeError, ValueError, ProcessLookupError):
+    except (KeyError, TypeError, ValueError, OverflowError, ProcessLookupError):
         return False
     except PermissionError:
         pass  # exists, another user's
@@ -176,11 +179,19 @@ def acquire(folder: str, purpose: str) -> HeldLock:
         created = not os.path.isdir(folder)
         try:
             os.makedirs(folder, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # O_NOFOLLOW: a .lock that is a link must not make us truncate (and
+            # later remove) the file it points to, nor create its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except FileNotFoundError:  # the folder was removed by a releasing holder
             continue
         except OSError as e:
-            raise InputError(f"cannot write the lock file {path}: {e.strerror}") from None
+            why = ("it is a symbolic link; remove it" if e.errno == errno.ELOOP
+                   else e.strerror)
+            raise InputError(f"cannot write the lock file {path}: {why}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device in its place
+            os.close(fd)
+            raise InputError(f"cannot use the lock file {path}: it is not a regular file; "
+                             "remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -77,6 +77,39 @@ def test_a_reused_pid_or_another_boot_is_not_the_holder():
     assert run_lock.holder_alive({**me, "host": "another-host"}) is None
 
 
+def test_a_lock_file_naming_an_impossible_pid_is_taken_over(tmp_path):
+    me = run_lock.identity("training")
+    for pid in (0, -1, 10**30, "abc", None):  # kill(0/-1) would ask about groups
+        assert run_lock.holder_alive({**me, "pid": pid}) is False
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / run_lock.LOCK_FILENAME).write_text(json.dumps({**me, "pid": 10**30}))
+    with run_lock.hold(str(folder), "training") as held:
+        assert held.previous["pid"] == 10**30
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for name, target in (("to_a_file", victim), ("dangling", tmp_path / "nowhere")):
+        folder = tmp_path / name
+        folder.mkdir()
+        os.symlink(target, _lock_path(folder))
+        with pytest.raises(run_lock.InputError, match="is a symbolic link") as refused:
+            run_lock.acquire(str(folder), "training")
+        assert "\n" not in str(refused.value)
+    assert victim.read_text() == "precious"  # not truncated to our identity
+    assert not (tmp_path / "nowhere").exists()  # nor created through the link
+
+
+@pytest.mark.parametrize("make", [os.mkdir, os.mkfifo], ids=["folder", "fifo"])
+def test_a_lock_path_that_is_not_a_file_is_one_line(tmp_path, make):
+    make(_lock_path(tmp_path))
+    with pytest.raises(run_lock.InputError, match="lock file") as refused:
+        run_lock.acquire(str(tmp_path), "export")
+    assert "\n" not in str(refused.value)
+
+
 def _tiny_config(data_dir, model_dir, **overrides):
     values = dict(batch_size=8, epochs=1, steps_per_epoch=2, validation_steps=1,
                   shuffle_buffer=16, seed=1, model=ModelConfig(**TINY_MODEL))
