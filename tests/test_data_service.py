@@ -68,6 +68,7 @@ def test_malformed_addresses_name_the_field(text):
      "worker_address"),
     ({"mode": "dispatcher", "port": 1, "dispatcher": "h:1"}, "dispatcher"),
     ({"mode": "dispatcher", "port": 1, "worker_timeout": 0}, "worker_timeout"),
+    ({"mode": "dispatcher", "port": 1, "work_dir": __file__}, "work_dir"),
 ])
 def test_service_settings_are_refused_naming_the_field(settings, field):
     with pytest.raises(ConfigError) as caught:

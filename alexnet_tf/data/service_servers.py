@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import socket
 from typing import Optional
 
@@ -83,6 +84,9 @@ class ServiceConfig:
         else:
             need(not self.dispatcher, "dispatcher", "is a worker setting")
             need(not self.worker_address, "worker_address", "is a worker setting")
+            # TensorFlow would end in a RuntimeError traceback when it starts
+            need(not self.work_dir or not os.path.exists(self.work_dir)
+                 or os.path.isdir(self.work_dir), "work_dir", "exists and is not a folder")
 
 
 def check_port_free(port: int) -> None:
