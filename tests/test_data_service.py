@@ -82,6 +82,15 @@ def test_a_worker_address_may_stand_for_its_port():
     assert config.dispatcher == "h:5050"
 
 
+def test_a_worker_address_whose_host_does_not_resolve_is_refused():
+    from alexnet_tf.data import service_servers
+    service_servers.check_worker_address("127.0.0.1:%port%")
+    service_servers.check_worker_address("[::1]:5051")
+    with pytest.raises(ConfigError, match="does not resolve") as caught:  # .invalid: RFC 2606
+        service_servers.check_worker_address("lcoalhost.invalid:%port%")
+    assert caught.value.field == "worker_address"
+
+
 def test_a_taken_port_is_refused():
     with socket.socket() as taken:
         taken.bind(("", 0))

@@ -112,8 +112,24 @@ def start(config: ServiceConfig):
     check_port_free(config.port)
     if config.mode == "dispatcher":
         return _start_dispatcher(config)
+    check_worker_address(config.worker_address)
     workers = service_address.probe_dispatcher(config.dispatcher)
     return _start_worker(config, workers)
+
+
+def check_worker_address(worker_address: str) -> None:
+    """The host trainers are told to reach this worker at must at least
+    resolve: a typo would register a worker nobody can reach, and trainers
+    would wait on it without a word."""
+    if not worker_address:
+        return  # this machine's own host name
+    host = worker_address.rsplit(":", 1)[0].strip("[]")
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError("worker_address", worker_address,
+                          f"its host {host!r} does not resolve here ({e}): trainers could "
+                          "not reach this worker", "ServiceConfig") from None
 
 
 def _start_dispatcher(config: ServiceConfig):
