@@ -147,8 +147,9 @@ class TreeWalk:
             raise LayoutError(
                 f"class folders {escape(first)} and {escape(path)} have names that differ "
                 f"only in spacing, invisible characters or Unicode form "
-                f"('{escape(os.path.basename(first))}' and '{escape(name)}'): they would be "
-                "two classes that read as one; rename or merge them")
+                # ascii(): 'caf\xe9' and 'cafe\u0301' tell apart what prints alike
+                f"({ascii(escape(os.path.basename(first)))} and {ascii(escape(name))}): they "
+                "would be two classes that read as one; rename or merge them")
 
     def _refusal(self, split: str, real: str, st: os.stat_result,
                  ancestors: set[FolderId]) -> str | None:

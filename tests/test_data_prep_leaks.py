@@ -213,6 +213,7 @@ def test_lookalike_class_folders_are_refused_naming_both(tmp_path, first, second
     assert message.startswith("class folders ")
     shown = sorted([names.escape(first), names.escape(second)])  # the walk's (sorted) order
     assert (f"{root / 'train' / shown[0]} and {root / 'train' / shown[1]}" in message)
+    assert f"({ascii(shown[0])} and {ascii(shown[1])})" in message  # told apart in the text
     assert not glob.glob(str(tmp_path / "out" / "*-of-*"))
 
 
