@@ -18,7 +18,7 @@ import dataclasses
 import glob
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from alexnet_tf import defaults
 from alexnet_tf.cli import config_flags, terminal
@@ -45,6 +45,8 @@ class QuickstartConfig:
     image_size: int = option(defaults.CROP_SIZE, "Model input size (the paper's 224); records "
                              "are stored at the matching 256:224 size.")
     width: float = option(1.0, "Kernel-count scale of conv1-conv4 (1 = the paper's net).")
+    fc_units: Optional[Sequence[int]] = option(
+        None, "Neurons of fc6,fc7 (default: the paper's 4096,4096).")
     num_classes: int = option(SyntheticConfig.num_classes, "Classes of the synthetic data set.")
     train_per_class: int = option(SyntheticConfig.train_per_class,
                                   "Synthetic training images per class.")
@@ -57,9 +59,11 @@ class QuickstartConfig:
         from alexnet_tf.training import presets
         given = {k: getattr(self, k) for k in ("epochs", "steps_per_epoch", "batch_size",
                                                "learning_rate") if getattr(self, k) is not None}
+        model = {"image_size": self.image_size, "width": self.width}
+        if self.fc_units is not None:
+            model["fc_units"] = tuple(self.fc_units)
         return presets.make_config("quickstart", data_dir=records_dir, model_dir=model_dir,
-                                   model={"image_size": self.image_size, "width": self.width},
-                                   **given)
+                                   model=model, **given)
 
 
 def define_flags() -> None:

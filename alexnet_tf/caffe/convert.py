@@ -102,6 +102,7 @@ def model_kwargs(blobs: AlexNetBlobs, mean_rgb) -> dict:
         "std_rgb": None,
         "towers": towers,
         "width": blobs.weights["conv1"].shape[0] / CONV_FILTERS[0],
+        "fc_units": [int(blobs.weights[layer].shape[0]) for layer in ("fc6", "fc7")],
         "lrn_size": int(lrn["local_size"]),
         "lrn_k": _float32(lrn["k"]),
         "lrn_alpha": _float32(lrn["alpha"]) / int(lrn["local_size"]),

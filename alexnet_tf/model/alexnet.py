@@ -16,8 +16,8 @@ crosses towers)::
     conv4_a/b        192+192 kernels 3x3x192 (own tower)     -> 13x13x384
     conv5_a/b        128+128 kernels 3x3x192 (own tower)     -> 13x13x256
     pool5_a/b, pool5 max pool 3/2, join                      -> 6x6x256
-    fc6_a/b, fc6     2048+2048, ReLU, join; fc6_dropout
-    fc7_a/b, fc7     2048+2048, ReLU, join (features); fc7_dropout
+    fc6_a/b, fc6     2048+2048 (fc_units[0]), ReLU, join; fc6_dropout
+    fc7_a/b, fc7     2048+2048 (fc_units[1]), ReLU, join (features); fc7_dropout
     fc8_a/b, fc8     500+500 logits, join
     probabilities    softmax
 
@@ -74,6 +74,8 @@ CONV1_PADDING = 2
 SOURCE_SETTINGS = ("conv1_padding", *PAPER_LRN)
 
 # Kernel / neuron counts of the paper's net, summed over both towers.
+# FC_UNITS is the default of the `fc_units` setting (saved configs from
+# before it was a setting used it, so this default loads them).
 CONV_FILTERS = (96, 256, 384, 384, 256)
 FC_UNITS = (4096, 4096)
 EXTRA_CONV_FILTERS = 256
@@ -110,6 +112,9 @@ class AlexNet(keras.Model):
         convolutional layer except the last, which (with the fully-connected
         layers after it) keeps its size so the two nets have about the same
         number of parameters (the paper's footnote).
+      fc_units: neurons of fc6 and fc7, summed over the towers (the paper's
+        4,096 each). Smaller keeps every layer and name at a fraction of the
+        parameters (the tests' tiny model); fc8 always has num_classes.
       dropout: dropout rate on fc6 and fc7 outputs (section 4.2); 0 disables.
       extra_conv: section 6's variant (Table 2's "1 CNN*"): a sixth
         convolutional layer, 256 kernels 3x3 (128 per tower, own tower), after
@@ -146,6 +151,7 @@ class AlexNet(keras.Model):
                  overlapping_pool: bool = True,
                  towers: int = 2,
                  width: float = 1.0,
+                 fc_units: Sequence[int] = FC_UNITS,
                  dropout: float = 0.5,
                  extra_conv: bool = False,
                  init: str = "he",
@@ -160,6 +166,7 @@ class AlexNet(keras.Model):
                  **kwargs):
         _check_config(num_classes, image_size, activation, towers, width, dropout, init,
                       conv1_padding)
+        fc_units = _checked_fc_units(fc_units, towers)
         if tower_devices is not None:
             if towers == 1 and tower_devices != placement.AUTO:
                 raise ValueError(f"tower_devices={tower_devices!r} needs towers=2; "
@@ -194,7 +201,7 @@ class AlexNet(keras.Model):
             xs = builder.conv("conv6", xs, EXTRA_CONV_FILTERS, 3)
         x = builder.join("conv6" if extra_conv else "pool5", xs)
         x = keras.layers.Flatten(name="flatten")(x)
-        for layer, units in zip(("fc6", "fc7"), FC_UNITS):
+        for layer, units in zip(("fc6", "fc7"), fc_units):
             x = builder.join(layer, builder.dense(layer, x, units, activation))
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"{layer}_dropout")(x)
@@ -212,6 +219,7 @@ class AlexNet(keras.Model):
         self.overlapping_pool = overlapping_pool
         self.towers = towers
         self.width = width
+        self.fc_units = fc_units
         self.dropout = dropout
         self.extra_conv = extra_conv
         self.init = init
@@ -234,6 +242,7 @@ class AlexNet(keras.Model):
             "overlapping_pool": self.overlapping_pool,
             "towers": self.towers,
             "width": self.width,
+            "fc_units": list(self.fc_units),
             "dropout": self.dropout,
             "extra_conv": self.extra_conv,
             "init": self.init,
@@ -254,8 +263,9 @@ class AlexNet(keras.Model):
 def saved_config_defaults(config: dict) -> dict:
     """A saved model config with the fields added since it may have been
     written: one without std_rgb predates input standardization (mean only);
-    one without the LRN constants or conv1_padding used the paper's."""
-    return {"std_rgb": None, **PAPER_LRN, "conv1_padding": CONV1_PADDING, **config}
+    one without the LRN constants, conv1_padding or fc_units used the paper's."""
+    return {"std_rgb": None, **PAPER_LRN, "conv1_padding": CONV1_PADDING,
+            "fc_units": FC_UNITS, **config}
 
 
 def complete_config(config: dict) -> dict:
@@ -276,6 +286,19 @@ def build_alexnet(num_classes: int = 1000, **kwargs) -> AlexNet:
                  {k: v for k, v in model.get_config().items() if k != "name"},
                  f"{model.count_params():,}")
     return model
+
+
+def _checked_fc_units(fc_units, towers) -> tuple[int, int]:
+    """fc_units as a tuple of two whole numbers, each at least one per tower."""
+    try:
+        units = tuple(fc_units)
+    except TypeError:
+        units = ()
+    if (len(units) != 2 or not all(isinstance(u, int) and not isinstance(u, bool)
+                                   and u >= towers for u in units)):
+        raise ValueError(f"fc_units must be two integers (fc6, fc7) >= towers ({towers}), "
+                         f"got {fc_units!r}")
+    return units
 
 
 def _check_config(num_classes, image_size, activation, towers, width, dropout, init,

@@ -46,6 +46,8 @@ class ModelConfig:
     towers: Optional[int] = option(None, "2 towers as the paper, or 1 column (model default 2).")
     width: Optional[float] = option(None, "Scales the conv1-conv4 kernel counts "
                                     "(model default 1).")
+    fc_units: Optional[Sequence[int]] = option(
+        None, "Neurons of fc6,fc7 summed over the towers (model default 4096,4096).")
     dropout: Optional[float] = option(None, "Dropout rate of fc6/fc7 (model default 0.5).")
     extra_conv: Optional[bool] = option(None, "Section 6's sixth convolutional layer "
                                         "(model default off).")
@@ -161,6 +163,8 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
+        if self.model.fc_units is not None:  # a JSON list or a flag's tuple
+            self.model.fc_units = tuple(self.model.fc_units)
         try:
             self.step_epochs = tuple(int(e) for e in self.step_epochs)
         except (TypeError, ValueError):
@@ -236,6 +240,10 @@ class TrainConfig:
         need(model.image_size is None or model.image_size >= 67, "image_size",
              "must be at least 67 (pool5 is empty below)", model)
         need(model.width is None or 0 < model.width <= 1, "width", "must be in (0, 1]", model)
+        need(model.fc_units is None or (
+            len(model.fc_units) == 2 and all(isinstance(u, int) and u >= (model.towers or 2)
+                                             for u in model.fc_units)),
+             "fc_units", "must be two whole numbers (fc6, fc7), at least one per tower", model)
         need(model.dropout is None or 0 <= model.dropout < 1, "dropout", "must be in [0, 1)",
              model)
 

@@ -18,7 +18,7 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 
 NORMALIZATION_KEYS = ("mean_rgb", "std_rgb")
-ARCHITECTURE_SETTINGS = ("image_size", "width", "towers", "extra_conv", "activation", "lrn",
+ARCHITECTURE_SETTINGS = ("image_size", "width", "fc_units", "towers", "extra_conv", "activation", "lrn",
                          "overlapping_pool")
 # Inherited like the architecture when the run leaves them unset: the init
 # the source was made for (an imported Caffe model's "caffe" goes with its
