@@ -1,4 +1,23 @@
-"""Shared test set-up.
+"""Shared test set-up and the suite's one harness.
+
+The tiny configuration (tests/tiny_data.py): `TINY_MODEL` (the paper's
+layers and names at 67x67, width 1/16, fc6/fc7 768 each: ~0.83M parameters;
+`TINY_LEARNING_RATE` for tests that need it to learn),
+`tiny_flags()` (the same as launcher flags), `tiny_train_config(data_dir,
+model_dir, **overrides)` and `write_tiny_dataset(...)` for a folder a test
+needs to shape itself. Only tests of the paper's own numbers build the full
+model. Fixtures, built once per session and shared (read-only: a test that
+writes copies first, e.g. with `copy_tree`):
+
+  tiny_records    a 3-class data prep folder (2 train shards of 48 images,
+                  1 validation shard of 12, labels.txt, stats.json, manifest).
+  tiny_training   TinyRun(data_dir, model_dir, summary): tiny_records trained
+                  2 epochs x 2 steps (plateau patience 1, seed 3): ckpt-4, a
+                  best/ checkpoint, logs, model_config.json, labels, stats.
+  tiny_model_dir  tiny_training.model_dir.
+  tiny_export     tiny_model_dir's latest checkpoint exported as version 1
+                  (the path of the version folder).
+  copy_tree(src, tmp_path / "name") -> str   a private, writable copy.
 
 The CPU is split into two logical devices before TensorFlow starts, so the
 tower placement and MirroredStrategy tests have two devices to use on a
@@ -6,8 +25,10 @@ machine with no GPU. Real data lives in ../shared/data beside the checkout
 (present in CI); tests that need it skip with the reason when it is absent.
 """
 
+import dataclasses
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -21,6 +42,8 @@ try:
         _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 except RuntimeError:  # already initialized by an earlier import: keep what is there
     pass
+
+from tiny_data import tiny_train_config, write_tiny_dataset  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get(
@@ -49,3 +72,45 @@ def imagenette() -> pathlib.Path:
 @pytest.fixture
 def cifar10() -> pathlib.Path:
     return shared_dataset("cifar10")
+
+
+# --- the harness (see the module docstring) ------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    data_dir: str
+    model_dir: str
+    summary: dict
+
+
+def copy_tree(source, destination) -> str:
+    """A writable copy of a shared fixture's folder."""
+    return shutil.copytree(os.fspath(source), os.fspath(destination))
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tmp_path_factory) -> str:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny_records"), num_classes=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tiny_records, tmp_path_factory) -> TinyRun:
+    from alexnet_tf.training.loop import train
+    model_dir = str(tmp_path_factory.mktemp("tiny_training") / "model_dir")
+    summary = train(tiny_train_config(tiny_records, model_dir, epochs=2, plateau_patience=1))
+    return TinyRun(tiny_records, model_dir, summary)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_training) -> str:
+    return tiny_training.model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model_dir, tmp_path_factory) -> str:
+    from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
+    from alexnet_tf.serving import export
+    from alexnet_tf.training.checkpoints import restore_model
+    base = tmp_path_factory.mktemp("tiny_export") / "saved_models" / "tiny"
+    label_map = LabelMap.read(os.path.join(tiny_model_dir, LABELS_FILENAME))
+    return export.export_saved_model(restore_model(tiny_model_dir), label_map, str(base))

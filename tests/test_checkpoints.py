@@ -12,30 +12,25 @@ import tensorflow as tf
 
 from alexnet_tf.training import checkpoints, schedules
 from alexnet_tf.figures import tb_logs
-from alexnet_tf.training.config import ModelConfig, TrainConfig
+from alexnet_tf.training.config import TrainConfig
 from alexnet_tf.model.alexnet import build_alexnet
 from alexnet_tf.data.dataset_stats import read_rgb_stats
 from alexnet_tf.errors import InputError
 from alexnet_tf.training import fine_tune, model_dir as model_dir_files
 from alexnet_tf.training.loop import make_optimizer, train
-from tiny_data import TINY_MODEL, write_tiny_dataset
+from tiny_data import TINY_MODEL, tiny_train_config, write_tiny_dataset
 
 
 def _config(data_dir, model_dir, **overrides):
-    values = dict(batch_size=8, epochs=2, steps_per_epoch=2, log_every_steps=1,
-                  checkpoint_every_steps=100, plateau_patience=1, shuffle_buffer=64,
-                  seed=3, model=ModelConfig(**TINY_MODEL))
-    values.update(overrides)
-    return TrainConfig(data_dir=str(data_dir), model_dir=str(model_dir), **values)
+    """The settings conftest's tiny_training ran with (two epochs of two
+    steps, plateau patience 1)."""
+    return tiny_train_config(data_dir, model_dir, **{"epochs": 2, "plateau_patience": 1,
+                                                     **overrides})
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Two epochs of two steps with the paper's settings (plateau patience 1)."""
-    root = tmp_path_factory.mktemp("ckpt")
-    data_dir = write_tiny_dataset(root / "data", num_classes=3)
-    summary = train(_config(data_dir, root / "run"))
-    return data_dir, str(root / "run"), summary
+@pytest.fixture
+def run(tiny_training):
+    return tiny_training.data_dir, tiny_training.model_dir, tiny_training.summary
 
 
 def _fresh_state(model_dir, config):
@@ -132,9 +127,14 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     report = fine_tune.copy_matching_weights(target, fine_tune.load_source_model(path))
     assert report["reinitialized"] == []
     x = np.random.default_rng(0).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
-    expected = source(x).numpy()
-    assert np.abs(expected[0] - expected[1]).max() > 1e-3  # the net reads its input
-    np.testing.assert_allclose(target(x), expected, rtol=1e-5, atol=1e-6)
+    # fc6 and the output: a tiny fresh net's softmax is near uniform, its fc6 is not.
+    def outputs(model):
+        return keras.Model(model.input, [model.get_layer("fc6").output, model.output])(x)
+    expected_fc6, expected = (t.numpy() for t in outputs(source))
+    assert np.abs(expected_fc6[0] - expected_fc6[1]).max() > 1e-2  # the net reads its input
+    target_fc6, target_out = outputs(target)
+    np.testing.assert_allclose(target_fc6, expected_fc6, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(target_out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
@@ -171,7 +171,7 @@ def test_model_config_from_before_standardization_builds_mean_only_input():
 
 
 def test_fine_tuning_takes_the_source_architecture_unless_the_run_sets_it(run, tmp_path):
-    _, model_dir, _ = run  # a TINY_MODEL source: width 0.0625, image size 67
+    _, model_dir, _ = run  # a TINY_MODEL source
     data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
                                val_per_class=1)
     config = TrainConfig(data5, str(tmp_path / "tuned"), batch_size=8, epochs=1,
@@ -179,5 +179,24 @@ def test_fine_tuning_takes_the_source_architecture_unless_the_run_sets_it(run, t
     summary = train(config)  # no model flags: the source's width and input size
     assert summary["step"] == 1
     tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
-    assert (tuned["width"], tuned["image_size"]) == (TINY_MODEL["width"],
-                                                     TINY_MODEL["image_size"])
+    assert (tuned["width"], tuned["image_size"], tuple(tuned["fc_units"])) == (
+        TINY_MODEL["width"], TINY_MODEL["image_size"], TINY_MODEL["fc_units"])
+
+
+def test_a_model_config_from_before_fc_units_is_the_papers_widths(run, tmp_path):
+    """model_config.json files written before fc_units was a setting hold no
+    fc_units: they load (and resume) as the paper's 4,096 + 4,096."""
+    from alexnet_tf.model.alexnet import FC_UNITS, saved_config_defaults
+    _, model_dir, _ = run
+    saved = model_dir_files.read_model_config(model_dir)
+    assert tuple(saved["fc_units"]) == TINY_MODEL["fc_units"]  # written since
+    old = {k: v for k, v in saved.items() if k != "fc_units"}
+    assert saved_config_defaults(old)["fc_units"] == FC_UNITS == (4096, 4096)
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    model_dir_files.write_model_config(str(old_dir), old)
+    # A resume with the paper's widths spelled out is the same model...
+    model_dir_files.refuse_changed_model_config(str(old_dir), {**old, "fc_units": [4096, 4096]})
+    # ... and the tiny widths are not.
+    with pytest.raises(InputError, match="fc_units"):
+        model_dir_files.refuse_changed_model_config(str(old_dir), saved)

@@ -1,8 +1,10 @@
 """alexnet_tf.model.alexnet: the paper's sizes read off the built model, every
 ablation switch, serialisation, dropout only in training.
 
-The full 1,000-class model is built once (61M parameters); the other tests
-use image_size=67 (pool5 is 1x1) and few classes to stay fast."""
+The full 1,000-class model is built once (61M parameters) for the paper's
+numbers, and the tests of the paper's kernel counts build its convolutions
+at full width; the other tests use the suite's tiny configuration
+(tiny_data.TINY_MODEL: the same layers and names, under 1M parameters)."""
 
 import math
 
@@ -13,8 +15,12 @@ import pytest
 from alexnet_tf.data.dataset_stats import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from alexnet_tf.model.layers import LocalResponseNormalization, OnDevice
 from alexnet_tf.model.alexnet import CLASSIFIER_LAYERS, AlexNet, build_alexnet
+from tiny_data import TINY_MODEL
 
-SMALL = dict(num_classes=10, image_size=67)
+SMALL = dict(num_classes=10, **TINY_MODEL)
+# The paper's convolutions (kernel counts are what these tests check) at the
+# smallest input: fc6/fc7 keep the paper's 4,096 too.
+PAPER_CONVS = dict(num_classes=10, image_size=67)
 PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
@@ -95,12 +101,32 @@ def test_summary_reads_like_the_papers_table(paper_model):
     assert "60,965,224" in text
 
 
+@pytest.mark.slow
+def test_the_tiny_configuration_keeps_the_papers_layers_and_names(paper_model):
+    tiny = build_alexnet(1000, **TINY_MODEL)
+    assert [l.name for l in tiny.layers] == [l.name for l in paper_model.layers]
+    assert [w.path for w in tiny.weights] == [w.path for w in paper_model.weights]
+    assert build_alexnet(10, **TINY_MODEL).count_params() < 1_000_000
+
+
+def test_fc_units_set_the_neurons_of_fc6_and_fc7():
+    model = build_alexnet(**{**SMALL, "fc_units": (64, 48)})
+    assert model.count_params() < 100_000
+    assert [model.get_layer(n).output.shape[1] for n in ("fc6", "fc7", "fc8")] == [64, 48, 10]
+    assert [inner(model.get_layer(f"fc6_{t}")).units for t in "ab"] == [32, 32]
+    odd = build_alexnet(towers=2, **{**SMALL, "fc_units": (9, 5)})
+    assert [inner(odd.get_layer(f"fc7_{t}")).units for t in "ab"] == [3, 2]  # 5 = 3 + 2
+    assert odd.get_layer("fc6").output.shape[1] == 9
+    one = build_alexnet(towers=1, **{**SMALL, "fc_units": (64, 48)})
+    assert [one.get_layer(n).units for n in ("fc6", "fc7")] == [64, 48]
+
+
 def test_fc7_features_are_post_relu_and_dropout_only_in_training():
     model = build_alexnet(dropout=0.5, **SMALL)
     features = keras.Model(model.input, model.get_layer("fc7").output)
     x = np.random.default_rng(0).uniform(0, 255, (4, 67, 67, 3)).astype(np.float32)
     f = features(x, training=False).numpy()
-    assert f.shape == (4, 4096) and f.min() >= 0 and f.max() > 0
+    assert f.shape == (4, TINY_MODEL["fc_units"][1]) and f.min() >= 0 and f.max() > 0
     first, second = model(x, training=False).numpy(), model(x, training=False).numpy()
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first.sum(axis=1), 1.0, rtol=1e-5)
@@ -126,9 +152,8 @@ def test_lrn_switch_removes_only_the_normalization_layers():
     assert with_lrn.count_params() == without.count_params()
 
 
-@pytest.mark.slow
 def test_non_overlapping_pooling_keeps_the_output_sizes():
-    model = build_alexnet(num_classes=10, overlapping_pool=False)
+    model = build_alexnet(overlapping_pool=False, **{**SMALL, "image_size": 224})
     pools = {l.name: l for l in model.layers if isinstance(inner(l), keras.layers.MaxPooling2D)}
     assert {inner(l).pool_size for l in pools.values()} == {(2, 2)}
     assert {inner(l).strides for l in pools.values()} == {(2, 2)}
@@ -137,24 +162,24 @@ def test_non_overlapping_pooling_keeps_the_output_sizes():
 
 
 def test_one_column_has_the_same_kernels_fully_connected():
-    model = build_alexnet(towers=1, **SMALL)
+    model = build_alexnet(towers=1, **PAPER_CONVS)
     assert not any(isinstance(l, OnDevice) for l in model.layers)
     kernels = [tuple(model.get_layer(f"conv{i}").kernel.shape) for i in range(1, 6)]
     assert kernels == [(11, 11, 3, 96), (5, 5, 96, 256), (3, 3, 256, 384),
                        (3, 3, 384, 384), (3, 3, 384, 256)]
     assert model.get_layer("fc7").units == 4096
     assert model.get_layer("fc8").units == 10
-    two = build_alexnet(**SMALL)
+    two = build_alexnet(**PAPER_CONVS)
     # Only conv2, conv4, conv5 change: one column reads all of the previous layer.
     extra = (5 * 5 * 48 * 128 + 3 * 3 * 192 * 192 + 3 * 3 * 192 * 128) * 2
     assert model.count_params() - two.count_params() == extra
 
 
 def test_half_width_is_the_papers_one_gpu_comparison_net():
-    model = build_alexnet(towers=1, width=0.5, **SMALL)
+    model = build_alexnet(towers=1, width=0.5, **{**PAPER_CONVS, "fc_units": (64, 64)})
     filters = [model.get_layer(f"conv{i}").filters for i in range(1, 6)]
     assert filters == [48, 128, 192, 192, 256]  # conv5 (and fc) not halved
-    assert [model.get_layer(n).units for n in ("fc6", "fc7")] == [4096, 4096]
+    assert [model.get_layer(n).units for n in ("fc6", "fc7")] == [64, 64]  # as set
 
 
 def test_dropout_rate_switch():
@@ -175,10 +200,13 @@ def test_extra_conv_adds_a_sixth_convolution_after_the_last_pool():
 
 
 @pytest.mark.parametrize("init, positive_bias, kernel_std", [
-    ("paper", 1.0, 0.01), ("caffe", 0.1, 0.01), ("he", 0.1, math.sqrt(2 / (5 * 5 * 48)))])
+    ("paper", 1.0, 0.01), ("caffe", 0.1, 0.01), ("he", 0.1, "he")])
 def test_initializations(init, positive_bias, kernel_std):
-    model = build_alexnet(init=init, **SMALL)
+    # 100 classes: fc8_a has 64 x 50 weights, enough for a 10% check of their std.
+    model = build_alexnet(init=init, **{**SMALL, "num_classes": 100})
     conv2 = model.get_layer("conv2_a").layer
+    if kernel_std == "he":  # sqrt(2 / fan-in): 5 * 5 * conv1's maps of one tower
+        kernel_std = math.sqrt(2 / (5 * 5 * conv2.kernel.shape[2]))
     np.testing.assert_array_equal(conv2.bias.numpy(), np.float32(positive_bias))
     np.testing.assert_array_equal(model.get_layer("conv3_a").layer.bias.numpy(), 0.0)
     np.testing.assert_array_equal(model.get_layer("fc7_b").layer.bias.numpy(),
@@ -217,7 +245,9 @@ def test_paper_setup_subtracts_the_mean_only():
     (dict(activation="sigmoid"), "activation"), (dict(towers=3), "towers"),
     (dict(width=0), "width"), (dict(dropout=1.0), "dropout"), (dict(init="xavier"), "init"),
     (dict(image_size=32), "image_size"), (dict(num_classes=1), "num_classes"),
-    (dict(towers=1, tower_devices=("/CPU:0",)), "tower_devices")])
+    (dict(towers=1, tower_devices=("/CPU:0",)), "tower_devices"),
+    (dict(fc_units=(64,)), "fc_units"), (dict(fc_units=(1, 64)), "fc_units"),
+    (dict(fc_units=(64.0, 64)), "fc_units")])
 def test_bad_configuration_is_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         build_alexnet(**{**SMALL, **bad})
@@ -226,7 +256,8 @@ def test_bad_configuration_is_refused(bad, message):
 # --- serialisation ------------------------------------------------------------
 
 def test_config_round_trip():
-    model = build_alexnet(num_classes=7, image_size=99, mean_rgb=(1.0, 2.0, 3.0),
+    model = build_alexnet(num_classes=7, image_size=99, width=0.0625, fc_units=(48, 40),
+                          mean_rgb=(1.0, 2.0, 3.0),
                           std_rgb=(4.0, 5.0, 6.0), activation="tanh", lrn=False,
                           overlapping_pool=False,
                           dropout=0.2, extra_conv=True, init="he")
@@ -251,7 +282,7 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
 def test_towers_start_from_different_random_weights():
     """Each tower draws its own initial weights (a shared unseeded Keras
     initializer would hand both towers the same values)."""
-    model = build_alexnet(num_classes=10, image_size=67, width=0.0625)
+    model = build_alexnet(**SMALL)
     for layer in ("conv1", "conv3", "fc6", "fc7", "fc8"):
         a = model.get_layer(f"{layer}_a").get_weights()[0]
         b = model.get_layer(f"{layer}_b").get_weights()[0]

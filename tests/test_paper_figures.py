@@ -41,7 +41,7 @@ def test_render_writes_every_figure_from_a_tiny_model(tmp_path):
     assert sizes["figure4_neighbours"] == (4 * (crop + 4) + 4, 2 * (crop + 4))
     # features of the whole training split were cached for later queries
     feats, rows = features.load_features(str(tmp_path / "fig" / "features"), "train")
-    assert feats.shape == (12, 4096) and len(rows) == 12
+    assert feats.shape == (12, tiny_data.TINY_MODEL["fc_units"][1]) and len(rows) == 12
     # and the same pictures went to TensorBoard, one image summary each
     tags = set()
     for event_file in (logs / "figures").iterdir():

@@ -13,9 +13,10 @@ import tensorflow as tf
 from alexnet_tf.model import placement
 from alexnet_tf.model.layers import OnDevice
 from alexnet_tf.model.alexnet import build_alexnet
+from tiny_data import TINY_MODEL
 
 DEVICES = ("/CPU:0", "/CPU:1")
-SMALL = dict(num_classes=10, image_size=67)
+SMALL = dict(num_classes=10, **TINY_MODEL)
 JOINS = ("pool2", "pool5", "fc6", "fc7", "fc8")
 
 

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from launch import quickstart
+from tiny_data import TINY_MODEL
 
 pytestmark = pytest.mark.slow  # the whole chain: data prep, training, export
 
@@ -14,8 +15,7 @@ pytestmark = pytest.mark.slow  # the whole chain: data prep, training, export
 def test_quickstart_runs_the_whole_chain_on_tiny_settings(tmp_path, capsys):
     config = quickstart.QuickstartConfig(
         out_dir=str(tmp_path / "qs"), export_dir=str(tmp_path / "saved_models" / "alexnet"),
-        epochs=2, steps_per_epoch=4, batch_size=8, image_size=67, width=0.0625,
-        num_classes=3, train_per_class=8, val_per_class=3, figures=False, predict_images=3)
+        epochs=2, steps_per_epoch=4, batch_size=8, **TINY_MODEL, num_classes=3, train_per_class=8, val_per_class=3, figures=False, predict_images=3)
     results = quickstart.run(config)
     out = capsys.readouterr().out
 

@@ -12,24 +12,24 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf.figures import tb_logs
-from tiny_data import write_tiny_dataset
+from tiny_data import TINY_LEARNING_RATE, tiny_flags
 
 pytestmark = pytest.mark.slow  # a subprocess training, killed and rerun
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 50
-KILL_AFTER_CHECKPOINT = 25
+KILL_AFTER_CHECKPOINT = 30
 
 
 def _command(data_dir, model_dir):
-    # He init at lr 0.01: the loss starts near log(3) and is below 0.3 by
-    # step 25; a run restarted from scratch would show that start again.
+    # He init at TINY_LEARNING_RATE: the loss starts near log(3) and is about
+    # 0.3 by step 30; a run restarted from scratch would show that start again.
     return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
             f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
             f"--steps_per_epoch={TOTAL_STEPS}", "--validation_steps=1",
             "--checkpoint_every_steps=5", "--log_every_steps=1", "--keep_checkpoints=2",
-            "--image_size=67", "--width=0.0625", "--init=he", "--dropout=0",
-            "--learning_rate=0.01", "--shuffle_buffer=64", "--seed=1"]
+            *tiny_flags(), "--init=he", "--dropout=0",
+            f"--learning_rate={TINY_LEARNING_RATE}", "--shuffle_buffer=64", "--seed=1"]
 
 
 def _latest_step(model_dir):
@@ -38,8 +38,8 @@ def _latest_step(model_dir):
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_then_rerun_resumes_without_a_jump(tmp_path):
-    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+def test_sigkill_then_rerun_resumes_without_a_jump(tiny_records, tmp_path):
+    data_dir = tiny_records
     model_dir = str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     command = _command(data_dir, model_dir)

@@ -1,5 +1,6 @@
 """alexnet_tf.cli.terminal's stderr filter: it drops TensorFlow's C++ INFO/WARNING
-lines and nothing else, and a Ctrl-C still shows the launcher's own lines."""
+lines and nothing else, a Ctrl-C still shows the launcher's own lines, and
+--verbosity=0 turns the quieting off."""
 
 import os
 import signal
@@ -75,3 +76,37 @@ def test_ctrl_c_to_the_process_group_still_shows_the_launchers_traceback():
     assert process.returncode != 0
     assert b"the driver saw Ctrl-C" in err and b"KeyboardInterrupt" in err, err
     assert b"the project's line stays" in err
+
+
+# A launcher (terminal.run) whose main logs what TensorFlow would: a C++ line
+# on fd 2, an absl INFO record and an INFO record of the "tensorflow" logger.
+# The test triggers every line itself, so it does not depend on what this
+# TensorFlow build happens to print.
+LAUNCHER = r"""
+import logging, os
+from absl import logging as absl_logging
+from alexnet_tf.cli import terminal
+
+def main(argv):
+    os.write(2, b"I0000 00:00:1796115690.998995   16319 port.cc:153] native info line\n")
+    absl_logging.info("absl info line")
+    logging.getLogger("tensorflow").info("tensorflow info line")
+    logging.getLogger("alexnet_tf").info("the project's line")
+
+terminal.run(main)
+"""
+TF_LINES = (b"native info line", b"absl info line", b"tensorflow info line")
+
+
+def test_verbosity_0_shows_tensorflows_lines_again():
+    def launch(*flags):
+        result = subprocess.run([sys.executable, "-c", LAUNCHER, *flags], cwd=REPO,
+                                env=_env(), capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    quiet, verbose = launch(), launch("--verbosity=0")
+    for line in TF_LINES:
+        assert line not in quiet, quiet
+        assert line in verbose, (line, verbose)
+    assert b"the project's line" in quiet and b"the project's line" in verbose

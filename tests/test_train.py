@@ -12,24 +12,20 @@ from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 from alexnet_tf.figures import tb_logs
 from alexnet_tf.training.config import ModelConfig, TrainConfig
 from alexnet_tf.training.loop import NonFiniteLossError, train
-from tiny_data import TINY_MODEL, write_tiny_dataset
+from tiny_data import TINY_LEARNING_RATE, tiny_train_config, write_tiny_dataset
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("data"), num_classes=3)
+@pytest.fixture
+def data_dir(tiny_records):
+    return tiny_records
 
 
 def _config(data_dir, model_dir, **overrides):
-    model = overrides.pop("model", {})
-    values = dict(batch_size=8, epochs=1, steps_per_epoch=30, log_every_steps=5,
-                  checkpoint_every_steps=100, shuffle_buffer=64, seed=1,
-                  learning_rate=0.001)
-    values.update(overrides)
     # The default (He) init, no dropout: the colours are learnt within a few
     # dozen steps.
-    return TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
-                       model=ModelConfig(**{**TINY_MODEL, "dropout": 0.0, **model}), **values)
+    return tiny_train_config(data_dir, model_dir, **{
+        "steps_per_epoch": 30, "log_every_steps": 5, "seed": 1, "learning_rate": 0.001,
+        **overrides})
 
 
 def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
@@ -37,7 +33,8 @@ def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     # chance, so the run learns the same way every time.
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, size=67, noise=10.0)
     model_dir = tmp_path / "run"
-    summary = train(_config(data_dir, model_dir, steps_per_epoch=40, learning_rate=0.01,
+    summary = train(_config(data_dir, model_dir, steps_per_epoch=40,
+                            learning_rate=TINY_LEARNING_RATE,
                             lighting_stddev=0.0))
 
     assert summary["step"] == 40

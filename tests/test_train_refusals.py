@@ -16,7 +16,7 @@ from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.training.config import ConfigError, TrainConfig
 from alexnet_tf.training.loop import train
 from conftest import REPO_ROOT
-from tiny_data import TINY_MODEL, write_tiny_dataset
+from tiny_data import TINY_MODEL, tiny_flags, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_the_launcher_refuses_a_missing_tower_device_in_one_line(data_dir, tmp_p
     result = subprocess.run(
         [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
          f"--model_dir={model_dir}", "--strategy=towers", "--tower_devices=/CPU:0,/GPU:7",
-         "--image_size=67", "--width=0.0625", "--max_steps=1", "--batch_size=4"],
+         *tiny_flags(), "--max_steps=1", "--batch_size=4"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr

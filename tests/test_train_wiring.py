@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from alexnet_tf.data import input_pipeline
-from alexnet_tf.training.config import ModelConfig, TrainConfig
+from alexnet_tf.training.config import TrainConfig
 from alexnet_tf.training.loop import train
-from tiny_data import TINY_MODEL, write_tiny_dataset
+from tiny_data import tiny_train_config, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,9 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, model_dir, **overrides):
-    values = dict(batch_size=4, epochs=1, steps_per_epoch=1, log_every_steps=1,
-                  checkpoint_every_steps=100, seed=1, learning_rate=0.001)
-    values.update(overrides)
-    return TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
-                       model=ModelConfig(**{**TINY_MODEL, "dropout": 0.0}), **values)
+    return tiny_train_config(data_dir, model_dir, **{
+        "batch_size": 4, "steps_per_epoch": 1, "seed": 1, "learning_rate": 0.001,
+        "shuffle_buffer": TrainConfig.shuffle_buffer, **overrides})
 
 
 @pytest.fixture
