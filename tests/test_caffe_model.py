@@ -8,8 +8,9 @@ import pytest
 from alexnet_tf.model.alexnet import AlexNet, PAPER_LRN, build_alexnet, saved_config_defaults
 from alexnet_tf.model.layers import CrossTowerLRN, LocalResponseNormalization
 from alexnet_tf.training import checkpoints
+from tiny_data import TINY_MODEL
 
-SMALL = dict(num_classes=10, image_size=67, width=0.0625)
+SMALL = dict(num_classes=10, **TINY_MODEL)
 CAFFE = dict(conv1_padding=0, lrn_k=1.0, lrn_alpha=1e-4 / 5, lrn_across_towers=True,
              std_rgb=None, init="caffe")
 

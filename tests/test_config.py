@@ -33,3 +33,15 @@ def test_round_trip_through_a_dict():
     assert again.model.to_kwargs() == {"width": 0.5, "dropout": 0.0}
     with pytest.raises(ValueError, match="unknown TrainConfig fields: \\['batchsize'\\]"):
         TrainConfig.from_dict({"data_dir": "d", "model_dir": "m", "batchsize": 3})
+
+
+def test_fc_units_is_a_model_setting_refused_by_name_when_it_cannot_build():
+    from alexnet_tf.training.config import ConfigError
+    config = TrainConfig("data", "model", model={"fc_units": [768, 512]})  # as JSON reads it
+    assert config.model.fc_units == (768, 512)
+    assert config.model.to_kwargs() == {"fc_units": (768, 512)}
+    assert TrainConfig("data", "model").model.to_kwargs() == {}  # the model's default
+    for bad in ((768,), (1, 768), (768, 512, 256)):
+        with pytest.raises(ConfigError) as info:
+            TrainConfig("data", "model", model={"fc_units": bad})
+        assert info.value.field == "fc_units"
