@@ -15,7 +15,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from tiny_data import write_tiny_dataset
+from tiny_data import tiny_flags, write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # each server or trainer is a TensorFlow process
 
@@ -74,7 +74,7 @@ def _train_command(data_dir, model_dir, address, steps):
     return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
             f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
             f"--steps_per_epoch={steps}", "--validation_steps=1", "--log_every_steps=2",
-            "--steps_per_loop=1", "--image_size=67", "--width=0.0625",
+            "--steps_per_loop=1", *tiny_flags(),
             "--shuffle_buffer=16", f"--data_service={address}"]
 
 
