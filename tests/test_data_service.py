@@ -144,9 +144,12 @@ def test_training_batches_are_made_by_the_service_workers(cluster, data_dir):
 
 
 # mirrored: one input pipeline feeding two replicas (per-replica batches);
+# towers: the paper's two towers on two logical CPUs, fed by the service;
 # default is also trained by the subprocess tests.
 @pytest.mark.parametrize("strategy, devices", [
-    pytest.param("default", (), marks=pytest.mark.slow), ("mirrored", ("/cpu:0", "/cpu:1"))])
+    pytest.param("default", {}, marks=pytest.mark.slow),
+    ("mirrored", {"devices": ("/cpu:0", "/cpu:1")}),
+    pytest.param("towers", {"tower_devices": ("/cpu:0", "/cpu:1")}, marks=pytest.mark.slow)])
 def test_training_through_the_service_reaches_max_steps(cluster, data_dir, tmp_path,
                                                         strategy, devices):
     from alexnet_tf.training.loop import train
@@ -154,7 +157,7 @@ def test_training_through_the_service_reaches_max_steps(cluster, data_dir, tmp_p
     summary = train(TrainConfig(
         data_dir=data_dir, model_dir=str(tmp_path / "run"), batch_size=8, epochs=1,
         max_steps=4, steps_per_epoch=4, validation_steps=1, log_every_steps=2,
-        shuffle_buffer=16, strategy=strategy, devices=devices,
+        shuffle_buffer=16, strategy=strategy, **devices,
         data_service=dispatcher.target, model=ModelConfig(**TINY_MODEL)))
     assert summary["step"] == 4 and np.isfinite(summary["train_loss"])
 
