@@ -25,10 +25,10 @@ quickstart: install
 	$(PY) -m launch.quickstart $(ARGS)
 
 test: install
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests -n auto $(ARGS)
 
 test-fast: install
-	$(PY) -m pytest tests -m "not slow" $(ARGS)
+	$(PY) -m pytest tests -n auto -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -34,7 +34,7 @@ setup(
         # it declares a dependency on the full `tensorflow` package, which
         # would pull a second TensorFlow next to tensorflow-cpu.
         "serving": ["grpcio>=1.24.3", "protobuf>=6.31.1,<8"],
-        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.10", "matplotlib>=3.7",
+        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "scipy>=1.10", "matplotlib>=3.7",
                  "grpcio>=1.24.3", "protobuf>=6.31.1,<8"],
     },
 )
