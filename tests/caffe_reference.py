@@ -31,6 +31,7 @@ class NetSpec:
     pool5: int = 6              # pool5's side: 6 at 227x227
     conv1_pad: int = 0
     groups: int = 2             # conv2, conv4, conv5 (conv1, conv3: 1)
+    fc_units: tuple = (4096, 4096)  # fc6, fc7 (the importer reads them from the blobs)
     lrn: tuple = (5, 1e-4, 0.75, 1.0)  # Caffe's local_size, alpha, beta, k
 
     @property
@@ -58,9 +59,10 @@ class NetSpec:
             kernel, _, _, group = self.conv_geometry(layer)
             shapes[layer] = (out, previous // group, kernel, kernel)
             previous = out
-        shapes["fc6"] = (4096, channels[-1] * self.pool5 ** 2)
-        shapes["fc7"] = (4096, 4096)
-        shapes["fc8"] = (self.num_classes, 4096)
+        fc6, fc7 = self.fc_units
+        shapes["fc6"] = (fc6, channels[-1] * self.pool5 ** 2)
+        shapes["fc7"] = (fc7, fc6)
+        shapes["fc8"] = (self.num_classes, fc7)
         return shapes
 
 

@@ -1,6 +1,7 @@
 """Bad input to the Caffe import writes nothing and gets one line naming
 the file or layer and the shapes; the launcher exits 2 with that line."""
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -10,18 +11,21 @@ import numpy as np
 import pytest
 
 import caffe_fixtures as fx
-import caffe_reference as ref
 from conftest import REPO_ROOT, SHARED_DATA
+from launchers import run_launcher
 from alexnet_tf.caffe import importer, npy, synsets
 from alexnet_tf.caffe.errors import CaffeFormatError
 
-MINI = ref.NetSpec(width=0.0625, num_classes=10, pool5=2)
+MINI = fx.MINI  # fc6 and fc7 768 units
 
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
+    """Weights, a folder for sources, and the net written there as ok.caffemodel."""
     weights, biases = fx.alexnet_weights(MINI, seed=5)
-    return weights, biases, tmp_path_factory.mktemp("mini_sources")
+    with fx.module_folder(tmp_path_factory, "mini_sources") as folder:
+        fx.write_caffemodel(folder / "ok.caffemodel", MINI, weights, biases)
+        yield weights, biases, folder
 
 
 def write(folder, name, data: bytes) -> str:
@@ -44,16 +48,16 @@ def refused(tmp_path, match, **kwargs):
 def test_truncated_caffemodels(mini, tmp_path):
     weights, biases, _ = mini
     data = fx.caffemodel_bytes(MINI, weights, biases)
-    # Inside a blob: protobuf cannot parse it; the layer it ends in is named.
-    refused(tmp_path, r"mid.caffemodel: truncated or corrupt: the file ends inside layer 19, "
-            r"after 'drop_fc6'$", caffemodel=write(tmp_path, "mid.caffemodel",
-                                                   data[:len(data) // 2]))
+    # Inside a blob (fc6's): protobuf cannot parse it; the layer it ends in is named.
+    refused(tmp_path, r"mid.caffemodel: truncated or corrupt: the file ends inside layer 16, "
+            r"after 'pool5'$", caffemodel=write(tmp_path, "mid.caffemodel",
+                                               data[:len(data) // 2]))
     # At a layer boundary: it parses, and fc8 is missing.
     messages = fx.layer_messages(MINI, weights, biases)
     cut = fx.net_header(MINI) + b"".join(m for name, m in messages if name not in ("fc8", "prob"))
     message = refused(tmp_path, "not AlexNet.*7 layers with weights",
                       caffemodel=write(tmp_path, "cut.caffemodel", cut))
-    assert "fc7 4096x4096" in message and "truncated" in message
+    assert "fc7 768x768" in message and "truncated" in message
 
 
 def test_size_fields_from_the_file_are_refused_before_allocating(mini, tmp_path):
@@ -69,7 +73,7 @@ def test_size_fields_from_the_file_are_refused_before_allocating(mini, tmp_path)
                       caffemodel=write(tmp_path, "bomb.caffemodel",
                                        fx.net_header(MINI) + b"".join(messages.values())))
     assert message.startswith(str(tmp_path / "bomb.caffemodel"))
-    wide = ref.NetSpec(width=0.0625, num_classes=10, pool5=2, lrn=((1 << 32) - 1, 1e-4, 0.75, 1))
+    wide = dataclasses.replace(MINI, lrn=((1 << 32) - 1, 1e-4, 0.75, 1))
     refused(tmp_path, "norm1: LRN local_size 4,294,967,295; Caffe takes odd sizes, and over 16 "
             "channels a window spans at most 31", caffemodel=write(
                 tmp_path, "lrn.caffemodel", fx.caffemodel_bytes(wide, weights, biases)))
@@ -109,7 +113,7 @@ def test_nets_that_differ_from_alexnet_name_the_layer(mini, tmp_path):
             caffemodel=write(tmp_path, "71.caffemodel",
                              fx.caffemodel_bytes(MINI, weights, biases, input_size=71)))
     # A group setting the blobs contradict.
-    spec = ref.NetSpec(width=0.0625, num_classes=10, pool5=2, groups=1)
+    spec = dataclasses.replace(MINI, groups=1)
     data = fx.caffemodel_bytes(spec, dict(weights, conv2=np.zeros((16, 6, 5, 5), np.float32)),
                                biases)
     refused(tmp_path, "conv4: group: 1 but its weight 24x12x3x3 over 24 input channels means "
@@ -121,12 +125,11 @@ def test_nets_that_differ_from_alexnet_name_the_layer(mini, tmp_path):
 
 
 def test_labels_whose_class_count_differs_from_fc8(mini, tmp_path):
-    weights, biases, folder = mini
-    source = fx.write_caffemodel(folder / "ok.caffemodel", MINI, weights, biases)
+    _, _, folder = mini
     labels = tmp_path / "synset_words.txt"
     labels.write_text("".join(f"n{i:08d} class {i}\n" for i in range(1000)))
-    refused(tmp_path, r"synset_words.txt: 1000 classes, but fc8 has 10 outputs \(weight 10x4096\)",
-            caffemodel=source, labels=str(labels))
+    refused(tmp_path, r"synset_words.txt: 1000 classes, but fc8 has 10 outputs \(weight 10x768\)",
+            caffemodel=str(folder / "ok.caffemodel"), labels=str(labels))
 
 
 def test_labels_in_either_format(tmp_path):
@@ -153,8 +156,7 @@ def test_labels_in_either_format(tmp_path):
 
 
 def test_model_dir_that_exists(mini, tmp_path):
-    weights, biases, folder = mini
-    source = fx.write_caffemodel(folder / "ok.caffemodel", MINI, weights, biases)
+    source = str(mini[2] / "ok.caffemodel")
     run = tmp_path / "run"
     run.mkdir()
     (run / "ckpt-9.index").write_bytes(b"a trained run")
@@ -195,12 +197,6 @@ def test_npy_files_that_are_not_caffe_tensorflows_alexnet(mini, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def run_launcher(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "launch.import_caffe", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_launcher_exits_2_with_one_line(mini, tmp_path):
     weights, biases, _ = mini
     data = fx.caffemodel_bytes(MINI, weights, biases)
@@ -218,7 +214,7 @@ def test_launcher_exits_2_with_one_line(mini, tmp_path):
         ([f"--caffemodel={tmp_path / 'nothing'}", f"--model_dir={tmp_path / 'run'}"],
          "no such file"),
     ]:
-        result = run_launcher(*args, cwd=tmp_path)
+        result = run_launcher("launch.import_caffe", *args, cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (args, result.stderr)
         assert len(lines) == 1 and message in lines[0], (args, result.stderr)
@@ -236,7 +232,7 @@ def test_leaky_relu_and_a_linked_model_dir(mini, tmp_path):
                              fx.net_header(MINI) + b"".join(messages.values())))
     (tmp_path / "target").mkdir()
     os.symlink(tmp_path / "target", tmp_path / "link")
-    source = fx.write_caffemodel(folder / "ok.caffemodel", MINI, weights, biases)
+    source = str(folder / "ok.caffemodel")
     with pytest.raises(CaffeFormatError, match="is a symbolic link"):
         importer.import_alexnet(str(tmp_path / "link"), caffemodel=source)
     assert os.listdir(tmp_path / "target") == []
@@ -245,16 +241,13 @@ def test_leaky_relu_and_a_linked_model_dir(mini, tmp_path):
 @pytest.mark.slow
 def test_a_kill_while_writing_leaves_no_model_dir(mini, tmp_path):
     """SIGKILL once the hidden temp folder appears (the write has begun):
-    no model_dir, and the same command then succeeds."""
+    no model_dir, and the same command (rerun in this process) then succeeds."""
     import signal
     import time
-    weights, biases, folder = mini
-    source = fx.write_caffemodel(folder / "ok.caffemodel", MINI, weights, biases)
-    args = [sys.executable, "-m", "launch.import_caffe", f"--caffemodel={source}",
-            f"--model_dir={tmp_path / 'run'}"]
+    args = [f"--caffemodel={mini[2] / 'ok.caffemodel'}", f"--model_dir={tmp_path / 'run'}"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-m", "launch.import_caffe", *args], cwd=tmp_path,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not any(n.startswith(".run.import-") for n in os.listdir(tmp_path)):
         assert child.poll() is None and time.monotonic() < deadline, "no temp folder seen"
@@ -264,8 +257,8 @@ def test_a_kill_while_writing_leaves_no_model_dir(mini, tmp_path):
     assert not (tmp_path / "run").exists()
     leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".run.import-")]
     assert len(leftovers) == 1  # a SIGKILL cannot clean up; a rerun ignores it
-    assert subprocess.run(args, cwd=tmp_path, env=env, capture_output=True,
-                          timeout=300).returncode == 0
+    rerun = run_launcher("launch.import_caffe", *args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
     assert sorted(os.listdir(tmp_path / "run")) == sorted([
         "best", "caffe_import.json", "checkpoint", "ckpt-0.data-00000-of-00001",
         "ckpt-0.index", "labels.txt", "model_config.json", "stats.json"])
@@ -279,7 +272,7 @@ def test_a_layer_that_does_not_read_the_one_before(mini, tmp_path):
                      + fx.string(3, "pool5") + fx.string(4, "fc7")
                      + fx.message(7, fx.blob(weights["fc7"], legacy=False))
                      + fx.message(7, fx.blob(biases["fc7"], legacy=False))
-                     + fx.message(117, fx.uint(1, 4096)))
+                     + fx.message(117, fx.uint(1, MINI.fc_units[1])))
     messages["fc7"] = fc7
     refused(tmp_path, r"fc7 reads \['pool5'\], not the output of relu_fc6 \(\['fc6'\]\)",
             caffemodel=write(tmp_path, "skip.caffemodel",
@@ -330,7 +323,7 @@ def test_npy_pickled_by_older_numpy_and_protocol_2(mini, tmp_path):
                      biases[name]] for name, w in weights.items()}
     side, channels = MINI.pool5, weights["conv5"].shape[0]
     layers["fc6"][0] = np.ascontiguousarray(weights["fc6"].reshape(-1, channels, side, side)
-                                            .transpose(2, 3, 1, 0).reshape(-1, 4096))
+                                            .transpose(2, 3, 1, 0).reshape(-1, MINI.fc_units[0]))
     data = pickle.dumps(np.array(layers, dtype=object), protocol=2)
     data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     path = tmp_path / "old.npy"

@@ -1,29 +1,32 @@
 """alexnet_tf.caffe: a synthetic Caffe AlexNet (old and new formats, and
 caffe-tensorflow's .npy), imported, computes what Caffe computes: held to
-the NumPy reference (tests/caffe_reference.py) on real photos, for the Keras
-model and its exported `predict_images`.
+the NumPy reference (tests/caffe_reference.py) on real photos, as a Keras
+model (its exported `predict_images`: tests/test_caffe_tools.py, through
+launch.export); the four sources give the same weights, bit for bit.
 
-These use a narrow AlexNet (a sixteenth of conv1-conv4's kernels, a 2x2
-pool5, 99x99 input, 10 classes: 21M parameters) that exercises every
-mapping rule; tests/test_caffe_full.py does the full-size net (slow)."""
+These use the narrow AlexNet of caffe_fixtures.MINI (a sixteenth of
+conv1-conv4's kernels, 768-unit fc6/fc7, a 2x2 pool5, 99x99 input, 10
+classes) that exercises every mapping rule; tests/test_caffe_full.py does
+the full-size net (slow)."""
 
+import dataclasses
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import caffe_fixtures as fx
 import caffe_reference as ref
 from conftest import SHARED_DATA
+from launchers import run_launcher
 from alexnet_tf.caffe import convert, importer
 from alexnet_tf.caffe.mean import CAFFE_ILSVRC_MEAN_BGR
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 
-MINI = ref.NetSpec(width=0.0625, num_classes=10, pool5=2)
+MINI = fx.MINI
 MEAN_BGR = np.array([104.0, 117.0, 123.0])
 PHOTOS = ("n01440764_tench.JPEG", "n02123045_tabby.JPEG", "n03417042_garbage_truck.JPEG")
 PROB_ATOL = 1e-5
@@ -33,16 +36,17 @@ LOGIT_RTOL = 1e-4  # of the largest |logit|
 @pytest.fixture(scope="module")
 def mini_net(tmp_path_factory):
     """Weights, and the same net written in each format the importer reads."""
-    folder = tmp_path_factory.mktemp("mini")
-    weights, biases = fx.alexnet_weights(MINI, seed=0)
-    files = {
-        "layer": fx.write_caffemodel(folder / "new.caffemodel", MINI, weights, biases),
-        "layers_v1": fx.write_caffemodel(folder / "v1.caffemodel", MINI, weights, biases, v1=True),
-        "npy": fx.write_caffe_tensorflow_npy(folder / "tf.npy", MINI, weights, biases),
-        "npy_dicts": fx.write_caffe_tensorflow_npy(folder / "tf_dicts.npy", MINI, weights,
-                                                   biases, as_dicts=True),
-    }
-    return weights, biases, files
+    with fx.module_folder(tmp_path_factory, "mini") as folder:
+        weights, biases = fx.alexnet_weights(MINI, seed=0)
+        files = {
+            "layer": fx.write_caffemodel(folder / "new.caffemodel", MINI, weights, biases),
+            "layers_v1": fx.write_caffemodel(folder / "v1.caffemodel", MINI, weights, biases,
+                                             v1=True),
+            "npy": fx.write_caffe_tensorflow_npy(folder / "tf.npy", MINI, weights, biases),
+            "npy_dicts": fx.write_caffe_tensorflow_npy(folder / "tf_dicts.npy", MINI, weights,
+                                                       biases, as_dicts=True),
+        }
+        yield weights, biases, files
 
 
 def import_kwargs(files, source):
@@ -51,16 +55,21 @@ def import_kwargs(files, source):
 
 @pytest.fixture(scope="module")
 def imported(mini_net, tmp_path_factory):
-    """model_dir per source format (imported once per module)."""
+    """model_dir per source format (imported once per module); the .npy
+    through the launcher (`--npy`, `--mean`), in this process."""
     _, _, files = mini_net
-    folder = tmp_path_factory.mktemp("imported")
-    mean = folder / "mean.npy"
-    np.save(mean, np.broadcast_to(MEAN_BGR[:, None, None], (3, 256, 256)))
-    dirs = {}
-    for source in files:
-        dirs[source] = str(folder / source)
-        importer.import_alexnet(dirs[source], mean=str(mean), **import_kwargs(files, source))
-    return dirs
+    with fx.module_folder(tmp_path_factory, "imported") as folder:
+        mean = folder / "mean.npy"
+        np.save(mean, np.broadcast_to(MEAN_BGR[:, None, None], (3, 256, 256)))
+        dirs = {source: str(folder / source) for source in files}
+        for source in ("layer", "layers_v1", "npy_dicts"):
+            importer.import_alexnet(dirs[source], mean=str(mean), **import_kwargs(files, source))
+        result = run_launcher("launch.import_caffe", f"--npy={files['npy']}", f"--mean={mean}",
+                              f"--model_dir={dirs['npy']}", cwd=folder)
+        assert result.returncode == 0, result.stderr
+        assert "(caffe-tensorflow .npy (BVLC's LRN constants and geometry assumed))" \
+            in result.stdout, result.stdout
+        yield dirs
 
 
 @pytest.fixture(params=["photos", "generated"])
@@ -102,6 +111,20 @@ def test_imported_model_computes_caffes_forward_pass(mini_net, imported, crops, 
     assert_matches_caffe(*keras_outputs(model, crops), *reference(weights, biases, crops))
 
 
+def test_every_source_gives_the_same_model_and_weights(imported):
+    """The old V1 `layers`, caffe-tensorflow's .npy (lists or dicts) and the
+    new `layer` format: one model config and the same float32 weights."""
+    want = checkpoints.restore_model(imported["layer"], "best")
+    for source in ("layers_v1", "npy", "npy_dicts"):
+        model = checkpoints.restore_model(imported[source], "best")
+        assert model.get_config() == want.get_config(), source
+        assert len(model.weights) == len(want.weights) == 32  # 8 layers x 2 towers x 2
+        for mine, theirs in zip(want.weights, model.weights):
+            assert mine.path == theirs.path
+            np.testing.assert_array_equal(theirs.numpy(), mine.numpy(),
+                                          err_msg=f"{source} {mine.path}")
+
+
 def test_each_mapping_rule_is_needed(mini_net, imported):
     """The comparison above fails when any one rule is left out: each
     mistake moves the probabilities by far more than its 1e-5."""
@@ -138,8 +161,8 @@ def test_each_mapping_rule_is_needed(mini_net, imported):
 
 
 def test_one_group_net_imports_as_one_column(tmp_path):
-    spec = ref.NetSpec(width=0.0625, num_classes=6, pool5=2, groups=1)
-    weights, biases = fx.alexnet_weights(spec, seed=4)
+    spec = dataclasses.replace(MINI, num_classes=6, groups=1)
+    weights, biases = fx.alexnet_weights(spec, seed=6)
     path = fx.write_caffemodel(tmp_path / "one.caffemodel", spec, weights, biases)
     importer.import_alexnet(str(tmp_path / "run"), caffemodel=path)
     model = checkpoints.restore_model(str(tmp_path / "run"), "best")
@@ -171,22 +194,6 @@ def test_model_dir_is_what_the_other_tools_read(imported, mini_net):
         info = json.load(f)
     assert info["caffe_layers"]["fc8"] == "fc8" and not info["is_bvlc_alexnet_caffemodel"]
     assert [n for n in os.listdir(os.path.dirname(model_dir)) if n.startswith(".")] == []
-
-
-def test_predict_images_of_the_export_computes_caffes_forward_pass(imported, mini_net, tmp_path):
-    from alexnet_tf.serving import export
-    weights, biases, _ = mini_net
-    model = checkpoints.restore_model(imported["layers_v1"], "best")
-    path = export.export_saved_model(model, LabelMap.read(imported["layers_v1"]),
-                                     str(tmp_path / "export"), warmup=False)
-    signature = tf.saved_model.load(path).signatures["predict_images"]
-    crops = fx.generated_crops(MINI.input_size)
-    probabilities = signature(images=tf.constant(crops))["probabilities"].numpy()
-    _, want = reference(weights, biases, crops)
-    assert np.abs(probabilities - want).max() <= PROB_ATOL
-    # It takes the imported model's size (99 here, 227 for bvlc_alexnet), not 224.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="99"):
-        signature(images=tf.zeros([1, 224, 224, 3]))
 
 
 def test_labels_out_of_sorted_order_are_flagged(mini_net, tmp_path):

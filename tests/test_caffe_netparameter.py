@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 import caffe_fixtures as fx
-from caffe_reference import NetSpec
 from conftest import shared_dataset
 from alexnet_tf.caffe import mean as caffe_mean, netparameter
 from alexnet_tf.caffe.errors import CaffeFormatError
 from alexnet_tf.errors import InputError
 
-MINI = NetSpec(width=0.0625, num_classes=10, pool5=2)
+MINI = fx.MINI
 
 
 @pytest.fixture(scope="module")
