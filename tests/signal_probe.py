@@ -1,7 +1,7 @@
 """`python tests/signal_probe.py MOMENT SIGNAL [launch.train flags]`: runs
 launch.train as `python -m launch.train` would, and sends this process SIGNAL
-(TERM or INT) at one exact MOMENT of the run, so a test hits that moment
-every time instead of guessing it with a timer:
+(TERM, INT or KILL) at one exact MOMENT of the run, so a test hits that
+moment every time instead of guessing it with a timer:
 
     setup       while the checkpoints are restored (before the first step)
     chunk:K     as the K-th compiled chunk of steps starts (the chunk runs on)
@@ -11,8 +11,24 @@ every time instead of guessing it with a timer:
 
 The signal is a real one (os.kill): the launcher's handlers receive it
 exactly as they would a scheduler's.
+
+Several runs in one process (one TensorFlow start for all of them):
+
+    signal_probe.py MOMENT SIGNAL [flags] --then MOMENT SIGNAL [flags] ...
+
+Every run but the last runs in this process through tests/launchers.py's
+`run_launcher` and appends {"moment", "returncode", "stdout", "stderr"} as one
+JSON line to the file named by $PROBE_RESULTS, with what it left in its
+model_dir: "latest" checkpoint and the "latest_step" saved in it,
+"leftovers" (temporary files) and "best_step"; the last one is this process (its output and exit status are
+the process's own).
+
+$PROBE_KEEP_WORKER_DIR: a multi-worker non-chief writes its checkpoints there
+and keeps them (instead of a temporary folder it deletes), so a test can
+compare its weights with the chief's.
 """
 
+import json
 import os
 import runpy
 import signal
@@ -20,21 +36,20 @@ import sys
 
 import tensorflow as tf
 
-from alexnet_tf.training import checkpoints
+from alexnet_tf.training import checkpoints, distribute, model_dir as model_dir_files
 from alexnet_tf.training.steps import TrainSteps
+from launchers import run_launcher
+from tiny_data import temporary_leftovers
 
-moment, name = sys.argv[1], sys.argv[2]
-kind, _, count = moment.partition(":")
-target = int(count or 1)
-calls = {"n": 0}
+current = {"kind": "none", "target": 1, "signal": None, "calls": 0}
 
 
 def maybe_signal(this_kind: str) -> None:
-    if this_kind != kind:
+    if this_kind != current["kind"]:
         return
-    calls["n"] += 1
-    if calls["n"] == target:
-        os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+    current["calls"] += 1
+    if current["calls"] == current["target"]:
+        os.kill(os.getpid(), current["signal"])
 
 
 def wrap(owner, attribute, this_kind, when=lambda *a, **k: True):
@@ -51,10 +66,54 @@ def _is_best(manager, *args, **kwargs) -> bool:
     return manager.directory.endswith(checkpoints.STAGING_SUFFIX)
 
 
+def arm(moment: str, name: str) -> None:
+    kind, _, count = moment.partition(":")
+    current.update(kind=kind, target=int(count or 1), calls=0,
+                   signal=getattr(signal, f"SIG{name}"))
+
+
+def left_in(flags: list[str]) -> dict:
+    """What a run left in its --model_dir, for the test to check after the
+    next runs have changed it."""
+    model_dir = [f for f in flags if f.startswith("--model_dir=")][-1].split("=", 1)[1]
+    best = model_dir_files.read_best_info(model_dir)
+    latest = tf.train.latest_checkpoint(model_dir)
+    step = None if latest is None else int(tf.train.load_checkpoint(latest).get_tensor(
+        "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    return {"latest": latest, "latest_step": step,
+            "leftovers": temporary_leftovers(model_dir),
+            "best_step": best.get("step")}
+
+
+def split_runs(argv: list[str]) -> list[list[str]]:
+    runs = [[]]
+    for arg in argv:
+        if arg == "--then":
+            runs.append([])
+        else:
+            runs[-1].append(arg)
+    return runs
+
+
 wrap(checkpoints.TrainingCheckpoints, "restore_latest", "setup")
 wrap(TrainSteps, "train_loop", "chunk")
 wrap(tf.train.CheckpointManager, "save", "save", lambda m, *a, **k: not _is_best(m))
 wrap(tf.train.CheckpointManager, "save", "best", _is_best)
 
-sys.argv = ["launch.train", *sys.argv[3:]]
+keep_dir = os.environ.get("PROBE_KEEP_WORKER_DIR")
+if keep_dir:
+    distribute.write_dir = lambda d, s: d if distribute.is_chief(s) else keep_dir
+    distribute.cleanup_write_dir = lambda path, d: None
+
+*earlier, last = split_runs(sys.argv[1:])
+for moment, name, *flags in earlier:
+    arm(moment, name)
+    result = run_launcher("launch.train", *flags)
+    with open(os.environ["PROBE_RESULTS"], "a") as f:
+        f.write(json.dumps({"moment": moment, "returncode": result.returncode,
+                            "stdout": result.stdout, "stderr": result.stderr,
+                            **left_in(flags)}) + "\n")
+moment, name, *flags = last
+arm(moment, name)
+sys.argv = ["launch.train", *flags]
 runpy.run_module("launch.train", run_name="__main__", alter_sys=True)

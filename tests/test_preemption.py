@@ -5,6 +5,8 @@ resume command, and exits 128 + the signal; nothing temporary is left; the
 printed command resumes from that step and runs to the end. Plus the
 pieces: the signal flag, the removal of a killed save's leftovers."""
 
+import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -16,7 +18,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf.training import checkpoints, model_dir as model_dir_files, preemption
-from tiny_data import stop_lines, temporary_leftovers as leftovers, write_tiny_dataset
+from launchers import run_launcher
+from tiny_data import stop_lines, temporary_leftovers as leftovers, tiny_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(REPO, "tests", "signal_probe.py")
@@ -113,68 +116,108 @@ def test_a_best_swap_cut_between_its_renames_is_completed(tmp_path, staged_whole
     assert leftovers(run) == []
 
 
-# ---- signals through the launcher, at exact moments (subprocesses)
+# ---- signals through the launcher, at exact moments and from outside (one process)
 
 TOTAL_STEPS = 12
 
 
-def _flags(data_dir, model_dir):
+def _flags(data_dir, model_dir, epochs=3):
     # Chunks of <= 2 steps (a log every 2), a checkpoint every 3 steps and at each epoch end
     # (every 4): a stop at step 2 is not a scheduled checkpoint, so the stop
     # itself must save it.
     return [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=8",
-            "--epochs=3", "--steps_per_epoch=4", "--steps_per_loop=2",
+            f"--epochs={epochs}", "--steps_per_epoch=4", "--steps_per_loop=2",
             "--checkpoint_every_steps=3", "--log_every_steps=2", "--validation_steps=1",
-            "--keep_checkpoints=2", "--image_size=67", "--width=0.0625", "--dropout=0",
-            "--shuffle_buffer=32", "--seed=1"]
+            "--keep_checkpoints=2", *tiny_flags(), "--dropout=0", "--shuffle_buffer=32",
+            "--seed=1"]
 
 
-def _probe(moment, name, flags, tmp_path):
+# (moment, signal, step it stops at, its exit code). Each run resumes where
+# the one before stopped. Chunks: 0-2, 2-3 (checkpoint), 3-4 (epoch end), 4-6, ...
+PLAN = [("setup", "TERM", 0, 143),     # before any step: the state it restored/built
+        ("chunk:1", "TERM", 2, 143),   # the chunk in flight finishes (steps 1-2)
+        ("save:1", "TERM", 3, 143),    # inside the step-3 save: it completes
+        ("best:1", "TERM", 4, 143),    # inside the epoch-1 best save: it completes
+        ("chunk:2", "INT", 8, 130)]    # Ctrl-C during the epoch-2 end's chunk (6-8)
+
+
+@dataclasses.dataclass
+class Preempted:
+    data_dir: str
+    model_dir: str           # the PLAN's runs, one after another
+    moments: list            # each PLAN run's result and what it left (signal_probe.py)
+    outside_dir: str         # the run a SIGTERM from outside stopped
+    outside_code: int        # that process's exit status
+    outside_output: str
+
+
+@pytest.fixture(scope="module")
+def preempted(tiny_records, tmp_path_factory):
+    """One process (tests/signal_probe.py, one TensorFlow start) runs the PLAN's
+    runs in turn, each signalling itself at its moment, then a long run that
+    this test stops with a SIGTERM from outside once it trains: whatever
+    moment that hits, the process exits with the launcher's status."""
+    tmp = tmp_path_factory.mktemp("preempted")
+    model_dir, outside_dir = str(tmp / "run"), str(tmp / "outside")
+    flags = _flags(tiny_records, model_dir)
+    runs = [[moment, name, *flags, "--then"] for moment, name, _, _ in PLAN]
+    command = [sys.executable, PROBE, *sum(runs, []), "none", "TERM",
+               *_flags(tiny_records, outside_dir, epochs=50)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-               TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, PROBE, moment, name, *flags], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=500)
+               TF_CPP_MIN_LOG_LEVEL="2", PROBE_RESULTS=str(tmp / "moments.jsonl"))
+    log_path = tmp / "outside.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        # A file, not a pipe: waits for the long run's first progress line (an
+        # event, not a sleep long enough), then signals.
+        deadline = time.monotonic() + 600
+        while "step 2/" not in log_path.read_text() and process.poll() is None:
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.05)
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=300)
+    finally:
+        process.kill()
+        process.wait()
+    with open(tmp / "moments.jsonl") as f:
+        moments = [json.loads(line) for line in f]
+    return Preempted(tiny_records, model_dir, moments, outside_dir, code, log_path.read_text())
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
-def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(tmp_path):
-    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
-    model_dir = str(tmp_path / "run")
-    flags = _flags(data_dir, model_dir)
-    # (moment, signal, step it stops at, its exit code). Each run resumes where
-    # the one before stopped. Chunks: 0-2, 2-3 (checkpoint), 3-4 (epoch end), 4-6, ...
-    plan = [("setup", "TERM", 0, 143),     # before any step: the state it restored/built
-            ("chunk:1", "TERM", 2, 143),   # the chunk in flight finishes (steps 1-2)
-            ("save:1", "TERM", 3, 143),    # inside the step-3 save: it completes
-            ("best:1", "TERM", 4, 143),    # inside the epoch-1 best save: it completes
-            ("chunk:2", "INT", 8, 130)]    # Ctrl-C during the epoch-2 end's chunk (6-8)
+@pytest.mark.timeout(900)
+@pytest.mark.xdist_group("preempted")  # one probe process for both tests
+def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(preempted):
+    model_dir = preempted.model_dir
+    flags = _flags(preempted.data_dir, model_dir)
+    assert [run["moment"] for run in preempted.moments] == [moment for moment, *_ in PLAN]
     resumed_at = None
-    for moment, name, step, code in plan:
-        done = _probe(moment, name, flags, tmp_path)
-        output = done.stdout + done.stderr
-        assert done.returncode == code, f"{moment}: {output[-3000:]}"
+    for (moment, name, step, code), done in zip(PLAN, preempted.moments):
+        output = done["stdout"] + done["stderr"]
+        assert done["returncode"] == code, f"{moment}: {output[-3000:]}"
         assert "Traceback" not in output, output[-3000:]
-        stops = stop_lines(done.stderr)
-        assert len(stops) == 1, f"{moment}: {done.stderr[-3000:]}"
+        stops = stop_lines(done["stderr"])
+        assert len(stops) == 1, f"{moment}: {done['stderr'][-3000:]}"
         cause, printed_step, checkpoint, command = stops[0]
         assert (cause, int(printed_step)) == (f"SIG{name}", step), moment
         assert checkpoint == os.path.join(model_dir, f"ckpt-{step}")
-        assert tf.train.latest_checkpoint(model_dir) == checkpoint
+        assert done["latest"] == checkpoint  # published, as the next run's resume shows
+        assert done["leftovers"] == [], moment
         assert shlex.split(command) == [sys.executable, "-m", "launch.train", *flags]
-        assert leftovers(model_dir) == [], moment
-        reader = tf.train.load_checkpoint(checkpoint)
-        assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == step
+        assert done["latest_step"] == step  # the step variable saved in it
         if resumed_at is not None:
-            assert f"resuming at step {resumed_at} " in done.stdout, done.stdout[-2000:]
+            assert f"resuming at step {resumed_at} " in done["stdout"], done["stdout"][-2000:]
         resumed_at = step
-        if moment.startswith("best"):
-            assert model_dir_files.read_best_info(model_dir)["step"] == 4
+        if moment.startswith("best"):  # the best save the signal came in is whole
+            assert done["best_step"] == 4
 
-    # The printed command, as printed, finishes the run.
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    last = subprocess.run(shlex.split(command), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=500)
+    # The printed command, as printed, finishes the run (here, in this process).
+    program, module = shlex.split(command)[:3], shlex.split(command)[3:]
+    assert program == [sys.executable, "-m", "launch.train"]
+    last = run_launcher("launch.train", *module, cwd=REPO)
     assert last.returncode == 0, last.stdout[-2000:] + last.stderr[-2000:]
     assert f"resuming at step {resumed_at} " in last.stdout
     assert f"step {TOTAL_STEPS}/{TOTAL_STEPS}" in last.stdout
@@ -185,31 +228,15 @@ def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(tm
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_a_sigterm_from_outside_while_training(tmp_path):
+@pytest.mark.timeout(900)
+@pytest.mark.xdist_group("preempted")
+def test_a_sigterm_from_outside_while_training(preempted):
     """A scheduler's SIGTERM at whatever moment the run is at once it trains:
     whatever that moment, the printed step is the published checkpoint's."""
-    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
-    model_dir = str(tmp_path / "run")
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    log_path = tmp_path / "train.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "launch.train",
-                                    *_flags(data_dir, model_dir), "--epochs=30"],
-                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        # A file, not a pipe: waits for the first progress line, then signals.
-        for _ in range(6000):
-            if "step 2/" in log_path.read_text() or process.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, log_path.read_text()[-3000:]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=300) == 143, log_path.read_text()[-3000:]
-    finally:
-        process.kill()
-    output = log_path.read_text()
-    (_, step, checkpoint, _), = stop_lines(output)
-    assert int(step) >= 1 and checkpoint == tf.train.latest_checkpoint(model_dir)
+    output = preempted.outside_output
+    assert preempted.outside_code == 143, output[-3000:]
+    (cause, step, checkpoint, _), = stop_lines(output)
+    assert cause == "SIGTERM" and int(step) >= 2
+    assert checkpoint == tf.train.latest_checkpoint(preempted.outside_dir)
     assert checkpoint.endswith(f"ckpt-{step}")
-    assert leftovers(model_dir) == []
+    assert leftovers(preempted.outside_dir) == []
