@@ -1,7 +1,10 @@
-"""The tf.data service, in this process: settings refused in one line, the
+"""The tf.data service, in this process: settings refused in one line (by
+the library, and by launch.data_service and launch.train: their refusals
+come before any server or training starts, tests/launchers.py), the
 dispatcher probe, and the training input run by in-process workers (the
-subprocess launcher, kills and signals are in test_data_service_processes.py)."""
+servers as processes, kills and signals are in test_data_service_processes.py)."""
 
+import gc
 import socket
 import time
 
@@ -13,9 +16,13 @@ from alexnet_tf.data import input_pipeline, service, service_address
 from alexnet_tf.data.service_servers import ServiceConfig, check_port_free
 from alexnet_tf.errors import ConfigError
 from alexnet_tf.training.config import ModelConfig, TrainConfig
-from tiny_data import TINY_MODEL, write_tiny_dataset
+from launchers import run_launcher
+from tiny_data import TINY_MODEL, tiny_flags, write_tiny_dataset
 
 tf_service = tf.data.experimental.service
+
+# One worker runs this module: its servers and data are built once.
+pytestmark = pytest.mark.xdist_group("data_service")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +38,9 @@ def cluster():
     workers = [tf_service.WorkerServer(tf_service.WorkerConfig(
         dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
     yield dispatcher, workers
+    # The trainings' iterators of the service sit in reference cycles: until
+    # collected, their clients keep the workers' stop() waiting (18-58 s).
+    gc.collect()
     for server in (*workers, dispatcher):
         server.stop()
 
@@ -186,3 +196,44 @@ def test_a_resume_toward_a_closed_port_leaves_the_model_dir_as_it_was(data_dir, 
                           data_service=f"127.0.0.1:{_closed_port()}",
                           model=ModelConfig(**TINY_MODEL)))
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def _one_error_line(result, tool) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def test_bad_server_settings_are_one_line(tmp_path, monkeypatch):
+    def run(*flags):
+        return _one_error_line(run_launcher("launch.data_service", *flags, cwd=tmp_path),
+                               "launch.data_service")
+
+    assert "--port=70000" in run("--mode=dispatcher", "--port=70000")
+    assert "--dispatcher=dispatcher-host" in run("--mode=worker", "--port=0",
+                                                 "--dispatcher=dispatcher-host")
+    monkeypatch.setattr(service_address, "PROBE_TIMEOUT_S", 1.0)  # the default 10 s: below
+    closed = _closed_port()
+    assert f"grpc://127.0.0.1:{closed}" in run("--mode=worker", "--port=0",
+                                               f"--dispatcher=127.0.0.1:{closed}")
+    with socket.socket() as taken:  # what a running dispatcher holds: a listening port
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert f"--port={port}: is in use" in run("--mode=dispatcher", f"--port={port}")
+
+
+def test_training_pointed_at_a_closed_port_says_so_in_bounded_time(data_dir, tmp_path):
+    port = _closed_port()
+    start = time.monotonic()
+    result = run_launcher(
+        "launch.train", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
+        "--batch_size=8", "--max_steps=4", *tiny_flags(),
+        f"--data_service=grpc://127.0.0.1:{port}", cwd=tmp_path)
+    line = _one_error_line(result, "launch.train")
+    # docs/distributed.md: one line naming the address within about 10 s
+    assert f"grpc://127.0.0.1:{port}" in line and "nothing answered within 10 s" in line
+    assert time.monotonic() - start < 60  # the 10 s probe, not TensorFlow's hour
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -55,9 +55,12 @@ _NATIVE_LINE = (rb"^(WARNING: All log messages before absl::InitializeLog\(\) is
                 rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+\.(cc|h|cpp):\d+\] "
                 rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ (jpeg_mem\.cc:\d+\] "
                 rb"|util\.cc:\d+\] oneDNN supports DT_HALF only))")
-# The filter ignores the terminal's signals (Ctrl-C reaches the whole process
-# group): it must outlive the launcher to forward its last lines, and it ends
-# when every writer has closed the pipe.
+# The filter must outlive the launcher to forward its last lines (it ends when
+# every writer has closed the pipe), so the terminal's signals must not stop
+# it: it runs in a session of its own, out of the launcher's process group
+# that Ctrl-C reaches (from its first instant: ignoring SIGINT only once its
+# Python has started left ~50 ms in which a Ctrl-C killed it, and every line
+# after with it), and ignores them should they come another way.
 _FILTER = f"""
 import re, signal, sys
 for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
@@ -102,7 +105,7 @@ def quiet_native_logs() -> None:
     read_end, write_end = os.pipe()
     _filter_process = subprocess.Popen(
         [sys.executable, "-S", "-c", _FILTER], stdin=read_end, stdout=original,
-        close_fds=True)
+        close_fds=True, start_new_session=True)
     os.close(read_end)
     os.dup2(write_end, 2)
     os.close(write_end)
