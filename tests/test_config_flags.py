@@ -108,43 +108,32 @@ def test_the_public_api_imports_every_name():
         alexnet_tf.nope  # noqa: B018
 
 
-LAUNCHER_FLAGS = """
-import importlib, json, sys
-from absl import flags
-defined = {{}}
-for module in {modules!r}:
+def _defined_by(module: str) -> dict:
+    """The flags (name -> default) the launcher's own define_flags() defines
+    in absl's global FLAGS, removed again afterwards."""
+    import importlib
     tool = importlib.import_module(module)
     before = set(flags.FLAGS)
     tool.define_flags()
     new = set(flags.FLAGS) - before
-    defined[module] = {{name: flags.FLAGS[name].default for name in new}}
-    for name in new:  # the next launcher may define the same names
-        delattr(flags.FLAGS, name)
-print(json.dumps(defined, default=list))
-"""
+    try:
+        return {name: flags.FLAGS[name].default for name in new}
+    finally:
+        for name in new:  # the next launcher may define the same names
+            delattr(flags.FLAGS, name)
 
 
 def test_each_launcher_defines_exactly_its_configs_flags():
     """What each program itself defines (not a copy built here): a flag
     written by hand, or one the launcher stopped taking from its dataclass,
-    fails this. One process for all: defining flags is global."""
-    import json
-    import os
-    import subprocess
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = LAUNCHER_FLAGS.format(modules=sorted(LAUNCHERS))
-    result = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
-                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=repo))
-    assert result.returncode == 0, result.stderr
-    defined = json.loads(result.stdout)
-    assert set(defined) == set(LAUNCHERS)
+    fails this."""
     for module, (spec, extra) in LAUNCHERS.items():
+        defined = _defined_by(module)
         cls = _config_class(spec)
         expected = _flag_values(cls)
-        assert set(defined[module]) == {f.name for f in _leaf_fields(cls)} | extra, module
-        for name in set(defined[module]) - extra:
-            assert defined[module][name] == expected[name].default, (module, name)
+        assert set(defined) == {f.name for f in _leaf_fields(cls)} | extra, module
+        for name in set(defined) - extra:
+            assert defined[name] == expected[name].default, (module, name)
 
 
 def test_the_library_takes_its_defaults_from_the_same_home():

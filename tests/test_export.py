@@ -1,19 +1,22 @@
 """The SavedModel export, loaded the way TF Serving loads it.
 
-Two module-scoped exports keep this fast:
+Three module-scoped exports keep this fast:
 - `probe_export`: `export_probe`'s stand-in whose `features` output is the
   serving graph's own input pixels (parity, signatures, classify). Bad
   requests: test_serving_requests.py; memory per request: test_serving_limits.py.
 - `alexnet_and_export`: the real `build_alexnet` in the suite's tiny
   configuration (10 classes): weights stored once, no device pins, no XLA,
   shapes of all four signatures.
+- `versioned`: one export base holding a 227x227 probe (the next free
+  version) and the tiny AlexNet placed on two towers (a chosen version).
+launch.export runs in this process (tests/launchers.py).
 """
 
 import glob
 import os
-import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -29,6 +32,7 @@ from alexnet_tf.data.input_pipeline import make_eval_dataset
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.model.alexnet import build_alexnet
 from data_prep import convert
+from launchers import run_launcher
 from tiny_data import TINY_MODEL
 
 SIZE = preprocessing.CROP_SIZE
@@ -80,6 +84,27 @@ def alexnet_and_export(tmp_path_factory):
     return model, export.export_saved_model(model, LABELS, str(base))
 
 
+@pytest.fixture(scope="module")
+def versioned(tmp_path_factory):
+    """One export base beside a version "7" and a folder that is not a
+    version, exported into twice (each export traces four signatures, a few
+    CPU seconds, so the tests below share them): a 3-class probe reading
+    227x227 as the next free version, then the tiny AlexNet placed on two
+    towers as version 3."""
+    base = tmp_path_factory.mktemp("versioned")
+    (base / "7").mkdir()
+    (base / "notes").mkdir()  # not a version: ignored
+    labels = LabelMap(("n1", "n2", "n3"), ("a", "b", "c"))
+    next_free = export.next_version(str(base))
+    probe_227 = export_probe.build_probe_model(3, image_size=227)
+    newest = export.export_saved_model(probe_227, labels, str(base), warmup=False)
+    placed = build_alexnet(3, tower_devices=["/CPU:0", "/CPU:1"], **TINY_MODEL)
+    chosen = export.export_saved_model(placed, labels, str(base), version=3, warmup=False)
+    return types.SimpleNamespace(base=base, labels=labels, next_free=next_free,
+                                 probe_227=probe_227, newest=newest, placed=placed,
+                                 chosen=chosen)
+
+
 # -- layout, versions, atomic write -------------------------------------------
 
 def test_layout_and_label_asset(probe_export):
@@ -93,20 +118,16 @@ def test_layout_and_label_asset(probe_export):
     assert LabelMap.read(os.path.join(probe_export, "assets")) == LABELS
 
 
-def test_versions_are_next_free_integer_and_never_overwritten(tmp_path):
-    model = export_probe.build_probe_model(2, image_size=8)
-    labels = LabelMap(("n1", "n2"), ("one", "two"))
-    (tmp_path / "7").mkdir()
-    (tmp_path / "notes").mkdir()  # not a version: ignored
-    assert export.next_version(str(tmp_path)) == 8
-    path = export.export_saved_model(model, labels, str(tmp_path), warmup=False)
-    assert path == str(tmp_path / "8")
+def test_versions_are_next_free_integer_and_never_overwritten(versioned):
+    base = versioned.base
+    assert versioned.next_free == 8
+    assert versioned.newest == str(base / "8")
     with pytest.raises(FileExistsError, match="8"):
-        export.export_saved_model(model, labels, str(tmp_path), version=8, warmup=False)
-    assert export.export_saved_model(model, labels, str(tmp_path), version=3,
-                                     warmup=False) == str(tmp_path / "3")
-    assert export.existing_versions(str(tmp_path)) == [3, 7, 8]
-    assert sorted(os.listdir(tmp_path)) == ["3", "7", "8", "notes"]
+        export.export_saved_model(versioned.probe_227, versioned.labels, str(base), version=8,
+                                  warmup=False)
+    assert versioned.chosen == str(base / "3")
+    assert export.existing_versions(str(base)) == [3, 7, 8]
+    assert sorted(os.listdir(base)) == ["3", "7", "8", "notes"]
 
 
 def test_an_export_base_tensorflow_cannot_use_is_refused_by_name(tmp_path):
@@ -297,10 +318,8 @@ def test_no_device_pins_and_no_xla(alexnet_and_export):
     assert export.xla_compiled_nodes(meta_graph) == []
 
 
-def test_tower_placed_model_exports_unpinned(tmp_path):
-    placed = build_alexnet(3, tower_devices=["/CPU:0", "/CPU:1"], **TINY_MODEL)
-    path = export.export_saved_model(placed, LabelMap(("n1", "n2", "n3"), ("a", "b", "c")),
-                                     str(tmp_path), warmup=False)
+def test_tower_placed_model_exports_unpinned(versioned):
+    placed, path = versioned.placed, versioned.chosen
     meta_graph = export.read_saved_model_proto(path).meta_graphs[0]
     assert export.pinned_devices(meta_graph) == []
     images = np.random.default_rng(2).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
@@ -341,11 +360,8 @@ def test_saved_model_cli_lists_four_signatures(alexnet_and_export):
     assert io(blocks["features"], "features") == ("DT_FLOAT", f"(-1, {features})")
 
 
-def test_top_k_shrinks_to_class_count(tmp_path):
-    labels = LabelMap(("n1", "n2", "n3"), ("a", "b", "c"))
-    path = export.export_saved_model(export_probe.build_probe_model(3, image_size=16), labels,
-                                     str(tmp_path), warmup=False)
-    session = ServingSession(path)
+def test_top_k_shrinks_to_class_count(versioned):
+    session = ServingSession(versioned.newest)  # 3 classes, the default top_k 5
     try:
         out = session.run("serving_default", image_bytes=[export.warmup_image_bytes()])
     finally:
@@ -356,7 +372,6 @@ def test_top_k_shrinks_to_class_count(tmp_path):
 
 # -- launch.export --------------------------------------------------------------
 
-@pytest.mark.slow
 def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     """The CLI on a training-style model_dir: model_config.json, labels.txt,
     a latest and a best checkpoint with different weights; --checkpoint=best
@@ -374,11 +389,9 @@ def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     tf.train.Checkpoint(model=latest).save(str(model_dir / "ckpt"))
 
     export_dir = tmp_path / "saved_models" / "alexnet"
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.export", f"--model_dir={model_dir}",
-         f"--export_dir={export_dir}", "--checkpoint=best", "--version=4", "--nowarmup"],
-        capture_output=True, text=True, timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = run_launcher("launch.export", f"--model_dir={model_dir}",
+                          f"--export_dir={export_dir}", "--checkpoint=best", "--version=4",
+                          "--nowarmup", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"exported 3-class model to {export_dir / '4'}" in result.stdout
     images = np.random.default_rng(3).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
@@ -387,24 +400,16 @@ def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     np.testing.assert_allclose(served, best(images, training=False).numpy(), atol=1e-5)
     assert not np.allclose(served, latest(images, training=False).numpy(), atol=1e-5)
     assert LabelMap.read(str(export_dir / "4" / "assets")).names == ("one", "two", "three")
-    again = subprocess.run(
-        [sys.executable, "-m", "launch.export", f"--model_dir={model_dir}",
-         f"--export_dir={export_dir}", "--version=4", "--nowarmup"],
-        capture_output=True, text=True, timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    # TensorFlow's own C++ lines (shown here: the tests set TF_CPP_MIN_LOG_LEVEL) aside
-    ours = [l for l in again.stderr.splitlines()
-            if not re.match(r"(WARNING: All log messages before absl|[IWE]\d{4} )", l)]
-    assert again.returncode == 2 and len(ours) == 1, again.stderr
-    assert f"--version=4: {export_dir / '4'} already exists" in ours[0]
+    again = run_launcher("launch.export", f"--model_dir={model_dir}",
+                         f"--export_dir={export_dir}", "--version=4", "--nowarmup", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert again.stderr.startswith(
+        f"launch.export: error: --version=4: {export_dir / '4'} already exists")
 
 
 def test_launch_export_needs_exactly_one_source(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.export", f"--export_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert result.returncode != 0
+    result = run_launcher("launch.export", f"--export_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "exactly one of --model_dir, --keras_model, --untrained" in result.stderr
     from launch import export as launch_export
     assert launch_export.ExportConfig.top_k == export.DEFAULT_TOP_K  # one home: alexnet_tf.defaults
@@ -418,14 +423,12 @@ def test_warmup_skipped_with_a_message_without_serving_api(tmp_path, monkeypatch
     assert "tensorflow-serving-api is not installed" in caplog.text
 
 
-def test_a_227_model_is_served_227_crops_of_the_256_square(tmp_path):
+def test_a_227_model_is_served_227_crops_of_the_256_square(versioned):
     """Caffe's AlexNet reads 227x227: the export crops what the model reads
     (export.crop_size(model), its input size) from the same 256x256 view,
     and predict_images takes [N, 227, 227, 3]."""
-    model = export_probe.build_probe_model(2, image_size=227)
-    assert export.crop_size(model) == 227
-    path = export.export_saved_model(model, LabelMap(("n1", "n2"), ("a", "b")), str(tmp_path),
-                                     warmup=False)
+    assert export.crop_size(versioned.probe_227) == 227
+    path = versioned.newest
     signature_def = export.read_saved_model_proto(path).meta_graphs[0].signature_def
     shape = signature_def["predict_images"].inputs["images"].tensor_shape
     assert [d.size for d in shape.dim] == [-1, 227, 227, 3]

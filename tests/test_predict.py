@@ -8,8 +8,6 @@ import http.server
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from concurrent import futures
 
@@ -22,6 +20,7 @@ import export_probe
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
 from launch import predict, predict_clients
+from launchers import run_launcher
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABELS = LabelMap(tuple(f"n0{i}000000" for i in range(6)),
@@ -145,8 +144,8 @@ def rest_server(signatures):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "launch.predict", *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=180)
+    """`python -m launch.predict <args>`, in this process (tests/launchers.py)."""
+    return run_launcher("launch.predict", *args, cwd=REPO_ROOT)
 
 
 def top5_blocks(stdout):

@@ -12,6 +12,7 @@ from alexnet_tf.data import records
 from experiments.figure1_relu_tanh import relu_tanh
 from experiments.figure1_relu_tanh.relu_tanh import InputNormalization, epochs_to_target
 from launch import reproduce_relu_tanh
+from launchers import run_launcher
 
 
 def test_epochs_to_target_finds_first_crossing():
@@ -102,25 +103,15 @@ def _tiny_cifar(src, dst, per_class=20):
                 shutil.copy(src / split / cls / name, dst / split / cls / name)
 
 
-def _parse_flags(argv):
-    """The launcher defines its flags only as a program; define them once here."""
-    if "merge_from" not in reproduce_relu_tanh.FLAGS:
-        reproduce_relu_tanh.define_flags()
-    reproduce_relu_tanh.FLAGS(argv)
-
-
 def test_experiment_end_to_end_on_cifar_images(cifar10, tmp_path):
     raw = tmp_path / "raw"
     _tiny_cifar(cifar10, raw)
     out = tmp_path / "out"
-    _parse_flags([
-        "prog", f"--data_dir={raw}", f"--out_dir={out}", "--max_epochs=2",
+    ran = run_launcher(
+        "launch.reproduce_relu_tanh", f"--data_dir={raw}", f"--out_dir={out}", "--max_epochs=2",
         "--target_error=0.85", "--paper_learning_rates=0.003",
-        "--modern_learning_rates=0.01,0.03", "--batch_size=50"])
-    try:
-        reproduce_relu_tanh.main([])
-    finally:
-        reproduce_relu_tanh.FLAGS.unparse_flags()
+        "--modern_learning_rates=0.01,0.03", "--batch_size=50", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
 
     assert len(list((out / "records").glob("train-*"))) == 16  # converted from the raw folder
     result = json.loads((out / "results.json").read_text())
@@ -156,23 +147,18 @@ def test_experiment_end_to_end_on_cifar_images(cifar10, tmp_path):
         (tmp_path / condition).mkdir()
         (tmp_path / condition / "results.json").write_text(json.dumps(part))
     merged_dir = tmp_path / "merged"
-    _parse_flags([
-        "prog", f"--out_dir={merged_dir}", f"--merge_from={tmp_path / 'paper'},"
-        f"{tmp_path / 'modern'}"])
-    try:
-        reproduce_relu_tanh.main([])
-    finally:
-        reproduce_relu_tanh.FLAGS.unparse_flags()
+    merged = run_launcher("launch.reproduce_relu_tanh", f"--out_dir={merged_dir}",
+                          f"--merge_from={tmp_path / 'paper'},{tmp_path / 'modern'}",
+                          cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
     assert json.loads((merged_dir / "results.json").read_text()) == result
     assert (merged_dir / "results.md").read_text() == table
     assert (merged_dir / "figure1.png").stat().st_size > 0
     # A results file given by its path (as docs/figures/figure1_relu_tanh.json) redraws the same.
     redrawn = tmp_path / "redrawn"
-    _parse_flags(["prog", f"--out_dir={redrawn}", f"--merge_from={out / 'results.json'}"])
-    try:
-        reproduce_relu_tanh.main([])
-    finally:
-        reproduce_relu_tanh.FLAGS.unparse_flags()
+    again = run_launcher("launch.reproduce_relu_tanh", f"--out_dir={redrawn}",
+                         f"--merge_from={out / 'results.json'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
     assert (redrawn / "results.md").read_text() == table
 
 
@@ -229,7 +215,6 @@ LAUNCHER_MISTAKES = [
 ]
 
 
-@pytest.mark.slow  # subprocesses
 @pytest.mark.parametrize("flags,message", LAUNCHER_MISTAKES, ids=lambda v: str(v)[:30])
 def test_launcher_refuses_a_bad_flag_in_one_line(tmp_path, flags, message):
     if not any(f.startswith("--data_dir") for f in flags):
@@ -241,18 +226,11 @@ def test_launcher_refuses_a_bad_flag_in_one_line(tmp_path, flags, message):
 
 
 def _launch(tmp_path, *flags):
-    """The launcher as a user runs it (TensorFlow's log level not set)."""
-    import subprocess
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "launch.reproduce_relu_tanh", f"--out_dir={tmp_path / 'out'}",
-         *flags], cwd=repo, capture_output=True, text=True, timeout=120,
-        env=dict(env, PYTHONPATH=repo))
+    """The launcher as a user runs it (in this process: tests/launchers.py)."""
+    return run_launcher("launch.reproduce_relu_tanh", f"--out_dir={tmp_path / 'out'}", *flags,
+                        cwd=tmp_path)
 
 
-@pytest.mark.slow  # subprocesses
 def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
     seeds = []
     for seed in (0, 1):
@@ -284,7 +262,6 @@ def test_launcher_refuses_results_it_cannot_merge_in_one_line(tmp_path):
     assert not (tmp_path / "out" / "results.json").exists()  # nothing written on a refusal
 
 
-@pytest.mark.slow  # subprocesses
 def test_launcher_conversion_problems_are_one_line(tmp_path):
     """The raw folder's conversion: data prep's own refusals reach the user as one
     line (a second run converting into the same folder, an empty train/, a
@@ -304,14 +281,9 @@ def test_launcher_conversion_problems_are_one_line(tmp_path):
     assert len(locked.stderr.strip().splitlines()) == 1, locked.stderr
     assert "is being written by another build" in locked.stderr
     odd = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"fig\xff"))
-    import subprocess
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    refused = subprocess.run(
-        [sys.executable, "-m", "launch.reproduce_relu_tanh", f"--data_dir={raw}",
-         f"--out_dir={odd}"], cwd=repo, capture_output=True, timeout=120,
-        env=dict(os.environ, PYTHONPATH=repo))
-    assert refused.returncode == 2 and b"UTF-8 names only" in refused.stderr, refused.stderr
+    refused = run_launcher("launch.reproduce_relu_tanh", f"--data_dir={raw}", f"--out_dir={odd}",
+                           cwd=tmp_path)
+    assert refused.returncode == 2 and "UTF-8 names only" in refused.stderr, refused.stderr
     assert not os.path.exists(odd)
 
 

@@ -6,8 +6,6 @@ source's init when the run leaves it unset."""
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +13,7 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.training.config import ConfigError, TrainConfig
 from alexnet_tf.training.loop import train
-from conftest import REPO_ROOT
+from launchers import run_launcher
 from tiny_data import TINY_MODEL, tiny_flags, write_tiny_dataset
 
 
@@ -52,16 +50,12 @@ def test_strategy_and_device_mistakes_are_refused_before_writing(data_dir, tmp_p
     assert not model_dir.exists()
 
 
-@pytest.mark.slow  # subprocesses
 def test_the_launcher_refuses_a_missing_tower_device_in_one_line(data_dir, tmp_path):
     model_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = str(REPO_ROOT)  # the launcher's quiet terminal, as a user's
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
-         f"--model_dir={model_dir}", "--strategy=towers", "--tower_devices=/CPU:0,/GPU:7",
-         *tiny_flags(), "--max_steps=1", "--batch_size=4"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = run_launcher(
+        "launch.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+        "--strategy=towers", "--tower_devices=/CPU:0,/GPU:7", *tiny_flags(), "--max_steps=1",
+        "--batch_size=4", cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith(
