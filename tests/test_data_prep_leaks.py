@@ -23,6 +23,7 @@ import pytest
 
 from data_prep import build_tfrecords, duplicates, layouts, names
 from data_prep.build_tfrecords import BuildError
+from launchers import run_launcher
 from tree_data import build_quietly, write_jpeg, write_slow_tree
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -383,17 +384,12 @@ def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
         assert not out.exists()
 
 
-@pytest.mark.slow  # a subprocess
 def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
     root = _leaky_tree(tmp_path / "in")
-    run = subprocess.run(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={root}",
-         f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32"],
-        cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    run = run_launcher("data_prep.build_tfrecords", f"--input_dir={root}",
+                       f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32")
     assert run.returncode == 2
-    lines = [line for line in run.stderr.strip().splitlines()
-             if not line.startswith("WARNING: All log messages before absl")
-             and not (line[:1] in "IWE" and line[1:5].isdigit())]
+    lines = run.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "error: 3 training input(s) are also in validation"), run.stderr
 
