@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from build_processes import REPO_ROOT, alive
+
 _PR_SET_CHILD_SUBREAPER = 36
 FORKSERVER_MARK = "multiprocessing.forkserver"
 
@@ -97,18 +98,9 @@ def _children(process, recursive):
     import psutil
 
     try:
-        return [c for c in process.children(recursive=recursive) if _alive(c)]
+        return [c for c in process.children(recursive=recursive) if alive(c)]
     except psutil.NoSuchProcess:
         return []
-
-
-def _alive(process) -> bool:
-    import psutil
-
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _cmdline(process) -> list[str]:
@@ -146,7 +138,7 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 
-from tree_data import write_slow_tree  # noqa: E402
+from tree_data import write_linked_tree  # noqa: E402
 
 pytestmark = [pytest.mark.slow,  # subprocess builds, killed
               pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -157,7 +149,7 @@ pytestmark = [pytest.mark.slow,  # subprocess builds, killed
 def small_tree(tmp_path_factory):
     """A build that outlasts the latest kill moment: its workers convert for a
     few seconds after the fork server's ~1.5-3 s of imports."""
-    return write_slow_tree(tmp_path_factory.mktemp("startup"))
+    return write_linked_tree(tmp_path_factory.mktemp("startup"))
 
 
 # (event, seconds after it): the kill lands while the fork server starts
