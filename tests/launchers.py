@@ -25,6 +25,7 @@ import os
 import runpy
 import signal
 import sys
+import warnings
 
 from absl import flags
 from absl import logging as absl_logging
@@ -97,7 +98,12 @@ def run_launcher(module: str, *args, cwd=None) -> Result:
     with _process_state(argv, cwd), contextlib.redirect_stdout(stdout), \
             contextlib.redirect_stderr(stderr):
         try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            with warnings.catch_warnings():
+                # A test that imported the module (data_prep's do) makes runpy
+                # warn that __main__ is a second copy: as `python -m` runs it.
+                warnings.filterwarnings("ignore", r"'.*' found in sys\.modules",
+                                        RuntimeWarning)
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as e:
             code, printed = _exit_status(e.code)

@@ -6,8 +6,6 @@ import glob
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -18,9 +16,7 @@ from alexnet_tf.data import records
 from alexnet_tf.data.dataset_stats import read_rgb_stats, read_stats
 from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, convert, layouts, make_synthetic, writer
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from launchers import run_launcher
 
 def _quiet():
     return open(os.devnull, "w")
@@ -225,7 +221,6 @@ def test_cifar10_subset_at_32_pixels(cifar10, tmp_path):
         assert tf.io.decode_jpeg(example[records.ENCODED]).shape == (32, 32, 3)
 
 
-@pytest.mark.slow
 def test_cli_flagfile_and_strict_exit_code(synthetic, tmp_path):
     """The command line: --flagfile works; --strict fails on the corrupt file."""
     root, made = synthetic
@@ -234,16 +229,11 @@ def test_cli_flagfile_and_strict_exit_code(synthetic, tmp_path):
     flagfile.write_text(f"--input_dir={root}\n--output_dir={tmp_path / 'out'}\n"
                         "--train_shards=2\n--validation_shards=1\n--num_workers=1\n"
                         "--image_size=32\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    run = subprocess.run(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--flagfile={flagfile}",
-         "--strict"], cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    run = run_launcher("data_prep.build_tfrecords", f"--flagfile={flagfile}", "--strict")
     assert run.returncode == 1, run.stderr
     assert f"found {found} = written {found - 1} + skipped 1" in run.stderr
     assert "awkward_corrupt.JPEG" in run.stderr and "--strict" in run.stderr
     assert f"{found}/{found} images" in run.stderr and "images/s, ETA" in run.stderr
-    again = subprocess.run(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--flagfile={flagfile}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    again = run_launcher("data_prep.build_tfrecords", f"--flagfile={flagfile}")
     assert again.returncode == 0, again.stderr
     assert "3 kept from an earlier run" in again.stderr

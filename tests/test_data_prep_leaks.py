@@ -4,7 +4,6 @@ duplicates within a split are listed; lookalike class folder names and an
 output folder inside the input are refused; Ctrl-C stops the build in one
 line and leaves what a rerun resumes (data_prep.duplicates, data_prep.tree)."""
 
-import contextlib
 import csv
 import glob
 import io
@@ -15,18 +14,17 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 import unicodedata
 
 import psutil
 import pytest
 
+from build_processes import (ENV, REPO_ROOT, alive, published, session, start_held_build,
+                             wait_for)
 from data_prep import build_tfrecords, duplicates, layouts, names
 from data_prep.build_tfrecords import BuildError
-from tree_data import build_quietly, write_jpeg, write_slow_tree
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+from launchers import run_launcher
+from tree_data import build_quietly, write_jpeg, write_linked_tree
 
 
 def _leaky_tree(root):
@@ -291,65 +289,40 @@ def test_an_output_folder_beside_the_splits_is_fine(tmp_path):
 
 # ---------------------------------------------------------------- Ctrl-C
 
-@contextlib.contextmanager
-def _session(process):
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def _wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _published(out):
-    return sorted(glob.glob(str(out / "train-?????-of-?????")))
-
-
 @pytest.fixture(scope="module")
-def slow_tree(tmp_path_factory):
-    return write_slow_tree(tmp_path_factory.mktemp("slow"))
+def linked_tree(tmp_path_factory):
+    """8 tiny images, links to one file (a duplicate group), for 4 shards."""
+    return write_linked_tree(tmp_path_factory.mktemp("linked"), per_class=4, side=48)
 
 
-@pytest.mark.slow  # subprocess builds of a few seconds, interrupted
+@pytest.mark.slow  # subprocess builds, interrupted
 @pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(slow_tree, tmp_path, workers):
+def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(linked_tree, tmp_path,
+                                                                 workers):
     """Ctrl-C used to print a KeyboardInterrupt traceback (one per worker
-    too). The terminal sends SIGINT to the whole process group; so does this."""
+    too). The terminal sends SIGINT to the whole process group; so does this,
+    while the build holds part-way (tests/build_probe.py)."""
     out = tmp_path / "out"
-    build = subprocess.Popen(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={slow_tree}",
-         f"--output_dir={out}", f"--num_workers={workers}", "--min_images_per_worker=0",
-         "--train_shards=16", "--image_size=64"],
-        cwd=REPO_ROOT, env=ENV, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    with _session(build):
-        _wait_for(lambda: len(_published(out)) >= 1, 240, "a first published shard")
+    build = start_held_build(linked_tree, out, "--train_shards=4", workers=workers,
+                             hold_after=2)
+    with session(build):
+        wait_for(lambda: len(published(out)) >= 1, 240, "a first published shard")
         helpers = psutil.Process(build.pid).children(recursive=True)
         os.killpg(build.pid, signal.SIGINT)
         assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
         stderr = build.stderr.read()
-        _wait_for(lambda: not any(_alive(p) for p in helpers), 10, "the workers to exit")
+        wait_for(lambda: not any(alive(p) for p in helpers), 10, "the workers to exit")
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == build_tfrecords.interrupted_line(str(out))
-    published = _published(out)
-    assert 1 <= len(published) < 16
+    shards = published(out)
+    assert 1 <= len(shards) < 4
     assert not glob.glob(str(out / "*.tmp"))  # the workers' unfinished shards removed
     assert not (out / build_tfrecords.MANIFEST_FILENAME).exists()  # not a finished build
 
-    resumed = build_tfrecords.build(build_tfrecords.BuildConfig(
-        str(slow_tree), str(out), num_workers=1, train_shards=16, image_size=64),
-        log=open(os.devnull, "w"))
-    assert resumed.found == resumed.written == 160
-    assert resumed.shards_kept >= len(published)
-    assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 160
+    resumed = build_quietly(linked_tree, out, train_shards=4)
+    assert resumed.found == resumed.written == 8
+    assert resumed.shards_kept >= len(shards)
+    assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 8
 
 
 def _loading_tensorflow(pid):
@@ -370,8 +343,8 @@ def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
          f"--output_dir={out}", "--image_size=32"],
         cwd=REPO_ROOT, env=ENV, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    with _session(build):
-        _wait_for(lambda: _loading_tensorflow(build.pid), 120, "TensorFlow to start loading")
+    with session(build):
+        wait_for(lambda: _loading_tensorflow(build.pid), 120, "TensorFlow to start loading")
         os.killpg(build.pid, signal.SIGINT)
         assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
         stderr = build.stderr.read()
@@ -383,23 +356,11 @@ def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
         assert not out.exists()
 
 
-@pytest.mark.slow  # a subprocess
 def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
     root = _leaky_tree(tmp_path / "in")
-    run = subprocess.run(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={root}",
-         f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32"],
-        cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    run = run_launcher("data_prep.build_tfrecords", f"--input_dir={root}",
+                       f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32")
     assert run.returncode == 2
-    lines = [line for line in run.stderr.strip().splitlines()
-             if not line.startswith("WARNING: All log messages before absl")
-             and not (line[:1] in "IWE" and line[1:5].isdigit())]
+    lines = run.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "error: 3 training input(s) are also in validation"), run.stderr
-
-
-def _alive(process):
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -12,6 +12,7 @@ import tensorflow as tf
 from alexnet_tf.data import records
 from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, names
+from launchers import run_launcher
 from tree_data import build_quietly, write_jpeg
 
 
@@ -87,54 +88,44 @@ def test_tab_and_newline_in_class_folder_names_make_classes(tmp_path):
     assert names.unescape(label_map.wnids[0]) == b"cls\ttab"
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _cli_build(input_dir, output_dir, *flags):
-    """The command line, run in the current folder (output_dir may be relative)."""
-    import subprocess
-    import sys
-    return subprocess.run(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={input_dir}",
-         f"--output_dir={output_dir}", "--image_size=32", *flags],
-        capture_output=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                 PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT,
-                                                          os.environ.get("PYTHONPATH")]))))
-
-
 @pytest.mark.parametrize("raw_out", [b"out\xffdir", b"\xfe\xff/sub\xc3", b"gs://not/a/bucket"],
                          ids=["non-utf8", "non-utf8-parent", "looks-like-a-url"])
-@pytest.mark.slow  # subprocesses
-def test_odd_output_folder_names_work_through_the_command_line(tmp_path, monkeypatch,
-                                                                raw_out):
+def test_odd_output_folder_names_work_through_the_command_line(tmp_path, raw_out):
     """`--output_dir=out\\xffdir` died in tf.io.TFRecordWriter ('surrogates not
     allowed', a 30-line traceback) and left .build.lock and .parts behind, so
     every rerun died alike. Now shards, records, labels, stats and manifest are
-    written there, the two workers included, and a rerun resumes."""
+    written there, the two workers included, and a rerun resumes. The flag
+    arrives as a real process's argv holds it (undecodable bytes as
+    surrogates); what is printed must be plain UTF-8, as a terminal shows it."""
     write_jpeg(str(tmp_path / "in" / "train" / "a" / "1.jpg"))
     write_jpeg(str(tmp_path / "in" / "train" / "b" / "2.jpg"), (10, 200, 10))
     write_jpeg(str(tmp_path / "in" / "val" / "a" / "3.jpg"))
-    monkeypatch.chdir(tmp_path)  # a relative --output_dir: `gs://...` is a local folder
-    out = os.fsdecode(raw_out)
-    run = _cli_build(tmp_path / "in", out, "--num_workers=2", "--min_images_per_worker=0",
+    out = os.fsdecode(raw_out)  # relative, in tmp_path: `gs://...` is a local folder
+    run = _cli_build(tmp_path, out, "--num_workers=2", "--min_images_per_worker=0",
                      "--train_shards=2")
-    assert run.returncode == 0, run.stderr.decode(errors="replace")[-3000:]
-    stderr = run.stderr.decode("utf-8")  # the folder is shown escaped
-    assert f"in {names.escape(out)}\n" in stderr
+    assert run.returncode == 0, run.stderr[-3000:]
+    run.stderr.encode("utf-8")  # no surrogate printed: the folder is shown escaped
+    assert f"in {names.escape(out)}\n" in run.stderr
 
+    out = os.path.join(tmp_path, out)
     manifest = json.loads(open(os.path.join(out, build_tfrecords.MANIFEST_FILENAME),
                                encoding="utf-8").read())
     assert manifest["found"] == manifest["written"] == 3
     for shard in manifest["shards"]:
         path = os.path.join(out, shard["name"])
         assert os.path.getsize(path) == shard["bytes"]
-        count = sum(1 for _ in tf.data.TFRecordDataset(os.fsencode(os.path.abspath(path))))
+        count = sum(1 for _ in tf.data.TFRecordDataset(os.fsencode(path)))
         assert count == shard["records"]
     assert LabelMap.read(out).wnids == ("a", "b")
     assert json.loads(open(os.path.join(out, "stats.json")).read())["splits"]["train"]
     assert not glob.glob(os.path.join(glob.escape(out), "*.tmp"))
 
-    again = _cli_build(tmp_path / "in", out, "--num_workers=1", "--train_shards=2")
-    assert again.returncode == 0, again.stderr.decode(errors="replace")[-3000:]
-    assert b"shards: 0 written, 3 kept" in again.stderr
+    again = _cli_build(tmp_path, os.fsdecode(raw_out), "--num_workers=1", "--train_shards=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "shards: 0 written, 3 kept" in again.stderr
+
+
+def _cli_build(cwd, output_dir, *flags):
+    """The command line, in this process, run in `cwd` (output_dir may be relative)."""
+    return run_launcher("data_prep.build_tfrecords", f"--input_dir={cwd / 'in'}",
+                        f"--output_dir={output_dir}", "--image_size=32", *flags, cwd=cwd)

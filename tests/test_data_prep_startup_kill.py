@@ -6,23 +6,29 @@ with its parent; a build killed in that window left it, and the worker it
 then forked for the build's queued request, running for good (hundreds of
 MB each), reparented to init.
 
-Each case runs a harness process (this file run as a script) that makes
-itself a child subreaper, so every orphan of the build is re-parented to it
-and can be counted; it starts a 2-worker build, kills the build process
-alone at the given moment, then reports which descendants are still alive
-over the next seconds (and kills them, so a failure leaks nothing).
+One harness process (this file run as a script) makes itself a child
+subreaper, so every orphan of a build is re-parented to it and can be
+counted. It imports the build's modules once (TensorFlow: seconds), then for
+each moment forks a process that runs the command line (`python -m
+data_prep.build_tfrecords`, 2 workers) without importing them again, kills
+that build process alone at the moment, and reports which descendants are
+still alive over the next seconds (and kills them, so a failure leaks
+nothing and the next moment starts clean). The fork server each build
+starts is a fresh interpreter, its imports and start-up as in any build.
 """
 
 import contextlib
 import ctypes
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from build_processes import REPO_ROOT, alive
+
 _PR_SET_CHILD_SUBREAPER = 36
 FORKSERVER_MARK = "multiprocessing.forkserver"
 
@@ -30,20 +36,39 @@ FORKSERVER_MARK = "multiprocessing.forkserver"
 # ---------------------------------------------------------------- the harness
 
 
+def _start_build(input_dir: str, out: str) -> int:
+    """A forked child of this (warm) process that runs the command line as
+    `python -m data_prep.build_tfrecords ...` would; its pid."""
+    flags = [f"--input_dir={input_dir}", f"--output_dir={out}", "--num_workers=2",
+             "--min_images_per_worker=0", "--train_shards=8", "--image_size=32"]
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        sys.argv = ["data_prep/build_tfrecords.py", *flags]
+        runpy.run_module("data_prep.build_tfrecords", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os._exit(code)  # never back into the harness's loop
+
+
+def _ended(pid: int) -> bool:
+    """Whether the build has ended (reaped here, once)."""
+    return os.waitpid(pid, os.WNOHANG)[0] == pid
+
+
 def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -> dict:
     import psutil
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "PR_SET_CHILD_SUBREAPER")
     started = time.monotonic()
-    build = subprocess.Popen(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={input_dir}",
-         f"--output_dir={out}", "--num_workers=2", "--min_images_per_worker=0",
-         "--train_shards=8", "--image_size=32"],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    me = psutil.Process(build.pid)
+    build = _start_build(input_dir, out)
+    me = psutil.Process(build)
 
     def forkserver():
         for child in _children(me, recursive=False):
@@ -51,8 +76,8 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
                 return child
         return None
 
-    seen_at, servers = None, set()
-    while build.poll() is None and time.monotonic() - started < 60:
+    seen_at, servers, ended = None, set(), False
+    while not ended and time.monotonic() - started < 60:
         server = forkserver()
         if server is not None:
             servers.add(server.pid)
@@ -61,17 +86,19 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
             seen_at = time.monotonic()
             break
         time.sleep(0.005)
+        ended = _ended(build)
     if seen_at is None:
-        return {"error": f"build ended (rc {build.poll()}) before the {event} event"}
+        os.kill(build, signal.SIGKILL) if not ended else None
+        return {"error": f"build ended ({ended}) or was slow before the {event} event"}
     while time.monotonic() < seen_at + delay:
         time.sleep(0.005)
     servers |= {p.pid for p in [forkserver()] if p is not None}
     alive_before = [_describe(p, servers) for p in _children(me, recursive=True)]
-    running = build.poll() is None
+    running = not _ended(build)
     if running:  # (once reaped, its pid could be another process's)
-        os.kill(build.pid, signal.SIGKILL)
+        os.kill(build, signal.SIGKILL)
+        os.waitpid(build, 0)
     killed_at = time.monotonic()
-    build.wait()
 
     survivors = []
     while True:
@@ -93,22 +120,30 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
     return report
 
 
+def _harness_all(input_dir: str, out: str, moments: list, watch: float) -> dict:
+    """Each moment's report, one build after another, keyed by its id."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_CHILD_SUBREAPER")
+    sys.path.insert(0, REPO_ROOT)
+    import data_prep.build_tfrecords  # noqa: F401 - once, before the builds are forked
+
+    return {moment_id(event, delay): _harness(input_dir, os.path.join(out, str(i)), event,
+                                              delay, watch)
+            for i, (event, delay) in enumerate(moments)}
+
+
+def moment_id(event: str, delay: float) -> str:
+    return f"{event}+{delay}s"
+
+
 def _children(process, recursive):
     import psutil
 
     try:
-        return [c for c in process.children(recursive=recursive) if _alive(c)]
+        return [c for c in process.children(recursive=recursive) if alive(c)]
     except psutil.NoSuchProcess:
         return []
-
-
-def _alive(process) -> bool:
-    import psutil
-
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _cmdline(process) -> list[str]:
@@ -137,8 +172,8 @@ def _reap() -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_harness(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]),
-                              float(sys.argv[5]))), flush=True)
+    print(json.dumps(_harness_all(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]),
+                                  float(sys.argv[4]))), flush=True)
     sys.exit(0)
 
 
@@ -146,7 +181,7 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 
-from tree_data import write_slow_tree  # noqa: E402
+from tree_data import write_linked_tree  # noqa: E402
 
 pytestmark = [pytest.mark.slow,  # subprocess builds, killed
               pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -157,7 +192,7 @@ pytestmark = [pytest.mark.slow,  # subprocess builds, killed
 def small_tree(tmp_path_factory):
     """A build that outlasts the latest kill moment: its workers convert for a
     few seconds after the fork server's ~1.5-3 s of imports."""
-    return write_slow_tree(tmp_path_factory.mktemp("startup"))
+    return write_linked_tree(tmp_path_factory.mktemp("startup"))
 
 
 # (event, seconds after it): the kill lands while the fork server starts
@@ -167,20 +202,28 @@ KILL_MOMENTS = [("forkserver", 0.0), ("forkserver", 0.3), ("forkserver", 1.0),
                 ("forkserver", 2.0), ("worker", 0.0), ("start", 3.0)]
 
 
-@pytest.mark.parametrize("event,delay", KILL_MOMENTS,
-                         ids=[f"{e}+{d}s" for e, d in KILL_MOMENTS])
-def test_no_descendant_survives_a_kill_during_start_up(small_tree, tmp_path, event, delay):
+@pytest.fixture(scope="module")
+def reports(small_tree, tmp_path_factory) -> dict:
+    """Every moment's report, from one harness run (the moments one after
+    another, each with a build of its own)."""
     harness = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), str(small_tree), str(tmp_path / "out"),
-         event, str(delay), "10"],
+        [sys.executable, os.path.abspath(__file__), str(small_tree),
+         str(tmp_path_factory.mktemp("startup_out")), json.dumps(KILL_MOMENTS), "10"],
         cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, text=True)
     try:
-        stdout, _ = harness.communicate(timeout=90)
+        stdout, _ = harness.communicate(timeout=400)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(harness.pid, signal.SIGKILL)
         harness.wait(timeout=30)
-    report = json.loads(stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(600)  # the first case waits for the harness's whole run
+@pytest.mark.parametrize("event,delay", KILL_MOMENTS,
+                         ids=[moment_id(e, d) for e, d in KILL_MOMENTS])
+def test_no_descendant_survives_a_kill_during_start_up(reports, event, delay):
+    report = reports[moment_id(event, delay)]
     assert "error" not in report, report
     if event == "start" and not report["build_was_running"]:
         pytest.skip(f"this machine finished the build within {delay} s: {report}")

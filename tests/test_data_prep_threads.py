@@ -112,21 +112,19 @@ def _program_foreign(input_dir: str, out: str) -> dict:
     return report
 
 
-def _program_thread_then_kill(input_dir: str, slow_dir: str, out: str) -> None:
-    """A build in a thread that ends, then a long one in another thread;
-    the test kills this process during the second."""
-    first = _in_thread(lambda: _build(input_dir, f"{out}/first"))
-    print(json.dumps({"first": first, "server": _server_pid()}), flush=True)
+def _program_sequence_then_kill(input_dir: str, slow_dir: str, out: str) -> None:
+    """The sequence, its report printed; then a long build in another
+    thread, during which the test kills this process."""
+    print(json.dumps(_program_sequence(input_dir, out)), flush=True)
     second = _in_thread(lambda: _build(slow_dir, f"{out}/slow", train_shards=16))
     print(json.dumps({"second_ended": second}), flush=True)
 
 
 def main(mode: str, *args: str) -> None:
-    if mode == "thread-kill":
-        _program_thread_then_kill(*args)
+    if mode == "sequence-then-kill":
+        _program_sequence_then_kill(*args)
     else:
-        program = {"sequence": _program_sequence, "foreign": _program_foreign}[mode]
-        print(json.dumps(program(*args)), flush=True)
+        print(json.dumps(_program_foreign(*args)), flush=True)
 
 
 def _program(mode: str, *args) -> list[str]:
@@ -137,12 +135,11 @@ def _program(mode: str, *args) -> list[str]:
 
 # ---------------------------------------------------------------- the tests
 
-import glob  # noqa: E402
-
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from tree_data import write_slow_tree, write_two_class_tree  # noqa: E402
+from build_processes import alive, published, wait_for  # noqa: E402
+from tree_data import write_linked_tree, write_two_class_tree  # noqa: E402
 
 pytestmark = [pytest.mark.slow,  # subprocess builds
               pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -159,7 +156,7 @@ def tiny_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_tree(tmp_path_factory):
-    return write_slow_tree(tmp_path_factory.mktemp("slow"))
+    return write_linked_tree(tmp_path_factory.mktemp("slow"))
 
 
 def _run(*args, timeout=240) -> dict:
@@ -169,20 +166,6 @@ def _run(*args, timeout=240) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_builds_from_threads_then_the_main_thread_then_two_at_once(tiny_tree, tmp_path):
-    report = _run("sequence", tiny_tree, tmp_path)
-    for name in ("thread", "main", "p1", "p2"):
-        assert report[name] == {**report[name], "ok": True, "written": 12}, report
-    # the two parallel builds did run at the same time
-    assert max(report["p1"]["started"], report["p2"]["started"]) < min(
-        report["p1"]["ended"], report["p2"]["ended"]), report
-    # one fork server, still up after the thread that first used it ended
-    assert report["server_after_thread"] == report["server_after_main"] == \
-        report["server_after_parallel"] is not None, report
-    assert report["worker_thinks_it_is_the_fork_server"] is False
-    assert report["here_thinks_it_is_the_fork_server"] is False
-
-
 def test_a_build_beside_a_fork_server_started_by_user_code(tiny_tree, tmp_path):
     report = _run("foreign", tiny_tree, tmp_path)
     assert report["user_pool_before"] and report["user_pool_after"], report
@@ -190,43 +173,44 @@ def test_a_build_beside_a_fork_server_started_by_user_code(tiny_tree, tmp_path):
     assert report["build1"] == {"ok": True, "written": 12}, report
 
 
-def test_killing_a_process_whose_build_runs_in_a_thread_kills_its_helpers(
+def test_builds_from_threads_then_the_main_thread_then_two_at_once_then_a_kill(
         tiny_tree, slow_tree, tmp_path):
-    """The fork server was started for a build in a thread that has ended;
-    a second build in another thread uses it; kill -9 of the process during
-    it leaves no fork server, worker or tracker alive."""
+    """Builds in a thread, in the main thread, in two threads at once, all
+    from the fork server the first thread started; then kill -9 of the
+    process during a build in yet another thread leaves no fork server,
+    worker or tracker alive."""
     program = subprocess.Popen(
-        _program("thread-kill", tiny_tree, slow_tree, tmp_path), cwd=REPO_ROOT, env=ENV,
-        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        _program("sequence-then-kill", tiny_tree, slow_tree, tmp_path), cwd=REPO_ROOT,
+        env=ENV, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "stderr.txt", "w"), text=True)
     try:
-        first = json.loads(program.stdout.readline())
-        assert first["first"] == {"ok": True, "written": 12}, first
-        deadline = time.monotonic() + 120
-        while not glob.glob(str(tmp_path / "slow" / "train-?????-of-?????")):
-            if program.poll() is not None:
-                pytest.fail(f"the program ended before it was killed: {program.stdout.read()}")
-            assert time.monotonic() < deadline, "no shard of the second build after 120 s"
-            time.sleep(0.02)
+        line = program.stdout.readline()
+        assert line, (tmp_path / "stderr.txt").read_text()[-3000:]
+        report = json.loads(line)
+        for name in ("thread", "main", "p1", "p2"):
+            assert report[name] == {**report[name], "ok": True, "written": 12}, report
+        # the two parallel builds did run at the same time
+        assert max(report["p1"]["started"], report["p2"]["started"]) < min(
+            report["p1"]["ended"], report["p2"]["ended"]), report
+        # one fork server, still up after the thread that first used it ended
+        assert report["server_after_thread"] == report["server_after_main"] == \
+            report["server_after_parallel"] is not None, report
+        assert report["worker_thinks_it_is_the_fork_server"] is False
+        assert report["here_thinks_it_is_the_fork_server"] is False
+
+        wait_for(lambda: published(tmp_path / "slow") or program.poll() is not None, 120,
+                 "a shard of the build in another thread")
+        assert program.poll() is None, f"the program ended before it was killed: {report}"
         helpers = psutil.Process(program.pid).children(recursive=True)
         servers = [p for p in helpers if p.ppid() == program.pid
                    and FORKSERVER_MARK in " ".join(p.cmdline())]
-        assert [p.pid for p in servers] == [first["server"]]  # the first thread's
+        assert [p.pid for p in servers] == [report["server_after_thread"]]  # the first one
         assert len(helpers) >= 3  # fork server, two workers (and the resource tracker)
         os.kill(program.pid, signal.SIGKILL)
         program.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while any(_alive(p) for p in helpers):
-            assert time.monotonic() < deadline, \
-                [(p.pid, p.cmdline()) for p in helpers if _alive(p)]
-            time.sleep(0.05)
+        wait_for(lambda: not any(alive(p) for p in helpers), 5,
+                 lambda: f"helpers to exit: {[p.pid for p in helpers if alive(p)]}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(program.pid, signal.SIGKILL)
         program.wait(timeout=30)
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

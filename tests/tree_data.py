@@ -36,15 +36,16 @@ def write_two_class_tree(root, per_class: int) -> None:
             write_jpeg(os.path.join(root, "train", c, f"{i}.jpg"), (30 * i % 256, 80, 200))
 
 
-def write_slow_tree(root) -> str:
-    """160 links to one 1500x1500 noise PNG (some 30 ms to convert each), in two
-    classes under `<root>/in`: a build that lasts a few seconds, made in a
-    fraction of one. Returns the input folder."""
-    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+def write_linked_tree(root, per_class: int = 80, side: int = 1500) -> str:
+    """`per_class` links in each of two classes under `<root>/in` to one
+    side x side noise PNG: all of them one duplicate group. At 1500 pixels
+    each takes some 30 ms to convert: a build that lasts a few seconds, made
+    in a fraction of one. Returns the input folder."""
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     Image.fromarray(noise).save(os.path.join(root, "big.png"), compress_level=1)
     for c in ("a", "b"):
         folder = os.path.join(root, "in", "train", c)
         os.makedirs(folder)
-        for i in range(80):
+        for i in range(per_class):
             os.symlink(os.path.join(root, "big.png"), os.path.join(folder, f"{i:03d}.png"))
     return os.path.join(root, "in")
