@@ -73,6 +73,7 @@ def test_defaults_are_the_papers_and_full_alexnet_keeps_its_parameter_count():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("full_size")
 def test_caffes_227_geometry_keeps_the_papers_sizes_and_parameter_count():
     model = build_alexnet(1000, image_size=227, **CAFFE)
     assert model.count_params() == 60_965_224
