@@ -149,8 +149,13 @@ def test_the_launcher_imports_the_full_net_in_bounded_memory(imported):
 
 
 def test_full_model_computes_caffes_forward_pass(imported, caffe_outputs):
+    """Caffe's 227x227 input without padding before conv1 keeps the paper's
+    layer sizes and parameter count, and the model computes Caffe's outputs."""
     model = imported.model
     assert model.count_params() == 60_965_224
+    sides = {name: model.get_layer(name).output.shape[1]
+             for name in ("conv1_a", "pool1_a", "pool2_a", "pool5_a")}
+    assert sides == {"conv1_a": 55, "pool1_a": 27, "pool2_a": 13, "pool5_a": 6}
     crops, want_logits, want = caffe_outputs
     both = keras.Model(model.input, [model.get_layer("fc8").output, model.output])
     logits, probabilities = (t.numpy() for t in both(crops, training=False))
