@@ -73,15 +73,25 @@ def packed_varints(field: int, values) -> bytes:
     return message(field, b"".join(_varint(int(v)) for v in values))
 
 
-def blob(array: np.ndarray, legacy: bool) -> bytes:
-    """BlobProto: dims in `shape` (7), or legacy num/channels/height/width
-    (1-4, left-padded with 1s to 4-D); values packed in `data` (5)."""
+def _message_pieces(field: int, pieces: list) -> list:
+    """message() of a payload given in pieces (bytes, or views of arrays),
+    left unjoined: a full-size fc6 blob is 151 MB, each join a copy."""
+    return [_varint(field << 3 | 2) + _varint(sum(len(p) for p in pieces)), *pieces]
+
+
+def _blob_pieces(array: np.ndarray, legacy: bool) -> list:
     if legacy:
         dims = (1,) * (4 - array.ndim) + array.shape
         head = b"".join(uint(f, d) for f, d in zip((1, 2, 3, 4), dims))
     else:
         head = message(7, packed_varints(1, array.shape))
-    return head + message(5, np.ascontiguousarray(array, "<f4").tobytes())
+    return [head, *_message_pieces(5, [memoryview(np.ascontiguousarray(array, "<f4")).cast("B")])]
+
+
+def blob(array: np.ndarray, legacy: bool) -> bytes:
+    """BlobProto: dims in `shape` (7), or legacy num/channels/height/width
+    (1-4, left-padded with 1s to 4-D); values packed in `data` (5)."""
+    return b"".join(_blob_pieces(array, legacy))
 
 
 # --- the net ------------------------------------------------------------------
@@ -91,22 +101,28 @@ V1_ENUM = {"Data": 5, "Convolution": 4, "ReLU": 18, "LRN": 15, "Pooling": 17,
            "InnerProduct": 14, "Dropout": 6, "Softmax": 20}
 
 
-def alexnet_weights(spec: NetSpec, seed: int = 0) -> tuple[dict, dict]:
+def alexnet_weights(spec: NetSpec, seed: int = 0, draws=np.float64) -> tuple[dict, dict]:
     """Random Caffe-layout weights and biases for `spec`: He-scaled kernels
     (on 0..255 input the conv1 maps reach ~100, where Caffe's LRN acts),
     biases spread around +0.1 (so ReLUs stay alive and every bias matters),
     fc8 scaled so the logits spread by ~4-5 (std): on photos the top class
     then takes 0.3-0.95 of the probability (measured), neither uniform nor
     one-hot. (Over fewer fc7 units the spread shrinks about as the square
-    root of their number: measured 2 at 768 units with 4096's gain.)"""
+    root of their number: measured 2 at 768 units with 4096's gain.)
+    `draws=np.float32` draws the kernels in float32: 4x faster at full size,
+    other values (float64: those the benchmarks' figures were measured with)."""
     rng = np.random.default_rng(seed)
     fc8_gain = (0.025 if spec.num_classes <= 10 else 0.05) * np.sqrt(4096 / spec.fc_units[1])
     weights, biases = {}, {}
     for layer, shape in spec.blob_shapes().items():
         fan_in = int(np.prod(shape[1:]))
         gain = fc8_gain if layer == "fc8" else 1.0
-        weights[layer] = (rng.standard_normal(shape) * gain * np.sqrt(2.0 / fan_in)).astype(
-            np.float32)
+        if draws == np.float64:
+            weights[layer] = (rng.standard_normal(shape) * gain * np.sqrt(2.0 / fan_in)).astype(
+                np.float32)
+        else:
+            weights[layer] = rng.standard_normal(shape, dtype=np.float32)
+            weights[layer] *= np.float32(gain * np.sqrt(2.0 / fan_in))
         biases[layer] = (0.1 + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
     return weights, biases
 
@@ -151,28 +167,32 @@ def _layers(spec: NetSpec, weights: dict, biases: dict, input_size: int):
     yield "prob", "Softmax", "fc8", "prob", (), []
 
 
-def layer_messages(spec: NetSpec, weights: dict, biases: dict, v1: bool = False,
-                   input_size: int | None = None) -> list[tuple[str, bytes]]:
-    """(layer name, its NetParameter field: `layer` 100 or V1 `layers` 2) in order."""
-    out = []
-    for layer, kind, bottom, top, blobs, params in _layers(
-            spec, weights, biases, input_size or spec.input_size):
+def _layer_pieces(spec: NetSpec, weights: dict, biases: dict, v1: bool, input_size: int):
+    """(layer name, its NetParameter field in pieces: `layer` 100 or V1 `layers` 2)."""
+    for layer, kind, bottom, top, blobs, params in _layers(spec, weights, biases, input_size):
         if v1:
             if kind == "Data":
                 continue  # the input is declared by the net (caffemodel_bytes)
-            body = string(4, layer) + uint(5, V1_ENUM[kind])
-            body += (string(2, bottom) if bottom else b"") + string(3, top)
-            body += b"".join(message(6, blob(b, legacy=True)) for b in blobs)
-            body += b"".join(message(v1_field, payload) for _, v1_field, payload in params)
-            out.append((layer, message(2, body)))
+            head = string(4, layer) + uint(5, V1_ENUM[kind])
+            head += (string(2, bottom) if bottom else b"") + string(3, top)
+            blob_field, field = 6, 2
         else:
-            body = string(1, layer) + string(2, kind)
-            body += (string(3, bottom) if bottom else b"") + string(4, top)
-            body += message(6, f32(3, 1.0))  # a ParamSpec (lr_mult): unread, skipped
-            body += b"".join(message(7, blob(b, legacy=False)) for b in blobs)
-            body += b"".join(message(new_field, payload) for new_field, _, payload in params)
-            out.append((layer, message(100, body)))
-    return out
+            head = string(1, layer) + string(2, kind)
+            head += (string(3, bottom) if bottom else b"") + string(4, top)
+            head += message(6, f32(3, 1.0))  # a ParamSpec (lr_mult): unread, skipped
+            blob_field, field = 7, 100
+        blob_pieces = [piece for b in blobs
+                       for piece in _message_pieces(blob_field, _blob_pieces(b, legacy=v1))]
+        tail = b"".join(message(v1_field if v1 else new_field, payload)
+                        for new_field, v1_field, payload in params)
+        yield layer, _message_pieces(field, [head, *blob_pieces, tail])
+
+
+def layer_messages(spec: NetSpec, weights: dict, biases: dict, v1: bool = False,
+                   input_size: int | None = None) -> list[tuple[str, bytes]]:
+    """(layer name, its NetParameter field: `layer` 100 or V1 `layers` 2) in order."""
+    return [(layer, b"".join(pieces)) for layer, pieces in _layer_pieces(
+        spec, weights, biases, v1, input_size or spec.input_size)]
 
 
 def net_header(spec: NetSpec, v1: bool = False, name: str = "AlexNet",
@@ -193,8 +213,12 @@ def caffemodel_bytes(spec: NetSpec, weights: dict, biases: dict, v1: bool = Fals
 
 
 def write_caffemodel(path, spec: NetSpec, weights: dict, biases: dict, v1: bool = False) -> str:
+    """caffemodel_bytes() written piece by piece (no copy of the blobs)."""
     with open(path, "wb") as f:
-        f.write(caffemodel_bytes(spec, weights, biases, v1=v1))
+        f.write(net_header(spec, v1))
+        for _, pieces in _layer_pieces(spec, weights, biases, v1, spec.input_size):
+            for piece in pieces:
+                f.write(piece)
     return str(path)
 
 

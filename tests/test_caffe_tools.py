@@ -42,7 +42,7 @@ def imported(tmp_path_factory):
     """(records dir, model_dir imported by the launcher with the records'
     labels, the module's folder, Caffe's weights and biases)."""
     with fx.module_folder(tmp_path_factory, "tools") as folder:
-        records = write_tiny_dataset(folder / "records", num_classes=10, train_per_class=2,
+        records = write_tiny_dataset(folder / "records", num_classes=10, train_per_class=1,
                                      val_per_class=1, size=128, train_shards=1)
         weights, biases = fx.alexnet_weights(MINI, seed=7)
         source = fx.write_caffemodel(folder / "mini.caffemodel", MINI, weights, biases, v1=True)
