@@ -3,30 +3,29 @@ from the latest checkpoint, the step count continues, and the finished run's
 loss curve (from its TensorBoard logs) has no jump back to the start."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import tensorflow as tf
 
 from alexnet_tf.figures import tb_logs
+from launchers import run_launcher
 from tiny_data import TINY_LEARNING_RATE, tiny_flags
 
-pytestmark = pytest.mark.slow  # a subprocess training, killed and rerun
+pytestmark = pytest.mark.slow  # a subprocess training, killed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 50
-KILL_AFTER_CHECKPOINT = 30
+KILLED_AT_STEP = 33  # as its 33rd one-step chunk starts: steps 31-32 are lost
+LAST_CHECKPOINT = 30
 
 
-def _command(data_dir, model_dir):
+def _flags(data_dir, model_dir):
     # He init at TINY_LEARNING_RATE: the loss starts near log(3) and is about
     # 0.3 by step 30; a run restarted from scratch would show that start again.
-    return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
-            f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
-            f"--steps_per_epoch={TOTAL_STEPS}", "--validation_steps=1",
+    return [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=8",
+            "--epochs=1", f"--steps_per_epoch={TOTAL_STEPS}", "--validation_steps=1",
             "--checkpoint_every_steps=5", "--log_every_steps=1", "--keep_checkpoints=2",
             *tiny_flags(), "--init=he", "--dropout=0",
             f"--learning_rate={TINY_LEARNING_RATE}", "--shuffle_buffer=64", "--seed=1"]
@@ -39,27 +38,20 @@ def _latest_step(model_dir):
 
 @pytest.mark.timeout(600)
 def test_sigkill_then_rerun_resumes_without_a_jump(tiny_records, tmp_path):
-    data_dir = tiny_records
     model_dir = str(tmp_path / "run")
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    command = _command(data_dir, model_dir)
-
-    # A file, not a pipe nobody drains while waiting: a full pipe would stall the run.
-    first_log = tmp_path / "first.log"
-    with open(first_log, "wb") as log:
-        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while _latest_step(model_dir) < KILL_AFTER_CHECKPOINT:
-        assert first.poll() is None, first_log.read_text(errors="replace")[-3000:]
-        assert time.time() < deadline, "no checkpoint appeared in time"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    flags = _flags(tiny_records, model_dir)
+    # A real SIGKILL at an exact moment (tests/signal_probe.py), not a timer's guess.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    first = subprocess.run([sys.executable, os.path.join(REPO, "tests", "signal_probe.py"),
+                            f"chunk:{KILLED_AT_STEP}", "KILL", *flags], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=400)
+    assert first.returncode == -9, first.stdout[-3000:] + first.stderr[-3000:]
     killed_at = _latest_step(model_dir)
-    assert KILL_AFTER_CHECKPOINT <= killed_at < TOTAL_STEPS
+    assert killed_at == LAST_CHECKPOINT  # past step 30's save, before step 35's
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=400)
+    # The same command again (in this process: the rerun is not about a process boundary).
+    second = run_launcher("launch.train", *flags, cwd=REPO)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     resumed_at = int(second.stdout.split("resuming at step ", 1)[1].split()[0])
     assert resumed_at == killed_at
