@@ -22,8 +22,8 @@ Every run but the last runs in this process through tests/launchers.py's
 `run_launcher` and appends {"moment", "returncode", "stdout", "stderr"} as one
 JSON line to the file named by $PROBE_RESULTS, with what it left in its
 model_dir: "latest" checkpoint and the "latest_step" saved in it,
-"leftovers" (temporary files) and "best_step"; the last one is this process (its output and exit status are
-the process's own).
+"leftovers" (temporary files) and "best_step"; the last one is this
+process (its output and exit status are the process's own).
 
 $PROBE_KEEP_WORKER_DIR: a multi-worker non-chief writes its checkpoints there
 and keeps them (instead of a temporary folder it deletes), so a test can
