@@ -8,7 +8,7 @@ run, and the tests that keep a real process for it:
 - the native-log filter in front of fd 2 (`terminal.quiet_native_logs`):
   test_quiet_terminal.py and test_terminal.py;
 - signals, kills, several processes on one folder, environment variables
-  read at import: test_preemption.py, test_resume_kill.py, test_run_lock.py,
+  read at import: test_preemption.py, test_run_lock.py,
   test_data_prep_processes.py and the other *_processes / *_kill tests.
 
     result = run_launcher("launch.export", "--model_dir=...", cwd=tmp_path)

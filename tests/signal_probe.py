@@ -10,7 +10,9 @@ moment every time instead of guessing it with a timer:
     none        no signal
 
 The signal is a real one (os.kill): the launcher's handlers receive it
-exactly as they would a scheduler's.
+exactly as they would a scheduler's. In a multi_worker run, the moment is
+when TensorFlow's preemption handler has seen it too (its watcher polls once
+a second), so the run stops at the same step every time.
 
 Several runs in one process (one TensorFlow start for all of them):
 
@@ -20,8 +22,8 @@ Every run but the last runs in this process through tests/launchers.py's
 `run_launcher` and appends {"moment", "returncode", "stdout", "stderr"} as one
 JSON line to the file named by $PROBE_RESULTS, with what it left in its
 model_dir: "latest" checkpoint and the "latest_step" saved in it,
-"leftovers" (temporary files) and "best_step"; the last one is this process (its output and exit status are
-the process's own).
+"leftovers" (temporary files) and "best_step"; the last one is this
+process (its output and exit status are the process's own).
 
 $PROBE_KEEP_WORKER_DIR: a multi-worker non-chief writes its checkpoints there
 and keeps them (instead of a temporary folder it deletes), so a test can
@@ -42,6 +44,7 @@ from launchers import run_launcher
 from tiny_data import temporary_leftovers
 
 current = {"kind": "none", "target": 1, "signal": None, "calls": 0}
+handlers = []  # multi_worker: the run's PreemptionCheckpointHandler
 
 
 def maybe_signal(this_kind: str) -> None:
@@ -50,6 +53,19 @@ def maybe_signal(this_kind: str) -> None:
     current["calls"] += 1
     if current["calls"] == current["target"]:
         os.kill(os.getpid(), current["signal"])
+        for handler in handlers:
+            # Its watcher thread polls the stop request once a second: the moment
+            # is now, not whenever the next poll comes (TensorFlow's private event).
+            assert handler._received_own_sigterm.wait(timeout=300), "signal not seen"
+
+
+def record(cls):
+    real = cls.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        handlers.append(self)
+    cls.__init__ = init
 
 
 def wrap(owner, attribute, this_kind, when=lambda *a, **k: True):
@@ -95,6 +111,7 @@ def split_runs(argv: list[str]) -> list[list[str]]:
     return runs
 
 
+record(tf.distribute.experimental.PreemptionCheckpointHandler)
 wrap(checkpoints.TrainingCheckpoints, "restore_latest", "setup")
 wrap(TrainSteps, "train_loop", "chunk")
 wrap(tf.train.CheckpointManager, "save", "save", lambda m, *a, **k: not _is_best(m))

@@ -16,11 +16,10 @@ import tensorflow as tf
 
 from alexnet_tf import fileio
 from alexnet_tf.training import checkpoints, disk_full, model_dir as model_dir_files
-from alexnet_tf.training.config import ModelConfig, TrainConfig
 from alexnet_tf.training.loop import train
 from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.schedules import PlateauSchedule
-from tiny_data import TINY_MODEL, temporary_leftovers as leftovers, write_tiny_dataset
+from tiny_data import temporary_leftovers as leftovers, tiny_flags, tiny_train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_SPACE = "No space left on device"
@@ -89,8 +88,7 @@ def test_a_best_save_on_a_full_disk_keeps_the_old_best_whole(tmp_path, monkeypat
 
 
 def test_training_on_a_full_disk_stops_in_one_line_keeping_the_last_checkpoint(
-        tmp_path, monkeypatch):
-    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+        tiny_records, tmp_path, monkeypatch):
     model_dir = str(tmp_path / "run")
     real_write, calls = tf.train.Checkpoint._write, []
 
@@ -105,10 +103,8 @@ def test_training_on_a_full_disk_stops_in_one_line_keeping_the_last_checkpoint(
         raise _tf_no_space(part + ".tempstate42")
 
     monkeypatch.setattr(tf.train.Checkpoint, "_write", write_then_fill_the_disk)
-    config = TrainConfig(data_dir=data_dir, model_dir=model_dir, batch_size=8, epochs=1,
-                         steps_per_epoch=4, checkpoint_every_steps=2, log_every_steps=2,
-                         validation_steps=1, shuffle_buffer=16, seed=1,
-                         model=ModelConfig(**TINY_MODEL))
+    config = tiny_train_config(tiny_records, model_dir, steps_per_epoch=4,
+                               checkpoint_every_steps=2, log_every_steps=2, validation_steps=1)
     with pytest.raises(disk_full.DiskFullError) as raised:
         train(config)
     assert str(raised.value).startswith(
@@ -130,19 +126,17 @@ def _private_tmpfs_works() -> bool:
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not _private_tmpfs_works(),
                     reason="needs `unshare` and unprivileged user and mount namespaces")
-def test_a_real_full_disk(tmp_path):
-    """The tiny model's checkpoint is ~143 MB: on a 200 MB tmpfs the first fits
-    and the second fills the disk mid-write."""
-    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
+def test_a_real_full_disk(tiny_records, tmp_path):
+    """The tiny model's checkpoint (weights and momentum) is 6.6 MB: on a 10 MB
+    tmpfs the first fits and the second fills the disk mid-write."""
     mount = tmp_path / "small_disk"
     mount.mkdir()
     model_dir = mount / "run"
-    command = [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
+    command = [sys.executable, "-m", "launch.train", f"--data_dir={tiny_records}",
                f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
                "--steps_per_epoch=4", "--checkpoint_every_steps=1", "--keep_checkpoints=1",
-               "--validation_steps=1", "--image_size=67", "--width=0.0625",
-               "--shuffle_buffer=16", "--seed=1"]
-    script = (f"mount -t tmpfs -o size=200m tmpfs {mount} && "
+               "--validation_steps=1", *tiny_flags(), "--shuffle_buffer=16", "--seed=1"]
+    script = (f"mount -t tmpfs -o size=10m tmpfs {mount} && "
               f"{{ {' '.join(command)} ; echo exit=$? ; find {model_dir} | sort ; "
               f"cat {model_dir}/checkpoint ; }}")
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")

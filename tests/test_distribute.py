@@ -1,7 +1,8 @@
 """The strategies for real: MirroredStrategy over the two logical CPUs
-matches one device, two MultiWorkerMirroredStrategy processes on 127.0.0.1
-finish with identical weights, and the towers strategy trains with the
-colocated gradients."""
+matches one device, the towers strategy trains with the colocated gradients,
+and two MultiWorkerMirroredStrategy processes on 127.0.0.1, one of them sent
+SIGTERM, save the same step on both, then resume and finish with identical
+weights."""
 
 import json
 import os
@@ -9,7 +10,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from alexnet_tf.training import distribute
 from alexnet_tf.model import placement
-from alexnet_tf.training.config import ModelConfig, TrainConfig
 from alexnet_tf.training.loop import train
-from tiny_data import TINY_MODEL, write_tiny_dataset
+from tiny_data import (stop_lines, temporary_leftovers, tiny_flags, tiny_train_config,
+                       write_tiny_dataset)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,11 +33,9 @@ def plain_data(tmp_path_factory):
 
 
 def _config(data_dir, model_dir, **overrides):
-    values = dict(batch_size=8, epochs=1, steps_per_epoch=3, validation_steps=1,
-                  log_every_steps=1, shuffle_buffer=16, seed=7, lighting_stddev=0.0,
-                  model=ModelConfig(**TINY_MODEL, dropout=0.0))
-    values.update(overrides)
-    return TrainConfig(data_dir=str(data_dir), model_dir=str(model_dir), **values)
+    return tiny_train_config(data_dir, model_dir, **{
+        "steps_per_epoch": 3, "validation_steps": 1, "shuffle_buffer": 16, "seed": 7,
+        "lighting_stddev": 0.0, **overrides})
 
 
 def _weights(model_dir):
@@ -84,24 +82,6 @@ def test_towers_trains_with_colocated_gradients(plain_data, tmp_path, monkeypatc
     assert calls and calls[0] == 32  # every trainable variable of the tiny model
 
 
-WORKER = textwrap.dedent("""
-    import json, sys
-    from alexnet_tf.training import distribute
-    from alexnet_tf.training.config import ModelConfig, TrainConfig
-    from alexnet_tf.training.loop import train
-
-    data_dir, model_dir, keep_dir = sys.argv[1:4]
-    # Keep the non-chief's throwaway checkpoint so the test can compare weights.
-    distribute.write_dir = lambda d, s: d if distribute.is_chief(s) else keep_dir
-    distribute.cleanup_write_dir = lambda path, d: None
-    summary = train(TrainConfig(
-        data_dir=data_dir, model_dir=model_dir, strategy="multi_worker", batch_size=8,
-        epochs=1, steps_per_epoch=3, validation_steps=1, log_every_steps=1,
-        shuffle_buffer=16, seed=7, model=ModelConfig(**json.loads(sys.argv[4]))))
-    print("SUMMARY", json.dumps({"step": summary["step"], "loss": summary["train_loss"]}))
-""")
-
-
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -112,53 +92,14 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.timeout(400)
-@pytest.mark.slow
-def test_two_local_workers_finish_with_identical_weights(plain_data, tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    model_dir, keep_dir = tmp_path / "run", tmp_path / "worker1"
-    keep_dir.mkdir()
-    processes = []
-    for index in range(2):
-        env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
-                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                         "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(
-            [sys.executable, str(script), plain_data, str(model_dir), str(keep_dir),
-             json.dumps({**TINY_MODEL, "dropout": 0.0})],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs, errors = [], []
-    try:
-        for process in processes:
-            out, err = process.communicate(timeout=360)
-            outputs.append(out)
-            errors.append(err)
-    finally:
-        for process in processes:
-            process.kill()
-    for index, (process, out, err) in enumerate(zip(processes, outputs, errors)):
-        assert process.returncode == 0, f"worker {index} failed:\n{out[-2000:]}\n{err[-2000:]}"
-    # A worker that finishes first may make the other's collective runtime log a
-    # connection error on stderr at shutdown; the summary is read from its own line.
-    summaries = [json.loads(out.split("SUMMARY", 1)[1].splitlines()[0]) for out in outputs]
-    assert summaries[0]["step"] == summaries[1]["step"] == 3
-    assert "Training finished" in outputs[0] and "Training finished" not in outputs[1]
-    chief, other = _weights(model_dir), _weights(keep_dir)
-    assert chief.keys() == other.keys()
-    for key in chief:
-        np.testing.assert_array_equal(other[key], chief[key], err_msg=key)
-    assert not os.path.exists(os.path.join(keep_dir, "model_config.json"))  # chief only
-
-
-def _launch_workers(commands, workers, tmp_path, tag):
-    """Starts one launch.train command per worker (TF_CONFIG for each);
-    returns [(exit code, stdout, stderr)]. Output goes to files, not pipes."""
+def _launch_workers(commands, workers, tmp_path, tag, extra_env=None):
+    """Starts one launch.train command per worker (TF_CONFIG for each, and
+    `extra_env`); returns [(exit code, stdout, stderr)]. Output goes to files, not
+    pipes."""
     processes, logs = [], []
     for index, command in enumerate(commands):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-                   TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}),
                    TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                          "task": {"type": "worker", "index": index}}))
         out, err = tmp_path / f"{tag}{index}.out", tmp_path / f"{tag}{index}.err"
@@ -177,20 +118,20 @@ def _launch_workers(commands, workers, tmp_path, tag):
 @pytest.mark.slow
 def test_sigterm_to_the_non_chief_saves_one_step_on_every_worker_then_both_resume(
         plain_data, tmp_path):
-    from tiny_data import stop_lines, temporary_leftovers
-
-    model_dir = str(tmp_path / "run")
+    """Both runs of the two workers are the proof of two things each: the first
+    (a real SIGTERM to the non-chief) that every worker saves the same step;
+    the second (the same command again) that both resume and finish with
+    identical weights."""
+    model_dir, keep_dir = str(tmp_path / "run"), str(tmp_path / "worker1")
     flags = [f"--data_dir={plain_data}", f"--model_dir={model_dir}", "--strategy=multi_worker",
-             "--batch_size=8", "--epochs=1", "--steps_per_epoch=20", "--steps_per_loop=2",
+             "--batch_size=8", "--epochs=1", "--steps_per_epoch=10", "--steps_per_loop=2",
              "--checkpoint_every_steps=100", "--log_every_steps=2", "--validation_steps=1",
-             "--image_size=67", "--width=0.0625", "--dropout=0", "--shuffle_buffer=16",
-             "--seed=7"]
+             *tiny_flags(), "--dropout=0", "--shuffle_buffer=16", "--seed=7"]
     train_command = [sys.executable, "-m", "launch.train", *flags]
+    probe = [sys.executable, os.path.join(REPO, "tests", "signal_probe.py")]
     # The non-chief gets a real SIGTERM as its second chunk of steps starts.
-    probe = [sys.executable, os.path.join(REPO, "tests", "signal_probe.py"), "chunk:2", "TERM",
-             *flags]
-    first = _launch_workers([train_command, probe], [f"127.0.0.1:{p}" for p in _free_ports(2)],
-                            tmp_path, "first")
+    first = _launch_workers([train_command, [*probe, "chunk:2", "TERM", *flags]],
+                            [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path, "first")
     stops = []
     for index, (code, out, err) in enumerate(first):
         assert code == 143, f"worker {index}:\n{out[-2000:]}\n{err[-3000:]}"
@@ -199,16 +140,31 @@ def test_sigterm_to_the_non_chief_saves_one_step_on_every_worker_then_both_resum
         assert shlex.split(command)[1:] == ["-m", "launch.train", *flags]
     (chief_cause, step, chief_ckpt), (other_cause, other_step, other_ckpt) = stops
     assert (chief_cause, other_cause) == ("another worker's preemption", "SIGTERM")
-    assert step == other_step and 4 <= step < 20  # the same step, after the chunk in flight
+    assert step == other_step and 4 <= step < 10  # the same step, after the chunk in flight
     assert chief_ckpt == other_ckpt == tf.train.latest_checkpoint(model_dir)
     assert chief_ckpt.endswith(f"ckpt-{step}")
     assert temporary_leftovers(model_dir) == []
 
-    second = _launch_workers([train_command, train_command],
-                             [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path, "second")
+    # The same command again; the non-chief keeps its own last checkpoint (signal_probe.py,
+    # no signal) so that its weights can be compared with the chief's.
+    os.mkdir(keep_dir)
+    second = _launch_workers([train_command, [*probe, "none", "TERM", *flags]],
+                             [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path, "second",
+                             extra_env={"PROBE_KEEP_WORKER_DIR": keep_dir})
     for index, (code, out, err) in enumerate(second):
         assert code == 0, f"worker {index}:\n{out[-2000:]}\n{err[-3000:]}"
-    assert f"resuming at step {step} " in second[0][1]
-    assert "step 20/20" in second[0][1] and "Training finished" in second[0][1]
-    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-20")
+    (chief_out, _), (other_out, _) = [(out, err) for _, out, err in second]
+    assert f"resuming at step {step} " in chief_out
+    assert "step 10/10" in chief_out and "Training finished" in chief_out
+    assert "Training finished" not in other_out  # the chief alone reports
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")
+    assert tf.train.latest_checkpoint(keep_dir).endswith("ckpt-10")
+    for folder in (model_dir, keep_dir):  # both counted on from the saved step, not from 0
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(folder))
+        assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 10
     assert temporary_leftovers(model_dir) == []
+    chief, other = _weights(model_dir), _weights(keep_dir)
+    assert chief.keys() == other.keys()
+    for key in chief:
+        np.testing.assert_array_equal(other[key], chief[key], err_msg=key)
+    assert not os.path.exists(os.path.join(keep_dir, "model_config.json"))  # chief only

@@ -1,9 +1,11 @@
 """Preemption-safe training in one process: SIGTERM or SIGINT at any moment
 (set-up, inside a chunk of steps, inside a checkpoint save, inside a best
-save) finishes the chunk, saves, prints one line with the step and the
-resume command, and exits 128 + the signal; nothing temporary is left; the
-printed command resumes from that step and runs to the end. Plus the
-pieces: the signal flag, the removal of a killed save's leftovers."""
+save, or from outside whenever it comes) finishes the chunk, saves, prints
+one line with the step and the resume command, and exits 128 + the signal;
+nothing temporary is left; the printed command resumes from that step and
+runs to the end. A SIGKILL mid-way: the same command resumes from the latest
+checkpoint without a jump in the loss curve. Plus the pieces: the signal
+flag, the removal of a killed save's leftovers."""
 
 import dataclasses
 import json
@@ -17,9 +19,10 @@ import time
 import pytest
 import tensorflow as tf
 
+from alexnet_tf.figures import tb_logs
 from alexnet_tf.training import checkpoints, model_dir as model_dir_files, preemption
 from launchers import run_launcher
-from tiny_data import stop_lines, temporary_leftovers as leftovers, tiny_flags
+from tiny_data import TINY_LEARNING_RATE, stop_lines, temporary_leftovers as leftovers, tiny_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(REPO, "tests", "signal_probe.py")
@@ -116,7 +119,7 @@ def test_a_best_swap_cut_between_its_renames_is_completed(tmp_path, staged_whole
     assert leftovers(run) == []
 
 
-# ---- signals through the launcher, at exact moments and from outside (one process)
+# ---- signals and a SIGKILL through the launcher, in one probe process
 
 TOTAL_STEPS = 12
 
@@ -141,61 +144,80 @@ PLAN = [("setup", "TERM", 0, 143),     # before any step: the state it restored/
         ("chunk:2", "INT", 8, 130)]    # Ctrl-C during the epoch-2 end's chunk (6-8)
 
 
+# The SIGKILL run: He init at TINY_LEARNING_RATE, the loss starts near log(3) and is
+# about 0.3 by step 30; a run restarted from scratch would show that start again.
+KILL_TOTAL_STEPS = 50
+KILLED_AT_STEP = 33  # as its 33rd one-step chunk starts: steps 31-32 are lost
+LAST_CHECKPOINT = 30
+
+
+def _kill_flags(data_dir, model_dir):
+    return [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=8",
+            "--epochs=1", f"--steps_per_epoch={KILL_TOTAL_STEPS}", "--validation_steps=1",
+            "--checkpoint_every_steps=5", "--log_every_steps=1", "--keep_checkpoints=2",
+            *tiny_flags(), "--init=he", "--dropout=0",
+            f"--learning_rate={TINY_LEARNING_RATE}", "--shuffle_buffer=64", "--seed=1"]
+
+
 @dataclasses.dataclass
-class Preempted:
+class Interrupted:
     data_dir: str
     model_dir: str           # the PLAN's runs, one after another
     moments: list            # each PLAN run's result and what it left (signal_probe.py)
     outside_dir: str         # the run a SIGTERM from outside stopped
-    outside_code: int        # that process's exit status
-    outside_output: str
+    outside: dict            # its result and what it left
+    kill_dir: str            # the run killed with SIGKILL
+    kill_code: int           # the process's exit status
 
 
 @pytest.fixture(scope="module")
-def preempted(tiny_records, tmp_path_factory):
-    """One process (tests/signal_probe.py, one TensorFlow start) runs the PLAN's
-    runs in turn, each signalling itself at its moment, then a long run that
-    this test stops with a SIGTERM from outside once it trains: whatever
-    moment that hits, the process exits with the launcher's status."""
-    tmp = tmp_path_factory.mktemp("preempted")
-    model_dir, outside_dir = str(tmp / "run"), str(tmp / "outside")
+def interrupted(tiny_records, tmp_path_factory):
+    """One process (tests/signal_probe.py, one TensorFlow start for all) runs in
+    turn: the PLAN's runs, each signalling itself at its moment; a long run
+    that this fixture stops with a SIGTERM from outside once it trains
+    (whatever moment that hits); a run that kills the process with SIGKILL."""
+    tmp = tmp_path_factory.mktemp("interrupted")
+    model_dir, outside_dir, kill_dir = (str(tmp / name) for name in ("run", "outside", "kill"))
     flags = _flags(tiny_records, model_dir)
     runs = [[moment, name, *flags, "--then"] for moment, name, _, _ in PLAN]
-    command = [sys.executable, PROBE, *sum(runs, []), "none", "TERM",
-               *_flags(tiny_records, outside_dir, epochs=50)]
+    command = [sys.executable, PROBE, *sum(runs, []),
+               "none", "TERM", *_flags(tiny_records, outside_dir, epochs=50), "--then",
+               f"chunk:{KILLED_AT_STEP}", "KILL", *_kill_flags(tiny_records, kill_dir)]
+    results = tmp / "results.jsonl"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-               TF_CPP_MIN_LOG_LEVEL="2", PROBE_RESULTS=str(tmp / "moments.jsonl"))
-    log_path = tmp / "outside.log"
+               TF_CPP_MIN_LOG_LEVEL="2", PROBE_RESULTS=str(results))
+    log_path = tmp / "probe.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
-        # A file, not a pipe: waits for the long run's first progress line (an
-        # event, not a sleep long enough), then signals.
+        # Waits for the long run's first checkpoint (an event, with a generous deadline,
+        # not a sleep long enough), then signals from outside.
         deadline = time.monotonic() + 600
-        while "step 2/" not in log_path.read_text() and process.poll() is None:
+        while tf.train.latest_checkpoint(outside_dir) is None and process.poll() is None:
             assert time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.05)
         assert process.poll() is None, log_path.read_text()[-3000:]
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=300)
+        code = process.wait(timeout=600)
     finally:
         process.kill()
         process.wait()
-    with open(tmp / "moments.jsonl") as f:
-        moments = [json.loads(line) for line in f]
-    return Preempted(tiny_records, model_dir, moments, outside_dir, code, log_path.read_text())
+    with open(results) as f:
+        *moments, outside = [json.loads(line) for line in f]
+    assert len(moments) == len(PLAN), log_path.read_text()[-3000:]
+    return Interrupted(tiny_records, model_dir, moments, outside_dir, outside, kill_dir, code)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("preempted")  # one probe process for both tests
-def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(preempted):
-    model_dir = preempted.model_dir
-    flags = _flags(preempted.data_dir, model_dir)
-    assert [run["moment"] for run in preempted.moments] == [moment for moment, *_ in PLAN]
+@pytest.mark.xdist_group("interrupted")  # one probe process for the three tests
+def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(interrupted):
+    model_dir = interrupted.model_dir
+    flags = _flags(interrupted.data_dir, model_dir)
+    assert [run["moment"] for run in interrupted.moments] == [moment for moment, *_ in PLAN]
     resumed_at = None
-    for (moment, name, step, code), done in zip(PLAN, preempted.moments):
+    for (moment, name, step, code), done in zip(PLAN, interrupted.moments):
         output = done["stdout"] + done["stderr"]
         assert done["returncode"] == code, f"{moment}: {output[-3000:]}"
         assert "Traceback" not in output, output[-3000:]
@@ -229,14 +251,50 @@ def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(pr
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("preempted")
-def test_a_sigterm_from_outside_while_training(preempted):
+@pytest.mark.xdist_group("interrupted")
+def test_a_sigterm_from_outside_while_training(interrupted):
     """A scheduler's SIGTERM at whatever moment the run is at once it trains:
     whatever that moment, the printed step is the published checkpoint's."""
-    output = preempted.outside_output
-    assert preempted.outside_code == 143, output[-3000:]
-    (cause, step, checkpoint, _), = stop_lines(output)
-    assert cause == "SIGTERM" and int(step) >= 2
-    assert checkpoint == tf.train.latest_checkpoint(preempted.outside_dir)
-    assert checkpoint.endswith(f"ckpt-{step}")
-    assert leftovers(preempted.outside_dir) == []
+    done = interrupted.outside
+    assert done["returncode"] == 143, done["stdout"][-2000:] + done["stderr"][-3000:]
+    (cause, step, checkpoint, _), = stop_lines(done["stderr"])
+    assert cause == "SIGTERM" and int(step) >= 3  # after its first checkpoint (step 3)
+    assert checkpoint == done["latest"] and checkpoint.endswith(f"ckpt-{step}")
+    assert done["latest_step"] == int(step)
+    assert done["leftovers"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.xdist_group("interrupted")
+def test_sigkill_then_rerun_resumes_without_a_jump(interrupted):
+    """Kill -9 a training run mid-way, run the same command again: it resumes
+    from the latest checkpoint, the step count continues, and the finished
+    run's loss curve (from its TensorBoard logs) has no jump back to the start."""
+    model_dir = interrupted.kill_dir
+    assert interrupted.kill_code == -signal.SIGKILL
+    killed_at = int(tf.train.latest_checkpoint(model_dir).rsplit("-", 1)[1])
+    assert killed_at == LAST_CHECKPOINT  # past step 30's save, before step 35's
+
+    # The same command again (in this process: the rerun is not about a process boundary).
+    second = run_launcher("launch.train", *_kill_flags(interrupted.data_dir, model_dir),
+                          cwd=REPO)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resumed_at = int(second.stdout.split("resuming at step ", 1)[1].split()[0])
+    assert resumed_at == killed_at
+    assert f"step {KILL_TOTAL_STEPS}/{KILL_TOTAL_STEPS}" in second.stdout
+
+    final = tf.train.latest_checkpoint(model_dir)
+    assert final.endswith(f"ckpt-{KILL_TOTAL_STEPS}")
+    reader = tf.train.load_checkpoint(final)
+    # The optimizer's own counter ran on from the checkpoint, not from zero.
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") \
+        == KILL_TOTAL_STEPS
+
+    curve = dict(tb_logs.read_scalars(os.path.join(model_dir, "logs"))["train"]["loss"])
+    assert sorted(curve) == list(range(1, KILL_TOTAL_STEPS + 1))
+    start_spike = max(curve[s] for s in range(1, 8))
+    after_resume = max(curve[s] for s in range(resumed_at + 1,
+                                                min(resumed_at + 8, KILL_TOTAL_STEPS + 1)))
+    assert after_resume < 0.5 * start_spike, (start_spike, after_resume)
+    assert curve[KILL_TOTAL_STEPS] < 0.25 * start_spike
