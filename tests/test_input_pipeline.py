@@ -65,9 +65,15 @@ def context(pipelines, pipeline_id):
                                       num_replicas_in_sync=pipelines)
 
 
+def train_dataset(data_dir, **overrides):
+    """Batches of 5, seed 0, the label range checked; lighting off unless asked."""
+    return input_pipeline.make_train_dataset(data_dir, 5, **{
+        "seed": 0, "shuffle_buffer": 8, "lighting_stddev": 0.0, "num_classes": NUM_TRAIN,
+        **overrides})
+
+
 def test_train_batches_shapes_and_labels(data_dir):
-    dataset = input_pipeline.make_train_dataset(
-        data_dir, 5, seed=0, shuffle_buffer=8, lighting_stddev=0.0, num_classes=NUM_TRAIN)
+    dataset = train_dataset(data_dir)
     features, labels_spec = dataset.element_spec
     # uint8 crops (drop_remainder: a static batch) and their lighting shifts.
     assert features[input_pipeline.IMAGE].shape.as_list() == [5, 224, 224, 3]
@@ -87,8 +93,8 @@ def test_train_batches_shapes_and_labels(data_dir):
 
 def test_train_lighting_shifts_colour_per_image(data_dir):
     stats = dataset_stats.RGBStats()
-    plain = input_pipeline.make_train_dataset(data_dir, 4, seed=0, lighting_stddev=0.0)
-    lit = input_pipeline.make_train_dataset(data_dir, 4, seed=0, rgb_stats=stats)
+    plain = train_dataset(data_dir, crop_size=32)
+    lit = train_dataset(data_dir, crop_size=32, rgb_stats=stats, lighting_stddev=0.1)
     plain_features, plain_labels = next(iter(plain))
     lit_features, lit_labels = next(iter(lit))
     np.testing.assert_array_equal(plain_labels, lit_labels)  # same order: same seed
@@ -115,26 +121,35 @@ def test_rgb_stats_are_read_from_stats_json(tmp_path):
     assert input_pipeline.resolve_rgb_stats(tmp_path / "absent") == dataset_stats.RGBStats()
 
 
-def test_label_offset_reads_one_based_records(tmp_path):
-    one_based = make_data(tmp_path / "one_based", label_offset=1)
+@pytest.fixture(scope="module")
+def one_based(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("one_based"), label_offset=1)
+
+
+def test_label_offset_reads_one_based_records(one_based):
     dataset = input_pipeline.make_eval_dataset(one_based, 4, label_offset=1,
-                                               num_classes=NUM_VALIDATION)
+                                               num_classes=NUM_VALIDATION, crop_size=32)
     np.testing.assert_array_equal(labels_of(dataset, 2), np.arange(NUM_VALIDATION))
     for images, labels in dataset:
         assert_images_match_labels(images, labels)
 
 
-def test_label_out_of_range_names_the_record(tmp_path):
-    one_based = make_data(tmp_path / "one_based", label_offset=1)
-    dataset = input_pipeline.make_eval_dataset(one_based, 8, num_classes=NUM_VALIDATION)
+def test_label_out_of_range_names_the_record(one_based):
+    dataset = input_pipeline.make_eval_dataset(one_based, 8, num_classes=NUM_VALIDATION,
+                                               crop_size=32)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"(?s)label out of range.*label_offset=1.*img6.JPEG.*validation-00001"):
         next(iter(dataset))
 
 
-def test_eval_in_file_order_with_partial_batch(data_dir):
-    dataset = input_pipeline.make_eval_dataset(data_dir, 3)
-    batches = list(dataset)
+@pytest.fixture(scope="module")
+def validation_batches(data_dir):
+    """The validation split in batches of 3, the one-crop view."""
+    return list(input_pipeline.make_eval_dataset(data_dir, 3))
+
+
+def test_eval_in_file_order_with_partial_batch(data_dir, validation_batches):
+    batches = validation_batches
     assert [len(y) for _, y in batches] == [3, 3, 1]
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]),
                                   np.arange(NUM_VALIDATION))
@@ -145,12 +160,11 @@ def test_eval_in_file_order_with_partial_batch(data_dir):
         0, lambda n, batch: n + tf.shape(batch[1])[0]).numpy() == NUM_TRAIN
 
 
-def test_ten_crops_shape_and_centre_crop(data_dir):
-    ten = input_pipeline.make_eval_dataset(data_dir, 4, crops=10)
-    one = input_pipeline.make_eval_dataset(data_dir, 4, crops=1)
+def test_ten_crops_shape_and_centre_crop(data_dir, validation_batches):
+    ten = input_pipeline.make_eval_dataset(data_dir, 3, crops=10)
     assert ten.element_spec[0].shape.as_list() == [None, 10, 224, 224, 3]
-    (ten_images, ten_labels), (one_images, one_labels) = next(iter(ten)), next(iter(one))
-    assert ten_images.shape == (4, 10, 224, 224, 3)
+    (ten_images, ten_labels), (one_images, one_labels) = next(iter(ten)), validation_batches[0]
+    assert ten_images.shape == (3, 10, 224, 224, 3)
     np.testing.assert_array_equal(ten_labels, one_labels)
     np.testing.assert_array_equal(ten_images[:, 4], one_images)  # index 4 = centre
     with pytest.raises(ValueError, match="crops"):
@@ -183,7 +197,7 @@ def test_per_worker_shards_are_disjoint_and_cover(data_dir, pipelines, part_size
 def test_shuffle_reproducible_with_seed_and_differs_by_seed(data_dir):
     def order(seed):
         dataset = input_pipeline.make_train_dataset(
-            data_dir, 4, seed=seed, shuffle_buffer=6, lighting_stddev=0.0)
+            data_dir, 4, seed=seed, shuffle_buffer=6, lighting_stddev=0.0, crop_size=32)
         return labels_of(dataset, 9).tolist()  # three epochs
 
     first = order(7)
@@ -220,9 +234,10 @@ def test_empty_shards_are_skipped_and_all_empty_is_an_error(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in input_pipeline.list_shards(data, "train")] == [
         "train-00000-of-00005", "train-00003-of-00005"]
     train = input_pipeline.make_train_dataset(data, 3, shuffle_buffer=3, seed=0,
-                                              lighting_stddev=0.0)
+                                              lighting_stddev=0.0, crop_size=32)
     assert set(labels_of(train, 4)) == {0, 1, 2}
-    assert sorted(labels_of(input_pipeline.make_eval_dataset(data, 2), 5)) == [3, 4]
+    assert sorted(labels_of(input_pipeline.make_eval_dataset(data, 2, crop_size=32), 5)) \
+        == [3, 4]
     empty = tmp_path / "empty"
     empty.mkdir()
     write_split(empty, records.TRAIN_PREFIX, [[], []])
@@ -236,8 +251,8 @@ def test_across_shards_takes_one_record_of_each_shard_in_turn(tmp_path):
     data = tmp_path / "records"
     data.mkdir()
     write_split(data, records.VALIDATION_PREFIX, [[0] * 4, [1] * 4, [2] * 4])
-    plain = labels_of(input_pipeline.make_eval_dataset(data, 3), 1)
-    mixed = labels_of(input_pipeline.make_eval_dataset(data, 3, across_shards=True), 1)
-    assert list(plain) == [0, 0, 0] and list(mixed) == [0, 1, 2]
-    everything = labels_of(input_pipeline.make_eval_dataset(data, 5, across_shards=True), 9)
-    assert sorted(everything) == [0] * 4 + [1] * 4 + [2] * 4  # still every record once
+    plain = labels_of(input_pipeline.make_eval_dataset(data, 3, crop_size=32), 1)
+    across = labels_of(input_pipeline.make_eval_dataset(data, 3, across_shards=True,
+                                                        crop_size=32), 9)
+    assert list(plain) == [0, 0, 0] and list(across[:3]) == [0, 1, 2]
+    assert sorted(across) == [0] * 4 + [1] * 4 + [2] * 4  # still every record once

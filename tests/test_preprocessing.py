@@ -1,5 +1,6 @@
 """preprocessing.py against numpy, each function eagerly and inside tf.data."""
 
+import functools
 import io
 
 import numpy as np
@@ -50,32 +51,37 @@ def both_ways(fn, *values):
     return np.asarray(fn(*values)), np.asarray(in_tf_data(fn, *values))
 
 
+@functools.cache
+def _tf_data_results(fn, group: tuple) -> tuple:
+    """fn over each of `group` (encoded images) in one tf.data map: the
+    result, or the error that element raised (the iterator goes on)."""
+    iterator = iter(tf.data.Dataset.from_tensor_slices(list(group)).map(
+        fn, num_parallel_calls=tf.data.AUTOTUNE))
+    results = []
+    for _ in group:
+        try:
+            results.append(next(iterator).numpy())
+        except tf.errors.InvalidArgumentError as e:
+            results.append(e)
+    return tuple(results)
+
+
+def in_shared_tf_data(fn, data: bytes, group: tuple):
+    """fn(data) inside a tf.data map that runs over the whole `group` (one
+    trace for the inputs of several tests, made once); an element's error is
+    raised here."""
+    result = _tf_data_results(fn, group)[group.index(data)]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def both_ways_shared(fn, data: bytes, group: tuple):
+    """(eager result, tf.data result as in_shared_tf_data) as numpy."""
+    return np.asarray(fn(tf.constant(data))), in_shared_tf_data(fn, data, group)
+
+
 # --- decode_rgb -------------------------------------------------------------
-
-@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "JPEG"])
-def test_decode_rgb_formats(fmt):
-    array = pixels(20, 30)
-    if fmt == "GIF":  # palette: compare with what PIL itself decodes
-        array = np.asarray(Image.fromarray(array).quantize(64).convert("RGB"))
-    data = encode(array, fmt)
-    expected = decoded(data) if fmt == "JPEG" else array
-    for image in both_ways(pp.decode_rgb, tf.constant(data)):
-        assert image.dtype == np.uint8 and image.shape == (20, 30, 3)
-        np.testing.assert_array_equal(image, expected)
-
-
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_decode_rgb_grayscale_and_alpha_become_rgb(fmt):
-    grey = pixels(12, 10)[..., 0]
-    for image in both_ways(pp.decode_rgb, tf.constant(encode(grey, fmt))):
-        assert image.shape == (12, 10, 3)
-        np.testing.assert_array_equal(image[..., 0], image[..., 1])
-        np.testing.assert_array_equal(image[..., 0], image[..., 2])
-        if fmt == "PNG":
-            np.testing.assert_array_equal(image[..., 0], grey)
-    rgba = np.dstack([pixels(8, 8), np.full((8, 8), 7, np.uint8)])
-    np.testing.assert_array_equal(pp.decode_rgb(tf.constant(encode(rgba, "PNG"))), rgba[..., :3])
-
 
 def jpeg_claiming_size(height, width) -> bytes:
     """A valid small JPEG whose SOF header is edited to claim another size."""
@@ -86,18 +92,56 @@ def jpeg_claiming_size(height, width) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("data, message", [
+def format_case(fmt):
+    """(encoded 20x30 image, the pixels decode_rgb must give)."""
+    array = pixels(20, 30)
+    if fmt == "GIF":  # palette: compare with what PIL itself decodes
+        array = np.asarray(Image.fromarray(array).quantize(64).convert("RGB"))
+    data = encode(array, fmt)
+    return data, decoded(data) if fmt == "JPEG" else array
+
+
+FORMAT_CASES = {fmt: format_case(fmt) for fmt in ("PNG", "GIF", "BMP", "JPEG")}
+GREY = pixels(12, 10)[..., 0]
+GREY_CASES = {fmt: encode(GREY, fmt) for fmt in ("PNG", "JPEG")}
+BAD_BYTES = [
     (b"", "empty"),
     (b"this is not an image at all", None),
     (encode(pixels(32, 32))[:40], None),  # truncated inside the header
     (encode(pixels(64, 64))[:-300], "JPEG"),  # truncated image data
     (jpeg_claiming_size(9000, 9000), "more than"),  # decompression bomb guard
-])
+]
+# decode_rgb's inputs, run through one tf.data map
+DECODE_GROUP = (*(data for data, _ in FORMAT_CASES.values()), *GREY_CASES.values(),
+                *(data for data, _ in BAD_BYTES))
+
+
+@pytest.mark.parametrize("fmt", FORMAT_CASES)
+def test_decode_rgb_formats(fmt):
+    data, expected = FORMAT_CASES[fmt]
+    for image in both_ways_shared(pp.decode_rgb, data, DECODE_GROUP):
+        assert image.dtype == np.uint8 and image.shape == (20, 30, 3)
+        np.testing.assert_array_equal(image, expected)
+
+
+@pytest.mark.parametrize("fmt", GREY_CASES)
+def test_decode_rgb_grayscale_and_alpha_become_rgb(fmt):
+    for image in both_ways_shared(pp.decode_rgb, GREY_CASES[fmt], DECODE_GROUP):
+        assert image.shape == (12, 10, 3)
+        np.testing.assert_array_equal(image[..., 0], image[..., 1])
+        np.testing.assert_array_equal(image[..., 0], image[..., 2])
+        if fmt == "PNG":
+            np.testing.assert_array_equal(image[..., 0], GREY)
+    rgba = np.dstack([pixels(8, 8), np.full((8, 8), 7, np.uint8)])
+    np.testing.assert_array_equal(pp.decode_rgb(tf.constant(encode(rgba, "PNG"))), rgba[..., :3])
+
+
+@pytest.mark.parametrize("data, message", BAD_BYTES)
 def test_decode_rgb_bad_bytes_raise(data, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         pp.decode_rgb(tf.constant(data))
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        in_tf_data(pp.decode_rgb, tf.constant(data))
+        in_shared_tf_data(pp.decode_rgb, data, DECODE_GROUP)
 
 
 # --- center_crop / eval_image --------------------------------------------------
@@ -108,18 +152,23 @@ def test_center_crop_matches_slicing():
         np.testing.assert_array_equal(crop, image[16:240, 38:262])
 
 
+STORED_RECORD = encode(pixels(256, 256), subsampling=2)  # 4:2:0 as most photos are
+OTHER_SIZE = encode(pixels(300, 500))
+EVAL_GROUP = (STORED_RECORD, OTHER_SIZE)  # eval_image's inputs, through one tf.data map
+
+
 def test_eval_image_on_stored_record_is_decode_and_centre_crop():
-    jpeg = encode(pixels(256, 256), subsampling=2)  # 4:2:0 as most photos are
+    jpeg = STORED_RECORD
     expected = decoded(jpeg)[16:240, 16:240].astype(np.float32)
-    for image in both_ways(pp.eval_image, tf.constant(jpeg)):
+    for image in both_ways_shared(pp.eval_image, jpeg, EVAL_GROUP):
         assert image.dtype == np.float32
         np.testing.assert_array_equal(image, expected)
 
 
 def test_eval_image_of_other_sizes_is_the_stored_views_centre_crop():
-    jpeg = encode(pixels(300, 500))
+    jpeg = OTHER_SIZE
     reference = pp.center_crop(pp.stored_view(tf.constant(jpeg))).numpy()
-    for image in both_ways(pp.eval_image, tf.constant(jpeg)):
+    for image in both_ways_shared(pp.eval_image, jpeg, EVAL_GROUP):
         assert image.shape == (224, 224, 3)
         np.testing.assert_array_equal(image, reference)
 
@@ -165,25 +214,34 @@ def test_stored_view_decodes_large_jpegs_at_reduced_size_as_data_prep():
     assert np.abs(ours - theirs).max() <= 1.0
 
 
+def thin_image(fmt, shape) -> bytes:
+    array = smooth(*shape) if min(shape) > 1 else pixels(*shape)
+    return encode(array, fmt) if fmt != "JPEG" else encode(array, fmt, quality=100)
+
+
+THIN_SHAPES, THIN_FORMATS = [(1, 6000), (6000, 1), (3, 4000)], ["PNG", "JPEG", "GIF"]
+THIN = {(fmt, shape): thin_image(fmt, shape) for fmt in THIN_FORMATS for shape in THIN_SHAPES}
+STORED_VIEW_GROUP = (STORED_RECORD, *THIN.values())  # stored_view's, through one tf.data map
+
+
 def test_stored_view_of_a_stored_record_is_the_record():
-    jpeg = encode(pixels(256, 256), subsampling=2)
-    for image in both_ways(pp.stored_view, tf.constant(jpeg)):
+    jpeg = STORED_RECORD
+    for image in both_ways_shared(pp.stored_view, jpeg, STORED_VIEW_GROUP):
         np.testing.assert_array_equal(image, decoded(jpeg).astype(np.float32))
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
-@pytest.mark.parametrize("shape", [(1, 6000), (6000, 1), (3, 4000)])
+@pytest.mark.parametrize("fmt", THIN_FORMATS)
+@pytest.mark.parametrize("shape", THIN_SHAPES)
 def test_thin_images_give_the_centre_square(fmt, shape):
     """A thin image's centre square is a few source pixels: the views are
     made from that square alone (no resize of the whole image)."""
-    array = smooth(*shape) if min(shape) > 1 else pixels(*shape)
-    data = encode(array, fmt) if fmt != "JPEG" else encode(array, fmt, quality=100)
+    data = THIN[fmt, shape]
     full = pp.decode_rgb(tf.constant(data)).numpy()
     short = min(shape)
     top, left = (shape[0] - short) // 2, (shape[1] - short) // 2
     square = full[top:top + short, left:left + short]
     expected = tf.round(tf.image.resize(square.astype(np.float32), [256, 256])).numpy()
-    for image in both_ways(pp.stored_view, tf.constant(data)):
+    for image in both_ways_shared(pp.stored_view, data, STORED_VIEW_GROUP):
         np.testing.assert_array_equal(image, expected)
     assert pp.eval_image(tf.constant(data)).shape == (224, 224, 3)
     assert pp.ten_crops(tf.constant(data)).shape == (10, 224, 224, 3)
@@ -207,15 +265,18 @@ def test_crop_size_sets_the_crop_and_the_stored_size(crop_size, stored):
 
 # --- ten_crops --------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(256, 256), (256, 320)])
+TEN_CROPS = {shape: encode(pixels(*shape)) for shape in [(256, 256), (256, 320)]}
+
+
+@pytest.mark.parametrize("shape", TEN_CROPS)
 def test_ten_crops_are_corners_centre_and_mirrors_of_the_stored_square(shape):
-    jpeg = encode(pixels(*shape))
+    jpeg = TEN_CROPS[shape]
     h, w = shape
     full = decoded(jpeg).astype(np.float32)[:, (w - 256) // 2:(w - 256) // 2 + 256]
     windows = [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
     expected = np.stack([full[t:t + 224, l:l + 224] for t, l in windows])
     expected = np.concatenate([expected, expected[:, :, ::-1]])
-    for crops in both_ways(pp.ten_crops, tf.constant(jpeg)):
+    for crops in both_ways_shared(pp.ten_crops, jpeg, tuple(TEN_CROPS.values())):
         assert crops.shape == (10, 224, 224, 3)
         np.testing.assert_array_equal(crops, expected)
     np.testing.assert_array_equal(pp.ten_crops(tf.constant(jpeg))[4], pp.eval_image(tf.constant(jpeg)))
@@ -277,15 +338,18 @@ def test_random_crop_jpeg_subsampled_chroma_differs_only_at_crop_edge():
         assert np.abs(crop - window).max() <= 48
 
 
-@pytest.mark.parametrize("shape", [(100, 180), (3, 4000), (4000, 3)])
+SMALL_OR_THIN = {shape: encode(pixels(*shape)) for shape in [(100, 180), (3, 4000), (4000, 3)]}
+
+
+@pytest.mark.parametrize("shape", SMALL_OR_THIN)
 def test_random_crop_jpeg_of_a_small_or_thin_image_is_its_centre_square(shape):
-    jpeg = encode(pixels(*shape))
+    jpeg = SMALL_OR_THIN[shape]
     full = decoded(jpeg)
     side = min(shape)
     top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
     square = full[top:top + side, left:left + side].astype(np.float32)
     expected = np.round(tf.image.resize(square, [224, 224], antialias=True).numpy())
-    for crop in both_ways(pp.random_crop_jpeg, tf.constant(jpeg)):
+    for crop in both_ways_shared(pp.random_crop_jpeg, jpeg, tuple(SMALL_OR_THIN.values())):
         assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
         np.testing.assert_array_equal(crop, expected)
 

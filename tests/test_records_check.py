@@ -96,15 +96,20 @@ def test_an_incomplete_folder_is_refused_naming_what_is_missing(complete, tmp_pa
 
 
 def test_foreign_records_train_only_with_the_published_statistics(complete, tmp_path):
+    """And a partial copy of them only when asked too: one training shows both."""
     data = _copy(complete, tmp_path)  # as tensorflow/models' files: no manifest, no stats
     os.remove(os.path.join(data, "manifest.json"))
     os.remove(os.path.join(data, "stats.json"))
     with pytest.raises(RecordsError, match="set published_stats"):
         check_records_dir(data)
     assert check_records_dir(data, published_stats=True) == {}
+    os.remove(os.path.join(data, "train-00003-of-00004"))  # a partial copy
+    with pytest.raises(RecordsError, match="set partial_shard_sets to train on these shards"):
+        check_records_dir(data, published_stats=True)
+    assert check_records_dir(data, published_stats=True, partial_shard_sets=True) == {}
     summary = train(TrainConfig(data, str(tmp_path / "run"), published_stats=True,
-                                batch_size=4, max_steps=2, steps_per_epoch=2,
-                                model={**TINY_MODEL, "dropout": 0.0}))
+                                partial_shard_sets=True, batch_size=4, max_steps=2,
+                                steps_per_epoch=2, model={**TINY_MODEL, "dropout": 0.0}))
     assert summary["step"] == 2
     with open(tmp_path / "run" / "model_config.json") as f:
         saved = json.load(f)
@@ -169,17 +174,3 @@ def test_an_unfinished_data_prep_build_is_refused_even_with_published_stats(tmp_
         with pytest.raises(RecordsError, match=r"records is a data prep build that did not "
                                                r"finish \(it has .parts/ but no manifest.json"):
             check_records_dir(str(out), published_stats=published)
-
-
-def test_a_partial_copy_of_foreign_records_trains_when_asked(tmp_path):
-    data = write_tiny_dataset(tmp_path / "foreign", num_classes=2, train_per_class=4,
-                              val_per_class=2, train_shards=4)
-    for name in ("manifest.json", "stats.json", "train-00003-of-00004"):
-        os.remove(os.path.join(data, name))
-    with pytest.raises(RecordsError, match="set partial_shard_sets to train on these shards"):
-        check_records_dir(data, published_stats=True)
-    assert check_records_dir(data, published_stats=True, partial_shard_sets=True) == {}
-    summary = train(TrainConfig(data, str(tmp_path / "run"), published_stats=True,
-                                partial_shard_sets=True, model=TINY_MODEL, max_steps=1,
-                                batch_size=2))
-    assert summary["step"] == 1
