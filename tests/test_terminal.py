@@ -12,8 +12,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Written to fd 2 after the filter starts: as TF's C++ code, absl's Python
 # handler and the project would write them.
 DRIVER = r"""
-import os, sys, time
+import os, signal, sys, time
 sys.argv = ["driver"]
+# SIGINT as a shell gives a foreground job: unblocked, Python's handler.
+# A child of this test's process could inherit it blocked or ignored (the
+# test process holds TensorFlow, gRPC and many threads by now).
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from alexnet_tf.cli import terminal
 terminal.quiet_native_logs()
 lines = [
