@@ -20,12 +20,14 @@ Examples, else "serving_default").
 from __future__ import annotations
 
 import dataclasses
-import io
 import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+
+from caffe_fixtures import _varint  # protobuf's wire format, written by hand
+from caffe_fixtures import message as _field  # a length-delimited field
+from hostile_images import encode
 
 FAMILIES = ("jpeg_baseline", "jpeg_progressive", "png", "gif", "bmp", "webp", "example")
 MB = 1 << 20
@@ -52,15 +54,6 @@ def _pixels(rng, height, width) -> np.ndarray:
     x = np.linspace(0, 1, width)[None, :, None]
     base = 255 * (y * rng.random(3) + x * rng.random(3)) / 2
     return np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def encode(array: np.ndarray, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image = Image.fromarray(array)
-    if fmt == "GIF":
-        image = image.convert("P")
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def valid(family: str, rng, height: int | None = None, width: int | None = None) -> bytes:
@@ -149,19 +142,6 @@ def webp_units(data: bytes) -> list[bytes]:
         units.append(data[pos:end])
         pos = end
     return units
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, body: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(body)) + body
 
 
 def feature_entry(key: bytes, value: bytes) -> bytes:

@@ -1,7 +1,9 @@
 """`launch.data_service` and `launch.train --data_service` as processes on
 127.0.0.1: a dispatcher and two workers, a training that reaches its
-max_steps while one worker is killed, a training pointed at a closed port,
-bad settings, and SIGTERM / Ctrl-C (the process boundary is what is tested)."""
+max_steps while one worker is killed, then SIGTERM / Ctrl-C stopping the
+servers left; two multi-worker trainers on one job (the process boundary
+is what is tested; the launchers' one-line refusals, which come before any
+server starts, are in test_data_service.py)."""
 
 import json
 import os
@@ -78,14 +80,6 @@ def _train_command(data_dir, model_dir, address, steps):
             "--shuffle_buffer=16", f"--data_service={address}"]
 
 
-def _one_error_line(result, tool):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
-
-
 def _closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,6 +88,9 @@ def _closed_port():
 
 @pytest.mark.timeout(600)
 def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
+    """Then SIGTERM and Ctrl-C (SIGINT) stop the worker and the dispatcher
+    left, cleanly (formerly test_sigterm_and_ctrl_c_stop_the_servers_cleanly,
+    on a cluster of its own)."""
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     dispatcher, workers = _cluster(tmp_path, servers)
     model_dir, steps = tmp_path / "run", 40
@@ -119,46 +116,7 @@ def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
     assert tf.train.latest_checkpoint(model_dir).endswith(f"ckpt-{steps}")
     assert workers[1].process.poll() is None and dispatcher.process.poll() is None
 
-
-@pytest.mark.timeout(300)
-def test_training_pointed_at_a_closed_port_says_so_in_bounded_time(tmp_path):
-    data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3)
-    port = _closed_port()
-    start = time.monotonic()
-    result = subprocess.run(
-        _train_command(data_dir, tmp_path / "run", f"grpc://127.0.0.1:{port}", 4),
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
-    line = _one_error_line(result, "launch.train")
-    assert f"grpc://127.0.0.1:{port}" in line and "nothing answered within 10 s" in line
-    assert time.monotonic() - start < 120  # the 10 s probe plus start-up, not an hour
-    assert not (tmp_path / "run").exists()  # refused before anything was written
-
-
-@pytest.mark.timeout(300)
-def test_bad_server_settings_are_one_line(tmp_path, servers):
-    def run(*flags):
-        return subprocess.run([sys.executable, "-m", "launch.data_service", *flags],
-                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
-
-    assert "--port=70000" in _one_error_line(
-        run("--mode=dispatcher", "--port=70000"), "launch.data_service")
-    assert "--dispatcher=dispatcher-host" in _one_error_line(
-        run("--mode=worker", "--port=0", "--dispatcher=dispatcher-host"),
-        "launch.data_service")
-    closed = _closed_port()
-    assert f"grpc://127.0.0.1:{closed}" in _one_error_line(
-        run("--mode=worker", "--port=0", f"--dispatcher=127.0.0.1:{closed}"),
-        "launch.data_service")
-    dispatcher = Server(tmp_path, "dispatcher", "--mode=dispatcher", "--port=0")
-    servers.append(dispatcher)
-    assert f"--port={dispatcher.port}: is in use" in _one_error_line(
-        run("--mode=dispatcher", f"--port={dispatcher.port}"), "launch.data_service")
-
-
-@pytest.mark.timeout(300)
-def test_sigterm_and_ctrl_c_stop_the_servers_cleanly(tmp_path, servers):
-    dispatcher, (worker,) = _cluster(tmp_path, servers, workers=1)
-    for server, number in ((worker, signal.SIGTERM), (dispatcher, signal.SIGINT)):
+    for server, number in ((workers[1], signal.SIGTERM), (dispatcher, signal.SIGINT)):
         server.process.send_signal(number)
         assert server.process.wait(timeout=60) == 0, server.output()
         output = server.output()
@@ -187,7 +145,7 @@ def test_multi_worker_trainers_share_one_job(tmp_path):
                                                   "task": {"type": "worker", "index": index}}))
             with open(log_path, "wb") as log:
                 trainers.append(subprocess.Popen(
-                    [*_train_command(data_dir, tmp_path / "run", dispatcher.target, 6),
+                    [*_train_command(data_dir, tmp_path / "run", dispatcher.target, 2),
                      "--strategy=multi_worker"],
                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
         for trainer, log_path in zip(trainers, logs):
@@ -199,4 +157,4 @@ def test_multi_worker_trainers_share_one_job(tmp_path):
         dispatcher.stop()
     jobs = [re.search(r"job (alexnet_tf-\w+)", log.read_text()).group(1) for log in logs]
     assert jobs[0] == jobs[1]
-    assert "step 6/6" in logs[0].read_text() and "Training finished" in logs[0].read_text()
+    assert "step 2/2" in logs[0].read_text() and "Training finished" in logs[0].read_text()

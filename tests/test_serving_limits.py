@@ -19,6 +19,10 @@ import request_memory
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.serving import export
 
+# One worker runs this module: its fixtures (an export, a measurement child)
+# are built once, not once per xdist worker.
+pytestmark = pytest.mark.xdist_group("serving_limits")
+
 BOUND_MB = 500  # above the process's level before the first request
 KILL_MB = 2000  # the watchdog's limit: a regression fails, the machine lives
 
@@ -52,33 +56,45 @@ def images(tmp_path_factory):
     return paths
 
 
-def test_extreme_images_stay_under_the_bound_and_the_model_answers(exported, images):
-    cases = [(signature, str(path)) for path in images.values()
-             for signature in ("serving_default", "features", "classify")]
+@pytest.fixture(scope="module")
+def measured(exported, images, tmp_path_factory):
+    """Every valid image's request, measured in one child, each case's peak
+    on its own (request_memory resets the kernel's peak counter before it
+    and hands freed memory back after it): one 4096x4096 PNG, eight of them
+    in one request, then the extreme images through each signature. Memory
+    the one left could lower the eight's figure by at most the one's own,
+    so decoding the eight together (eight times one) still fails the check."""
+    big = tmp_path_factory.mktemp("large") / "4096.png"
+    big.write_bytes(hostile.largest_allowed("PNG", side=4096))
+    cases = [("serving_default", str(big)), ("serving_default", f"{big}*8")]
+    cases += [(signature, str(path)) for path in images.values()
+              for signature in ("serving_default", "features", "classify")]
     answer = request_memory.measure(exported, cases, kill_mb=KILL_MB, timeout=600)
     assert "killed" not in answer, answer
     assert answer["returncode"] == 0 and answer["answers_after"], answer
-    for case in answer["cases"]:
+    batch = dict(zip(("one", "eight"), answer["cases"][:2]))
+    return batch, answer["cases"][2:], answer["peak_above_start_mb"]
+
+
+def test_extreme_images_stay_under_the_bound_and_the_model_answers(measured):
+    _, cases, peak_above_start_mb = measured
+    assert len(cases) == 3 * (len(THIN) + len(BOMBS))
+    for case in cases:
         assert case["error"] is None, case  # these are valid images: they are classified
         assert case["peak_mb"] < BOUND_MB, case
-    assert answer["peak_above_start_mb"] < BOUND_MB, answer
+    assert peak_above_start_mb < BOUND_MB, measured
 
 
-@pytest.mark.slow
-def test_a_batch_of_large_images_costs_about_one_of_them(exported, tmp_path):
+def test_a_batch_of_large_images_costs_about_one_of_them(measured):
     """A request's images are decoded one at a time: eight 4096x4096 PNGs (48 MB
     each decoded; 64 MB for one, 105 MB for eight measured) stay under twice
     one, where decoding them together would take eight times."""
-    big = tmp_path / "4096.png"
-    big.write_bytes(hostile.largest_allowed("PNG", side=4096))
-    peaks = []
-    for case in (str(big), f"{big}*8"):  # a child each: no memory kept from the other
-        answer = request_memory.measure(exported, [("serving_default", case)], kill_mb=KILL_MB)
-        assert answer["returncode"] == 0 and answer["cases"][0]["error"] is None, answer
-        peaks.append(answer["cases"][0]["peak_mb"])
-    one, eight = peaks
-    assert one > 30, peaks  # the decode shows: the measurement can see it
-    assert eight < 2 * one, peaks
+    batch, _, _ = measured
+    for case in batch.values():
+        assert case["error"] is None, case
+    one, eight = batch["one"]["peak_mb"], batch["eight"]["peak_mb"]
+    assert one > 30, batch  # the decode shows: the measurement can see it
+    assert eight < 2 * one, batch
 
 
 def test_the_measurement_fails_when_a_request_grows(exported, tmp_path):

@@ -12,8 +12,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Written to fd 2 after the filter starts: as TF's C++ code, absl's Python
 # handler and the project would write them.
 DRIVER = r"""
-import os, sys, time
+import os, signal, sys, time
 sys.argv = ["driver"]
+# SIGINT as a shell gives a foreground job: unblocked, Python's handler.
+# A child of this test's process could inherit it blocked or ignored (the
+# test process holds TensorFlow, gRPC and many threads by now).
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from alexnet_tf.cli import terminal
 terminal.quiet_native_logs()
 lines = [
@@ -75,10 +80,35 @@ def test_ctrl_c_to_the_process_group_still_shows_the_launchers_traceback():
     # At once, as a terminal's Ctrl-C to the launcher's process group: the
     # filter may still be starting (it is not in that group, so it lives on).
     os.killpg(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired as e:  # say what state the driver and filter are in
+        states = _signal_states(process.pid)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"no exit 30 s after SIGINT; {states}; stderr: {e.stderr}")
     assert process.returncode != 0
     assert b"the driver saw Ctrl-C" in err and b"KeyboardInterrupt" in err, err
     assert b"the project's line stays" in err
+
+
+def _signal_states(pid: int) -> dict:
+    """/proc status lines (state, signal masks) of `pid` and its children."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    states = {}
+    for each in pids:
+        try:
+            with open(f"/proc/{each}/status") as f:
+                states[each] = [line for line in f.read().splitlines() if line.startswith(
+                    ("State", "Threads", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))]
+        except OSError as e:
+            states[each] = str(e)
+    return states
 
 
 # A launcher (terminal.run) whose main logs what TensorFlow would: a C++ line
