@@ -200,3 +200,23 @@ def test_a_model_config_from_before_fc_units_is_the_papers_widths(run, tmp_path)
     # ... and the tiny widths are not.
     with pytest.raises(InputError, match="fc_units"):
         model_dir_files.refuse_changed_model_config(str(old_dir), saved)
+
+
+def test_a_linked_checkpoint_restores_and_survives_the_original(tmp_path):
+    """link_checkpoint (the Caffe import's best/): one copy on disk, a
+    second name that tools find and that outlives the first."""
+    from alexnet_tf.training.checkpoints import link_checkpoint
+    weights = tf.Variable(np.arange(6, dtype=np.float32))
+    prefix = tf.train.Checkpoint(w=weights).save(str(tmp_path / "ckpt"))
+    link_checkpoint(prefix, str(tmp_path / "staged"))
+    os.rename(tmp_path / "staged", tmp_path / "best")  # as the import's hidden folder is
+    linked = tf.train.latest_checkpoint(str(tmp_path / "best"))
+    assert linked == str(tmp_path / "best" / os.path.basename(prefix))
+    data = [n for n in os.listdir(tmp_path / "best") if ".data-" in n]
+    assert os.stat(tmp_path / "best" / data[0]).st_nlink == 2
+    for name in os.listdir(tmp_path):
+        if name.startswith(os.path.basename(prefix) + "."):
+            os.remove(tmp_path / name)
+    restored = tf.Variable(np.zeros(6, np.float32))
+    tf.train.Checkpoint(w=restored).restore(linked).assert_consumed()
+    np.testing.assert_array_equal(restored.numpy(), np.arange(6))

@@ -14,9 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = r"""
 import os, signal, sys, time
 sys.argv = ["driver"]
-# SIGINT as a shell gives a foreground job: unblocked, Python's handler.
-# A child of this test's process could inherit it blocked or ignored (the
-# test process holds TensorFlow, gRPC and many threads by now).
+# SIGINT as a terminal's foreground job has it: unblocked, Python's handler.
+# This test's process may have it ignored (a run started in the background
+# by a shell without job control), and exec keeps an ignored signal ignored.
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from alexnet_tf.cli import terminal

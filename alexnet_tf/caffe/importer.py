@@ -148,13 +148,14 @@ def write_model_dir(model_dir: str, model, kwargs: dict, label_map: LabelMap,
         # A training run's state at step 0 whose weights are Caffe's (the
         # paper's SGD with zero momentum, so training can also resume here):
         # ckpt-0 for the tools that read the latest checkpoint, best/ckpt-0
-        # for those that read the best.
+        # (the same files, hard-linked: one copy on disk) for those that read
+        # the best.
         sgd = optimizer.PaperSGD()
         sgd.build(model.trainable_variables)
         ckpts = checkpoints.TrainingCheckpoints(
             tmp, model, sgd, schedules.PlateauSchedule(optimizer.PAPER_LEARNING_RATE), keep=1)
-        ckpts.save()
-        best = ckpts.best_manager.save(checkpoint_number=0)
+        best = checkpoints.link_checkpoint(
+            ckpts.save(), os.path.join(tmp, model_dir_files.BEST_DIR))
         # No validation error is known: best.json leaves it out, so any
         # measured one counts as better.
         model_dir_files.write_best_info(tmp, {"step": 0, "epoch": 0,

@@ -121,6 +121,27 @@ class TrainingCheckpoints:
         return True
 
 
+def link_checkpoint(prefix: str, folder: str) -> str:
+    """A second name for a written checkpoint: its files hard-linked into
+    `folder` (copied where the file system has no hard links) and `folder`'s
+    state file pointing at them. Nothing writes into a checkpoint's files
+    once written (a new best is a new best.tmp/), so the two names cannot
+    drift apart. Returns the new prefix."""
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(prefix)
+    for part in os.listdir(os.path.dirname(prefix) or "."):
+        if part.startswith(name + "."):
+            source, target = os.path.join(os.path.dirname(prefix), part), os.path.join(folder, part)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+    # A relative path in the state file, as CheckpointManager writes it: the
+    # folder may be renamed (the import writes into a hidden one).
+    tf.compat.v1.train.update_checkpoint_state(folder, name)
+    return os.path.join(folder, name)
+
+
 def remove_leftovers(folder: str) -> list[str]:
     """Deletes what an interrupted save left in a model_dir (see the module
     docstring); completes a best/ swap that a kill cut between its renames.
