@@ -137,13 +137,16 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     np.testing.assert_allclose(target_out, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
+def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path, capsys):
     _, model_dir, _ = run
     data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
                                val_per_class=1)
     summary = train(_config(data5, tmp_path / "tuned", epochs=1, steps_per_epoch=1,
                             init_from=os.path.join(model_dir, "best")))
     assert summary["step"] == 1 and summary["resumed_from"] is None
+    # The run's header names the input normalization it starts with.
+    assert "input normalization: the source model's input mean and std" in \
+        capsys.readouterr().out
     tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
     assert tuned["num_classes"] == 5
     # A trained conv1 expects its own input normalization: kept by default...
@@ -158,6 +161,7 @@ def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
     # The other choice: this data's statistics.
     train(_config(data5, tmp_path / "tuned_data", epochs=1, steps_per_epoch=1,
                   init_from=os.path.join(model_dir, "best"), init_normalization="data"))
+    assert "input normalization: this data's mean and std" in capsys.readouterr().out
     by_data = model_dir_files.read_model_config(str(tmp_path / "tuned_data"))
     np.testing.assert_allclose(by_data["mean_rgb"], data_mean)
     with pytest.raises(InputError, match="init_from .*nothing-here: no checkpoint"):
