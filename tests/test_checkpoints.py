@@ -137,13 +137,16 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     np.testing.assert_allclose(target_out, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
+def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path, capsys):
     _, model_dir, _ = run
     data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
                                val_per_class=1)
     summary = train(_config(data5, tmp_path / "tuned", epochs=1, steps_per_epoch=1,
                             init_from=os.path.join(model_dir, "best")))
     assert summary["step"] == 1 and summary["resumed_from"] is None
+    # The run's header names the input normalization it starts with.
+    assert "input normalization: the source model's input mean and std" in \
+        capsys.readouterr().out
     tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
     assert tuned["num_classes"] == 5
     # A trained conv1 expects its own input normalization: kept by default...
@@ -155,11 +158,16 @@ def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path):
     again = train(_config(data5, tmp_path / "tuned", epochs=2, steps_per_epoch=1,
                           init_from=os.path.join(model_dir, "best")))
     assert again["step"] == 2 and again["resumed_from"]
-    # The other choice: this data's statistics.
-    train(_config(data5, tmp_path / "tuned_data", epochs=1, steps_per_epoch=1,
-                  init_from=os.path.join(model_dir, "best"), init_normalization="data"))
+    # The other choice: this data's statistics. No model settings in this
+    # run: it takes the source's architecture (width, input size, fc units).
+    train(TrainConfig(data5, str(tmp_path / "tuned_data"), batch_size=8, epochs=1,
+                      steps_per_epoch=1, init_from=os.path.join(model_dir, "best"),
+                      init_normalization="data"))
+    assert "input normalization: this data's mean and std" in capsys.readouterr().out
     by_data = model_dir_files.read_model_config(str(tmp_path / "tuned_data"))
     np.testing.assert_allclose(by_data["mean_rgb"], data_mean)
+    assert (by_data["width"], by_data["image_size"], tuple(by_data["fc_units"])) == (
+        TINY_MODEL["width"], TINY_MODEL["image_size"], TINY_MODEL["fc_units"])
     with pytest.raises(InputError, match="init_from .*nothing-here: no checkpoint"):
         fine_tune.load_source_model(str(tmp_path / "nothing-here"))
 
@@ -168,19 +176,6 @@ def test_model_config_from_before_standardization_builds_mean_only_input():
     config = {"num_classes": 3, "mean_rgb": [1.0, 2.0, 3.0], "init": "caffe", **TINY_MODEL}
     model = checkpoints.build_model_from_config(config)  # no "std_rgb": the first release
     assert model.get_layer("mean_subtraction").std is None
-
-
-def test_fine_tuning_takes_the_source_architecture_unless_the_run_sets_it(run, tmp_path):
-    _, model_dir, _ = run  # a TINY_MODEL source
-    data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
-                               val_per_class=1)
-    config = TrainConfig(data5, str(tmp_path / "tuned"), batch_size=8, epochs=1,
-                         steps_per_epoch=1, init_from=os.path.join(model_dir, "best"))
-    summary = train(config)  # no model flags: the source's width and input size
-    assert summary["step"] == 1
-    tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
-    assert (tuned["width"], tuned["image_size"], tuple(tuned["fc_units"])) == (
-        TINY_MODEL["width"], TINY_MODEL["image_size"], TINY_MODEL["fc_units"])
 
 
 def test_a_model_config_from_before_fc_units_is_the_papers_widths(run, tmp_path):

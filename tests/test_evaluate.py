@@ -38,7 +38,13 @@ def setup(tmp_path_factory):
     return data_dir, model_dirs
 
 
-def _by_hand(data_dir, model_dirs, crops):
+@pytest.fixture(scope="module")
+def restored(setup):
+    """The two models as the by-hand computation reads them, restored once."""
+    return [checkpoints.restore_model(model_dir, "best") for model_dir in setup[1]]
+
+
+def _by_hand(data_dir, models, crops):
     """Softmax per model (averaged over crops made here in numpy), then errors.
     The stored view uses the shared op (another JPEG decoder differs by a few
     pixel levels); the crops, averaging and ranking are done here."""
@@ -60,9 +66,8 @@ def _by_hand(data_dir, model_dirs, crops):
         images.append(np.stack(views))
     images, targets = np.stack(images), np.array(targets)
     per_model = []
-    for model_dir in model_dirs:
-        model = checkpoints.restore_model(model_dir, "best")
-        probs = model.predict(images.reshape(-1, size, size, 3), verbose=0)
+    for model in models:  # called eagerly: no predict function to trace
+        probs = model(images.reshape(-1, size, size, 3), training=False).numpy()
         per_model.append(probs.reshape(len(targets), crops, -1).mean(axis=1))
 
     def errors(probs):
@@ -85,11 +90,11 @@ def _assert_within(row, bounds, count):
 
 
 @pytest.mark.parametrize("crops", [1, 10])
-def test_errors_match_a_by_hand_computation(setup, crops, tmp_path):
+def test_errors_match_a_by_hand_computation(setup, restored, crops, tmp_path):
     data_dir, model_dirs = setup
     out = str(tmp_path / "eval.json")
     result = evaluate(data_dir, model_dirs, crops=crops, batch_size=5, output_json=out)
-    singles, ensemble, count = _by_hand(data_dir, model_dirs, crops)
+    singles, ensemble, count = _by_hand(data_dir, restored, crops)
     assert result["images"] == count == NUM_CLASSES * 3
     for row, bounds in zip(result["models"], singles):
         _assert_within(row, bounds, count)

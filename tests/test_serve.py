@@ -7,12 +7,11 @@ import os
 import re
 import shlex
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from launch import serve, serving_config
+from launchers import run_launcher
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,9 +34,16 @@ def _fake_bin(directory, name):
 
 
 def _run_serve(path_env, *args):
-    env = dict(os.environ, PATH=str(path_env))
-    return subprocess.run([sys.executable, "-m", "launch.serve", *args],
-                          capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60)
+    """`python -m launch.serve <args>` in this process (tests/launchers.py),
+    with only `path_env` on the PATH, where it looks for the runners. Its
+    last step, exec'ing the server, would replace pytest: refused here."""
+    def no_exec(file, args):
+        raise AssertionError(f"launch.serve would exec {args}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", str(path_env))
+        patch.setattr(os, "execvp", no_exec)
+        return run_launcher("launch.serve", *args, cwd=REPO_ROOT)
 
 
 def test_model_config_parses_as_model_server_config():

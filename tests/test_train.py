@@ -20,6 +20,15 @@ def data_dir(tiny_records):
     return tiny_records
 
 
+@pytest.fixture(scope="module")
+def three_steps(tiny_records, tmp_path_factory):
+    """A good start, shared (read-only; copy_tree to resume it): three steps,
+    a checkpoint after each."""
+    model_dir = tmp_path_factory.mktemp("three_steps") / "run"
+    train(_config(tiny_records, model_dir, max_steps=3, checkpoint_every_steps=1))
+    return model_dir
+
+
 def _config(data_dir, model_dir, **overrides):
     # The default (He) init, no dropout: the colours are learnt within a few
     # dozen steps.
@@ -65,10 +74,8 @@ def test_an_epoch_is_a_full_pass_with_the_last_partial_batch_rounded_up(data_dir
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-        data_dir, tmp_path):
-    # A good start: three steps, a checkpoint after each.
-    model_dir = tmp_path / "run"
-    train(_config(data_dir, model_dir, max_steps=3, checkpoint_every_steps=1))
+        data_dir, three_steps, tmp_path):
+    model_dir = three_steps  # a good start: three steps, a checkpoint after each
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-3")
     # lr 1e30: the first update pushes the weights past float32's range, while
     # that step's loss (computed before the update) is still finite. A loop of
@@ -91,24 +98,19 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         train(_config(data_dir, model_dir, model={"width": 0.125}))
 
 
-def test_mixed_float16_trains_with_loss_scaling(data_dir, tmp_path):
-    summary = train(_config(data_dir, tmp_path / "run", steps_per_epoch=2,
-                            validation_steps=1, mixed_precision="mixed_float16"))
-    assert summary["step"] == 2 and math.isfinite(summary["train_loss"])
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "run")))
-    scale_keys = [k for k, _ in tf.train.list_variables(tf.train.latest_checkpoint(
-        str(tmp_path / "run"))) if "dynamic_scale" in k]
-    assert scale_keys  # the loss scale is part of the checkpoint
-    assert all(v.dtype == "float32" for v in [reader.get_tensor(k) for k in scale_keys])
-
-
 @pytest.mark.parametrize("precision, jit", [("mixed_float16", True), ("mixed_bfloat16", False)])
 def test_half_precision_trains_with_lrn(data_dir, tmp_path, precision, jit):
     """XLA's float16 LRN mixed precisions and TensorFlow has no bfloat16 LRN:
-    both train now that LRN runs in float32."""
+    both train now that LRN runs in float32; float16 with loss scaling."""
     summary = train(_config(data_dir, tmp_path / "run", steps_per_epoch=2, validation_steps=1,
                             mixed_precision=precision, jit_compile=jit))
     assert summary["step"] == 2 and math.isfinite(summary["train_loss"])
+    if precision == "mixed_float16":
+        latest = tf.train.latest_checkpoint(str(tmp_path / "run"))
+        reader = tf.train.load_checkpoint(latest)
+        scale_keys = [k for k, _ in tf.train.list_variables(latest) if "dynamic_scale" in k]
+        assert scale_keys  # the loss scale is part of the checkpoint
+        assert all(reader.get_tensor(k).dtype == "float32" for k in scale_keys)
 
 
 def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_path):
@@ -126,20 +128,20 @@ def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_p
 
 
 def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
-        data_dir, tmp_path):
+        data_dir, three_steps, tmp_path):
     from alexnet_tf.errors import InputError
-    model_dir = tmp_path / "run"
-    train(_config(data_dir, model_dir, max_steps=2))
+    from conftest import copy_tree
+    model_dir = copy_tree(three_steps, tmp_path / "run")
     # towers=2 and lrn=True are the model's defaults: the same model.
     # (A changed learning_rate is refused unless allowed: test_resume_changes.py.)
-    again = train(_config(data_dir, model_dir, max_steps=3,
+    again = train(_config(data_dir, model_dir, max_steps=4, checkpoint_every_steps=1,
                           model={"towers": 2, "lrn": True}))
-    assert again["step"] == 3 and again["resumed_from"]
+    assert again["step"] == 4 and again["resumed_from"]
     # A loss-scaled optimizer cannot restore a plain one's checkpoint, even when
     # the change is allowed: one clear error.
     with pytest.raises(InputError, match="does not match this run's settings"):
-        train(_config(data_dir, model_dir, max_steps=4, mixed_precision="mixed_float16",
-                      allow_changes=["mixed_precision"]))
+        train(_config(data_dir, model_dir, max_steps=5, checkpoint_every_steps=1,
+                      mixed_precision="mixed_float16", allow_changes=["mixed_precision"]))
 
 
 def test_labels_out_of_range_are_one_error_naming_the_record(data_dir, tmp_path):

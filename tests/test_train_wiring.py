@@ -1,8 +1,8 @@
-"""What `train()` passes to its input pipelines and says in its header: the
-shuffle buffer sized to the data, the validation subset read across shards,
-the fine-tuning start naming its input normalization."""
+"""What `train()` passes to its input pipelines: the shuffle buffer sized
+to the data, the validation subset read across shards. (The fine-tuning
+header naming its input normalization: test_checkpoints.py, in the
+init_from runs.)"""
 
-import os
 import shutil
 
 import pytest
@@ -58,14 +58,3 @@ def test_the_shuffle_buffer_and_the_validation_read_follow_the_data(
     assert pipeline_calls["train"][-1]["shuffle_buffer"] == 5  # a smaller setting stays
     assert pipeline_calls["eval"][-1]["across_shards"] is False
     shutil.rmtree(tmp_path / "set")
-
-
-def test_the_fine_tuning_header_names_the_input_normalization(data_dir, tmp_path, capsys):
-    train(_config(data_dir, tmp_path / "source"))
-    source = os.path.join(tmp_path, "source", "best")
-    train(_config(data_dir, tmp_path / "tuned", init_from=source))
-    assert "input normalization: the source model's input mean and std" in capsys.readouterr().out
-    shutil.rmtree(tmp_path / "tuned")
-    train(_config(data_dir, tmp_path / "by_data", init_from=source, init_normalization="data"))
-    assert "input normalization: this data's mean and std" in capsys.readouterr().out
-    shutil.rmtree(tmp_path)
