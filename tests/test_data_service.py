@@ -6,6 +6,7 @@ servers as processes, kills and signals are in test_data_service_processes.py)."
 
 import gc
 import socket
+import threading
 import time
 
 import numpy as np
@@ -38,10 +39,15 @@ def cluster():
     workers = [tf_service.WorkerServer(tf_service.WorkerConfig(
         dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
     yield dispatcher, workers
-    # The trainings' iterators of the service sit in reference cycles: until
-    # collected, their clients keep the workers' stop() waiting (18-58 s).
+    # A worker's stop() waits for the service's clients to go, and the
+    # trainings' iterators (in reference cycles, in tf.function caches) keep
+    # them 18-58 s: the servers stop in the background while the tests go on.
     gc.collect()
-    for server in (*workers, dispatcher):
+    threading.Thread(target=_stop_all, args=((*workers, dispatcher),), daemon=True).start()
+
+
+def _stop_all(servers):
+    for server in servers:
         server.stop()
 
 
