@@ -23,7 +23,6 @@ from tiny_data import TINY_MODEL, tiny_flags, write_tiny_dataset
 tf_service = tf.data.experimental.service
 
 # One worker runs this module: its servers and data are built once.
-pytestmark = pytest.mark.xdist_group("data_service")
 
 
 @pytest.fixture(scope="module")

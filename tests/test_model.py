@@ -51,7 +51,6 @@ def paper_model():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("full_size")  # the 61M-parameter model
 def test_parameter_count_is_the_papers(paper_model):
     assert paper_model.count_params() == 60_965_224
     assert {name: params(paper_model, name) for name in PAPER_LAYERS} == {
@@ -60,7 +59,6 @@ def test_parameter_count_is_the_papers(paper_model):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("full_size")  # the 61M-parameter model
 def test_neurons_per_layer_are_the_papers(paper_model):
     # Figure 2's caption says 253,440 for conv1: an erratum for 55*55*96.
     assert [neurons(paper_model, name) for name in PAPER_LAYERS] == [
@@ -70,7 +68,6 @@ def test_neurons_per_layer_are_the_papers(paper_model):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("full_size")  # the 61M-parameter model
 def test_towers_read_what_figure_2_says(paper_model):
     kernels = {l.name: tuple(inner(l).kernel.shape) for l in paper_model.layers
                if l.name.startswith(("conv", "fc")) and l.weights}
@@ -85,7 +82,6 @@ def test_towers_read_what_figure_2_says(paper_model):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("full_size")  # the 61M-parameter model
 def test_named_outputs_of_the_contract(paper_model):
     assert paper_model.get_layer("fc7").output.shape[1:] == (4096,)
     assert paper_model.get_layer("fc8").output.shape[1:] == (1000,)
@@ -96,7 +92,6 @@ def test_named_outputs_of_the_contract(paper_model):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("full_size")  # the 61M-parameter model
 def test_summary_reads_like_the_papers_table(paper_model):
     lines = []
     paper_model.summary(print_fn=lambda line, **kwargs: lines.append(line))
@@ -107,7 +102,6 @@ def test_summary_reads_like_the_papers_table(paper_model):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("full_size")  # the 61M-parameter model
 def test_the_tiny_configuration_keeps_the_papers_layers_and_names(paper_model):
     tiny = build_alexnet(1000, **TINY_MODEL)
     assert [l.name for l in tiny.layers] == [l.name for l in paper_model.layers]

@@ -211,7 +211,6 @@ def interrupted(tiny_records, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("interrupted")  # one probe process for the three tests
 def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(interrupted):
     model_dir = interrupted.model_dir
     flags = _flags(interrupted.data_dir, model_dir)
@@ -251,7 +250,6 @@ def test_signals_at_every_moment_stop_cleanly_and_the_printed_command_resumes(in
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("interrupted")
 def test_a_sigterm_from_outside_while_training(interrupted):
     """A scheduler's SIGTERM at whatever moment the run is at once it trains:
     whatever that moment, the printed step is the published checkpoint's."""
@@ -266,7 +264,6 @@ def test_a_sigterm_from_outside_while_training(interrupted):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xdist_group("interrupted")
 def test_sigkill_then_rerun_resumes_without_a_jump(interrupted):
     """Kill -9 a training run mid-way, run the same command again: it resumes
     from the latest checkpoint, the step count continues, and the finished

@@ -21,7 +21,6 @@ from alexnet_tf.serving import export
 
 # One worker runs this module: its fixtures (an export, a measurement child)
 # are built once, not once per xdist worker.
-pytestmark = pytest.mark.xdist_group("serving_limits")
 
 BOUND_MB = 500  # above the process's level before the first request
 KILL_MB = 2000  # the watchdog's limit: a regression fails, the machine lives
