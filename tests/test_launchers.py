@@ -29,7 +29,7 @@ def test_a_usage_error_reads_the_same_as_in_its_own_process(tmp_path):
 
 
 def test_two_runs_in_a_row_then_the_process_is_as_before(tiny_model_dir, tmp_path):
-    before = set(flags.FLAGS)
+    before, cwd = set(flags.FLAGS), os.getcwd()
     project = logging.getLogger("alexnet_tf")
     state = (project.handlers[:], project.propagate, project.level)
     base = tmp_path / "exports"
@@ -41,4 +41,4 @@ def test_two_runs_in_a_row_then_the_process_is_as_before(tiny_model_dir, tmp_pat
     assert set(flags.FLAGS) == before
     assert (project.handlers, project.propagate, project.level) == state
     assert terminal.quiet_native_logs.__name__ == "quiet_native_logs"
-    assert os.getcwd() != str(tmp_path)
+    assert os.getcwd() == cwd  # each run went to tmp_path and came back
