@@ -127,3 +127,27 @@ def tiny_export(tiny_model_dir, tmp_path_factory) -> str:
     base = tmp_path_factory.mktemp("tiny_export") / "saved_models" / "tiny"
     label_map = LabelMap.read(os.path.join(tiny_model_dir, LABELS_FILENAME))
     return export.export_saved_model(restore_model(tiny_model_dir), label_map, str(base))
+
+
+# --- where the suite's CPU goes (docs/development.md) ---------------------------
+# ALEXNET_TF_CPU_REPORT=<file>: each test appends "<cpu s>\t<wall s>\t<test id>",
+# counting its own process and the child processes it waited for.
+_CPU_REPORT = os.environ.get("ALEXNET_TF_CPU_REPORT")
+
+
+def _cpu_seconds() -> float:
+    import resource
+    return sum(usage.ru_utime + usage.ru_stime for usage in (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+if _CPU_REPORT:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        import time
+        cpu, wall = _cpu_seconds(), time.monotonic()
+        yield
+        with open(_CPU_REPORT, "a") as report:
+            report.write(f"{_cpu_seconds() - cpu:.2f}\t{time.monotonic() - wall:.2f}\t"
+                         f"{item.nodeid}\n")

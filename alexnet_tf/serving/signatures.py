@@ -153,8 +153,10 @@ class ServingModule(tf.Module):
             CLASSIFY: (self._classify, strings(CLASSIFY_INPUTS)),
             FEATURES: (self._features, strings(IMAGE_BYTES)),
         }
-        return {name: tf.function(fn, input_signature=[spec]).get_concrete_function()
-                for name, (fn, spec) in specs.items()}
+        # autograph=False: the request code uses explicit tf.cond/tf.data;
+        # converting it would only re-parse it (seconds per export).
+        return {name: tf.function(fn, input_signature=[spec], autograph=False)
+                .get_concrete_function() for name, (fn, spec) in specs.items()}
 
     def advertised_input_shapes(self) -> dict:
         """Signature -> input -> the shape its SignatureDef states."""
