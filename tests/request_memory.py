@@ -173,10 +173,10 @@ def _example(image: bytes) -> bytes:
 
 
 class MemoryChild:
-    """One child that answers many batches (a TensorFlow start and a model
-    load, ~6 CPU s, paid once): `measure(cases, kill_mb)` sends a batch and
-    returns its answer, with "returncode" (None while the child lives on).
-    A killed child is started again by the next batch."""
+    """One child that answers many batches (a TensorFlow start, a model load
+    and each signature's first call, paid once): `measure(cases, kill_mb)`
+    sends a batch and returns its answer, with "returncode" (None while the
+    child lives on). A killed child is started again by the next batch."""
 
     def __init__(self, saved_model: str):
         self.saved_model = saved_model
@@ -196,9 +196,12 @@ class MemoryChild:
             threading.Thread(target=_forward_lines, args=(self.process.stdout, self._lines),
                              daemon=True).start()
         request = {"kill_mb": kill_mb, "cases": [f"{s}:{p}" for s, p in cases]}
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        lines = self._read_answer(time.monotonic() + timeout)
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            lines = self._read_answer(time.monotonic() + timeout)
+        except BrokenPipeError:  # it ended before this batch: its stderr says why
+            lines = []
         if not lines:
             returncode = self.close()
             self._stderr.seek(0)
@@ -218,6 +221,7 @@ class MemoryChild:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                self.process.kill()
                 self.close()
                 raise subprocess.TimeoutExpired(CHILD, 0) from None
             if line is None:  # the child ended
