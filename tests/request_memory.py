@@ -82,6 +82,11 @@ def _child(saved_model: str, batches) -> None:
     """Answers each (kill_mb, cases) of `batches` in turn (see the module
     docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Without oneDNN's CPU allocator, which keeps freed memory in a pool of
+    # its own (malloc_trim cannot hand it back): a later case or batch would
+    # grow into that pool unseen (with it, a 4,000 x 4,000 PNG decoded after
+    # the extreme images raised the peak by 0.3 MB, not 48).
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     import numpy as np
     import tensorflow as tf
     sys.path.insert(0, os.path.dirname(os.path.dirname(CHILD)))
@@ -189,8 +194,7 @@ class MemoryChild:
         if self.process is None:
             self._stderr = tempfile.TemporaryFile()
             self.process = subprocess.Popen(
-                [sys.executable, CHILD, self.saved_model, "-"], env=_child_environment(),
-                stdin=subprocess.PIPE,
+                [sys.executable, CHILD, self.saved_model, "-"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self._stderr, text=True)
             self._lines = queue.Queue()
             threading.Thread(target=_forward_lines, args=(self.process.stdout, self._lines),
@@ -246,14 +250,6 @@ class MemoryChild:
             process.kill()
             returncode = process.wait()
         return returncode
-
-
-def _child_environment() -> dict:
-    """Without oneDNN's CPU allocator, which keeps freed memory in a pool of
-    its own (malloc_trim cannot hand it back): with it, a later case or
-    batch grows into that pool unseen (a 4,000 x 4,000 PNG decoded after
-    the extreme images raised the child's peak by 0.3 MB, not 48)."""
-    return {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 def _forward_lines(stream, lines: queue.Queue) -> None:
