@@ -389,11 +389,11 @@ BUDGET_MB = 200        # above a normal request of the same batch size, plus the
 BUDGET_CPU_S = 2.0     # per image
 
 
-def measure(saved_model: str, batch: list[tuple[Case, int]], folder, normal: bytes,
+def measure(saved_model, batch: list[tuple[Case, int]], folder, normal: bytes,
             kill_mb: float = 2500, timeout: float = 900) -> dict:
-    """Sends each (case, copies) to `saved_model` in one memory-capped child
-    (request_memory), after a normal photo at each batch size used; returns
-    request_memory's answer with per case "family", "mutation", "bytes"
+    """Sends each (case, copies) to `saved_model` (a path, or a running
+    request_memory.MemoryChild) in one memory-capped child (request_memory),
+    after a normal photo at each batch size used; returns request_memory's answer with per case "family", "mutation", "bytes"
     (the request's), "copies" and "normal_peak_mb" / "normal_cpu_s" (the
     photo's at the same batch size)."""
     import os
@@ -410,7 +410,10 @@ def measure(saved_model: str, batch: list[tuple[Case, int]], folder, normal: byt
             f.write(case.data)
         signature = case.signature + (request_memory.RAW if case.family == "example" else "")
         requests.append((signature, f"{path}*{copies}"))
-    answer = request_memory.measure(saved_model, requests, kill_mb=kill_mb, timeout=timeout)
+    if isinstance(saved_model, request_memory.MemoryChild):
+        answer = saved_model.measure(requests, kill_mb=kill_mb, timeout=timeout)
+    else:
+        answer = request_memory.measure(saved_model, requests, kill_mb=kill_mb, timeout=timeout)
     if "killed" in answer:
         index = [s + ":" + p for s, p in requests].index(answer["killed"]) - len(sizes)
         answer["killed_case"] = batch[index][0].name if index >= 0 else "the normal photo"

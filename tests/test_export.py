@@ -4,17 +4,16 @@ Three module-scoped exports keep this fast:
 - `probe_export`: `export_probe`'s stand-in whose `features` output is the
   serving graph's own input pixels (parity, signatures, classify). Bad
   requests: test_serving_requests.py; memory per request: test_serving_limits.py.
-- `alexnet_and_export`: the real `build_alexnet` in the suite's tiny
-  configuration (10 classes): weights stored once, no device pins, no XLA,
-  shapes of all four signatures.
 - `versioned`: one export base holding a 227x227 probe (the next free
-  version) and the tiny AlexNet placed on two towers (a chosen version).
+  version) and, as a chosen version, `alexnet_and_export`: the real
+  `build_alexnet` in the suite's tiny configuration (10 classes) placed on
+  two towers: exported unplaced, weights stored once, no device pins, no
+  XLA, shapes of all four signatures, parity with Keras.
 launch.export runs in this process (tests/launchers.py).
 """
 
 import glob
 import os
-import subprocess
 import sys
 import types
 
@@ -46,7 +45,6 @@ try:
     SERVING_API = True
 except ImportError:
     SERVING_API = False
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
 
 def sample_jpegs(directory, count, start=0):
@@ -73,24 +71,14 @@ def probe(probe_export):
 
 
 @pytest.fixture(scope="module")
-def alexnet_and_export(tmp_path_factory):
-    model = build_alexnet(len(LABELS), init="he", **TINY_MODEL)
-    # Distinct random weights per tower (seeded), so every unit matters.
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(0, np.sqrt(2.0 / max(1, np.prod(w.shape[:-1]))),
-                                  w.shape).astype(np.float32) if w.ndim > 1 else w
-                       for w in model.get_weights()])
-    base = tmp_path_factory.mktemp("alexnet_export")
-    return model, export.export_saved_model(model, LABELS, str(base))
-
-
-@pytest.fixture(scope="module")
 def versioned(tmp_path_factory):
     """One export base beside a version "7" and a folder that is not a
-    version, exported into twice (each export traces four signatures, a few
-    CPU seconds, so the tests below share them): a 3-class probe reading
-    227x227 as the next free version, then the tiny AlexNet placed on two
-    towers as version 3."""
+    version, exported into twice (each export traces four signatures, so
+    the tests below share them): a 3-class probe reading 227x227 as the
+    next free version, then the real `build_alexnet` in the suite's tiny
+    configuration, placed on two towers, as version 3: 10 classes, with
+    distinct random weights per tower (seeded, He-scaled), so every unit
+    matters in the comparisons with Keras."""
     base = tmp_path_factory.mktemp("versioned")
     (base / "7").mkdir()
     (base / "notes").mkdir()  # not a version: ignored
@@ -98,11 +86,36 @@ def versioned(tmp_path_factory):
     next_free = export.next_version(str(base))
     probe_227 = export_probe.build_probe_model(3, image_size=227)
     newest = export.export_saved_model(probe_227, labels, str(base), warmup=False)
-    placed = build_alexnet(3, tower_devices=["/CPU:0", "/CPU:1"], **TINY_MODEL)
-    chosen = export.export_saved_model(placed, labels, str(base), version=3, warmup=False)
+    placed = build_alexnet(len(LABELS), init="he", tower_devices=["/CPU:0", "/CPU:1"],
+                           **TINY_MODEL)
+    rng = np.random.default_rng(0)
+    placed.set_weights([rng.normal(0, np.sqrt(2.0 / max(1, np.prod(w.shape[:-1]))),
+                                   w.shape).astype(np.float32) if w.ndim > 1 else w
+                        for w in placed.get_weights()])
+    chosen = export.export_saved_model(placed, LABELS, str(base), version=3, warmup=False)
     return types.SimpleNamespace(base=base, labels=labels, next_free=next_free,
                                  probe_227=probe_227, newest=newest, placed=placed,
                                  chosen=chosen)
+
+
+@pytest.fixture(scope="module")
+def alexnet_and_export(versioned):
+    """The tiny AlexNet (placed on two towers) and its export."""
+    return versioned.placed, versioned.chosen
+
+
+@pytest.fixture(scope="module")
+def alexnet_session(alexnet_and_export):
+    session = ServingSession(alexnet_and_export[1])
+    yield session
+    session.close()
+
+
+@pytest.fixture(scope="module")
+def probe_227_session(versioned):
+    session = ServingSession(versioned.newest)
+    yield session
+    session.close()
 
 
 # -- layout, versions, atomic write -------------------------------------------
@@ -279,15 +292,12 @@ def test_parity_b_original_jpegs_close_to_data_prep_path(probe, imagenet_sample)
     assert max(to_pixels) < 0.2, to_pixels
 
 
-def test_parity_real_model_serving_equals_keras_on_eval_image(alexnet_and_export, imagenet_sample):
-    model, path = alexnet_and_export
+def test_parity_real_model_serving_equals_keras_on_eval_image(alexnet_and_export, alexnet_session,
+                                                             imagenet_sample):
+    model, _ = alexnet_and_export
     originals = sample_jpegs(imagenet_sample, 4, start=500)
-    session = ServingSession(path)
-    try:
-        served = session.run("serving_default", image_bytes=originals)
-        features = session.run("features", image_bytes=originals)["features"]
-    finally:
-        session.close()
+    served = alexnet_session.run("serving_default", image_bytes=originals)
+    features = alexnet_session.run("features", image_bytes=originals)["features"]
     size = export.crop_size(model)
     images = tf.stack([preprocessing.eval_image(tf.constant(b), size) for b in originals])
     np.testing.assert_allclose(served["probabilities"], model(images, training=False).numpy(),
@@ -318,24 +328,23 @@ def test_no_device_pins_and_no_xla(alexnet_and_export):
     assert export.xla_compiled_nodes(meta_graph) == []
 
 
-def test_tower_placed_model_exports_unpinned(versioned):
-    placed, path = versioned.placed, versioned.chosen
+def test_tower_placed_model_exports_unpinned(alexnet_and_export, alexnet_session):
+    placed, path = alexnet_and_export
+    assert placed.tower_devices  # the model itself is placed; its export is not
     meta_graph = export.read_saved_model_proto(path).meta_graphs[0]
     assert export.pinned_devices(meta_graph) == []
     images = np.random.default_rng(2).uniform(0, 255, (2, 67, 67, 3)).astype(np.float32)
-    session = ServingSession(path)
-    try:
-        served = session.run("predict_images", images=images)["probabilities"]
-    finally:
-        session.close()
+    served = alexnet_session.run("predict_images", images=images)["probabilities"]
     np.testing.assert_allclose(served, placed(images, training=False).numpy(), atol=1e-5)
 
 
-@pytest.mark.slow
 def test_saved_model_cli_lists_four_signatures(alexnet_and_export):
     _, path = alexnet_and_export
-    shown = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", path],
-                           capture_output=True, text=True, check=True).stdout
+    # TensorFlow's saved_model_cli, in this process (tests/launchers.py)
+    result = run_launcher("tensorflow.python.tools.saved_model_cli", "show", "--all",
+                          "--dir", path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = result.stdout
     blocks = {b.split("']")[0]: b for b in shown.split("signature_def['")[1:]}
     assert set(export.SIGNATURES) <= set(blocks)
 
@@ -360,18 +369,16 @@ def test_saved_model_cli_lists_four_signatures(alexnet_and_export):
     assert io(blocks["features"], "features") == ("DT_FLOAT", f"(-1, {features})")
 
 
-def test_top_k_shrinks_to_class_count(versioned):
-    session = ServingSession(versioned.newest)  # 3 classes, the default top_k 5
-    try:
-        out = session.run("serving_default", image_bytes=[export.warmup_image_bytes()])
-    finally:
-        session.close()
+def test_top_k_shrinks_to_class_count(probe_227_session):
+    # 3 classes, the default top_k 5
+    out = probe_227_session.run("serving_default", image_bytes=[export.warmup_image_bytes()])
     assert out["top_k_indices"].shape == (1, 3)
     assert sorted(out["top_k_indices"][0]) == [0, 1, 2]
 
 
 # -- launch.export --------------------------------------------------------------
 
+@pytest.mark.slow  # two models built and one exported of its own, through the launcher
 def test_launch_export_from_model_dir_best_checkpoint(tmp_path):
     """The CLI on a training-style model_dir: model_config.json, labels.txt,
     a latest and a best checkpoint with different weights; --checkpoint=best
@@ -423,7 +430,7 @@ def test_warmup_skipped_with_a_message_without_serving_api(tmp_path, monkeypatch
     assert "tensorflow-serving-api is not installed" in caplog.text
 
 
-def test_a_227_model_is_served_227_crops_of_the_256_square(versioned):
+def test_a_227_model_is_served_227_crops_of_the_256_square(versioned, probe_227_session):
     """Caffe's AlexNet reads 227x227: the export crops what the model reads
     (export.crop_size(model), its input size) from the same 256x256 view,
     and predict_images takes [N, 227, 227, 3]."""
@@ -434,14 +441,11 @@ def test_a_227_model_is_served_227_crops_of_the_256_square(versioned):
     assert [d.size for d in shape.dim] == [-1, 227, 227, 3]
     image = export.warmup_image_bytes(300, 400)
     view = preprocessing.stored_view(tf.constant(image)).numpy()
-    session = ServingSession(path)
-    try:
-        pixels = session.run("features", image_bytes=[image])["features"].reshape(227, 227, 3)
-        np.testing.assert_array_equal(pixels, view[14:241, 14:241])  # (256 - 227) // 2 = 14
-        by_array = session.run("predict_images", images=pixels[np.newaxis])
-        by_bytes = session.run("serving_default", image_bytes=[image])
-        np.testing.assert_allclose(by_array["probabilities"], by_bytes["probabilities"], atol=1e-6)
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[N, 227, 227, 3\]"):
-            session.run("predict_images", images=np.zeros((1, 224, 224, 3), np.float32))
-    finally:
-        session.close()
+    session = probe_227_session
+    pixels = session.run("features", image_bytes=[image])["features"].reshape(227, 227, 3)
+    np.testing.assert_array_equal(pixels, view[14:241, 14:241])  # (256 - 227) // 2 = 14
+    by_array = session.run("predict_images", images=pixels[np.newaxis])
+    by_bytes = session.run("serving_default", image_bytes=[image])
+    np.testing.assert_allclose(by_array["probabilities"], by_bytes["probabilities"], atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[N, 227, 227, 3\]"):
+        session.run("predict_images", images=np.zeros((1, 224, 224, 3), np.float32))

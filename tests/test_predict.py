@@ -35,8 +35,29 @@ def saved_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def signatures(saved_model):
-    return tf.saved_model.load(saved_model).signatures
+def loaded(saved_model):
+    return tf.saved_model.load(saved_model)
+
+
+@pytest.fixture(scope="module")
+def signatures(loaded):
+    return loaded.signatures
+
+
+@pytest.fixture
+def load_once(monkeypatch, saved_model, loaded):
+    """The CLI's in-process runs (--saved_model) get the module's loaded
+    model instead of loading it again (a load and its first calls, ~2 CPU s
+    each time); test_saved_model_in_process_matches_server_path loads it
+    for real."""
+    real_load = tf.saved_model.load
+
+    def load(path, *args, **kwargs):
+        if os.path.realpath(path) == os.path.realpath(saved_model):
+            return loaded
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(tf.saved_model, "load", load)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +129,9 @@ class FakeRestServing:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the next poll: 0.5 s by default, idle in each test
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
         self.thread.start()
 
     @staticmethod
@@ -265,7 +288,7 @@ def mixed_files(tmp_path, images):
 
 @pytest.mark.parametrize("transport", ["rest", "saved_model"])
 def test_cli_bad_files_get_one_line_each_and_the_rest_are_classified(
-        transport, rest_server, saved_model, signature, mixed_files):
+        transport, rest_server, saved_model, signature, mixed_files, load_once):
     order, good, errors = mixed_files
     where = ([f"--server={rest_server.address}"] if transport == "rest"
              else [f"--saved_model={saved_model}"])
@@ -287,7 +310,7 @@ def test_cli_bad_files_get_one_line_each_and_the_rest_are_classified(
             w.decode() for w in expected["top_k_wnids"][i].numpy()]
 
 
-def test_files_longer_than_the_limit_are_refused_from_their_size(tmp_path, saved_model):
+def test_files_longer_than_the_limit_are_refused_from_their_size(tmp_path, saved_model, load_once):
     """The limit is the model's (recorded in its export) or the flag's; a
     file over it is refused by name and never read, whatever its size."""
     assert budget.recorded_max_image_bytes(saved_model) == budget.DEFAULT_MAX_IMAGE_BYTES
@@ -309,7 +332,7 @@ def test_files_longer_than_the_limit_are_refused_from_their_size(tmp_path, saved
 
 
 def test_cli_classify_signature_over_rest_and_in_process(rest_server, saved_model, signatures,
-                                                         images, tmp_path):
+                                                         images, tmp_path, load_once):
     path = tmp_path / "photo.jpg"
     path.write_bytes(images[0])
     expected = signatures["classify"](inputs=tf.constant([_example(images[0])]))
@@ -410,13 +433,14 @@ def test_classify_all_resends_without_the_refused_item():
 
 
 def test_saved_model_in_process_matches_server_path(saved_model, rest_server, images):
-    local = predict_clients.saved_model_caller(saved_model)(images)
+    call = predict_clients.saved_model_caller(saved_model)  # a load of its own
+    local = call(images)
     remote = predict_clients.rest_predict(rest_server.address, "alexnet", images)
     for a, b in zip(local, remote):
         assert a["top_k_wnids"] == b["top_k_wnids"]
         np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-6)
     with pytest.raises(predict_clients.ItemError) as caught:
-        predict_clients.saved_model_caller(saved_model)([b""])
+        call([b""])
     assert caught.value.index == 0 and caught.value.reason == "is an empty string"
 
 

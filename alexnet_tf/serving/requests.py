@@ -158,10 +158,19 @@ def _why_example_not_decoded(example, index, name, max_bytes) -> tf.Tensor:
                 _why_not_decoded(encoded, index, name))))
 
 
-def _why_not_decoded(data: tf.Tensor, index: tf.Tensor, name: str) -> tf.Tensor:
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
+def _decode_problem(data: tf.Tensor):
+    """(ok, problem, format name) of one image's bytes. One function that
+    every signature of every export calls: the header checks are traced
+    once per process instead of once per signature."""
     ok, problem = decode.safe_image_problem(data)
     fmt = tf.gather(tf.constant(image_header.FORMAT_NAMES + ("",)),
                     image_header.image_format(data))
+    return ok, problem, fmt
+
+
+def _why_not_decoded(data: tf.Tensor, index: tf.Tensor, name: str) -> tf.Tensor:
+    ok, problem, fmt = _decode_problem(data)
     corrupt = tf.strings.join(["could not be decoded: its ", fmt,
                                " data is corrupt or truncated"])
     return tf.strings.join([tf.strings.format(name + "[{}] ", index),
