@@ -53,6 +53,7 @@ def test_chief_detection_without_a_cluster():
     assert distribute.write_dir("/some/model_dir", strategy) == "/some/model_dir"
 
 
+@pytest.mark.slow  # two trainings (about 4 and 5 CPU-s)
 def test_mirrored_over_two_cpus_matches_one_device(plain_data, tmp_path):
     single = train(_config(plain_data, tmp_path / "single"))
     mirrored = train(_config(plain_data, tmp_path / "mirrored", strategy="mirrored",
@@ -67,6 +68,7 @@ def test_mirrored_over_two_cpus_matches_one_device(plain_data, tmp_path):
     assert initial_gap > 0
 
 
+@pytest.mark.slow  # its own training (about 3 CPU-s)
 def test_towers_trains_with_colocated_gradients(plain_data, tmp_path, monkeypatch):
     calls = []
     real = placement.colocated_gradients
