@@ -1,7 +1,7 @@
 # Two entry points do all set-up on a fresh machine (see README):
 #   make quickstart   install into .venv, then run the whole chain on synthetic data
 #   make test         install into .venv, then run the test suite
-#   make test-fast    the same without the tests marked slow (full-size model, subprocess runs)
+#   make test-fast    the same without the tests marked slow (pytest.ini says which)
 PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= cpu,figures,serving,test

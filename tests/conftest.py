@@ -101,16 +101,38 @@ def copy_tree(source, destination) -> str:
     return shutil.copytree(os.fspath(source), os.fspath(destination))
 
 
+def _built_once(tmp_path_factory, name: str, build):
+    """build(folder) -> a JSON value, run once per test run: with parallel
+    workers, the first worker to ask builds under a lock in the run's shared
+    temporary folder and the others read what it recorded."""
+    import fcntl
+    import json
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # what every worker of this run sees
+    folder, record = shared / name, shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            folder.mkdir()
+            record.write_text(json.dumps(build(folder)))
+    return json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_records(tmp_path_factory) -> str:
-    return write_tiny_dataset(tmp_path_factory.mktemp("tiny_records"), num_classes=3)
+    return _built_once(tmp_path_factory, "tiny_records",
+                       lambda folder: write_tiny_dataset(folder, num_classes=3))
 
 
 @pytest.fixture(scope="session")
 def tiny_training(tiny_records, tmp_path_factory) -> TinyRun:
-    from alexnet_tf.training.loop import train
-    model_dir = str(tmp_path_factory.mktemp("tiny_training") / "model_dir")
-    summary = train(tiny_train_config(tiny_records, model_dir, epochs=2, plateau_patience=1))
+    def build(folder):
+        from alexnet_tf.training.loop import train
+        model_dir = str(folder / "model_dir")
+        return [model_dir, train(tiny_train_config(tiny_records, model_dir, epochs=2,
+                                                   plateau_patience=1))]
+    model_dir, summary = _built_once(tmp_path_factory, "tiny_training", build)
     return TinyRun(tiny_records, model_dir, summary)
 
 
@@ -121,12 +143,22 @@ def tiny_model_dir(tiny_training) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_model_dir, tmp_path_factory) -> str:
-    from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
-    from alexnet_tf.serving import export
-    from alexnet_tf.training.checkpoints import restore_model
-    base = tmp_path_factory.mktemp("tiny_export") / "saved_models" / "tiny"
-    label_map = LabelMap.read(os.path.join(tiny_model_dir, LABELS_FILENAME))
-    return export.export_saved_model(restore_model(tiny_model_dir), label_map, str(base))
+    def build(folder):
+        from alexnet_tf.data.labels import LABELS_FILENAME, LabelMap
+        from alexnet_tf.serving import export
+        from alexnet_tf.training.checkpoints import restore_model
+        label_map = LabelMap.read(os.path.join(tiny_model_dir, LABELS_FILENAME))
+        return export.export_saved_model(restore_model(tiny_model_dir), label_map,
+                                         str(folder / "saved_models" / "tiny"))
+    return _built_once(tmp_path_factory, "tiny_export", build)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first: the parallel workers take whole files in
+    this order (--no-loadscope-reorder), so the long ones start early and
+    the many short ones even out the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 # --- where the suite's CPU goes (docs/development.md) ---------------------------

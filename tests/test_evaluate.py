@@ -89,6 +89,7 @@ def _assert_within(row, bounds, count):
         assert low - 1e-9 <= row[key] <= high + 1e-9, (key, row[key], low, high)
 
 
+@pytest.mark.slow  # evaluates twice: the launcher and by hand
 @pytest.mark.parametrize("crops", [1, 10])
 def test_errors_match_a_by_hand_computation(setup, restored, crops, tmp_path):
     data_dir, model_dirs = setup

@@ -172,6 +172,7 @@ def test_ten_crops_shape_and_centre_crop(data_dir, validation_batches):
 
 
 # 3 shards of 4: two pipelines shard by file (shards 0+2 and 1), five by record.
+@pytest.mark.slow  # builds an eval and a train pipeline per worker, up to 10
 @pytest.mark.parametrize("pipelines, part_sizes", [(2, [8, 4]), (5, [3, 3, 2, 2, 2])])
 def test_per_worker_shards_are_disjoint_and_cover(data_dir, pipelines, part_sizes):
     small = dict(crop_size=32)  # the split is under test, not the images
@@ -245,6 +246,7 @@ def test_empty_shards_are_skipped_and_all_empty_is_an_error(tmp_path):
         input_pipeline.make_train_dataset(empty, 2)
 
 
+@pytest.mark.slow  # writes and reads 2 shards per test set
 def test_across_shards_takes_one_record_of_each_shard_in_turn(tmp_path):
     # Validation stored class by class, one class per shard: the first batch
     # of a plain read sees one class, across_shards sees all of them.

@@ -13,6 +13,7 @@ import tiny_data
 pytest.importorskip("matplotlib")
 
 
+@pytest.mark.slow  # trains and renders every figure
 def test_render_writes_every_figure_from_a_tiny_model(tmp_path):
     data_dir = tiny_data.write_tiny_dataset(tmp_path / "data", num_classes=3,
                                             train_per_class=4, val_per_class=3)

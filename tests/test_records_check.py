@@ -95,6 +95,7 @@ def test_an_incomplete_folder_is_refused_naming_what_is_missing(complete, tmp_pa
     assert not model_dir.exists()
 
 
+@pytest.mark.slow  # trains
 def test_foreign_records_train_only_with_the_published_statistics(complete, tmp_path):
     """And a partial copy of them only when asked too: one training shows both."""
     data = _copy(complete, tmp_path)  # as tensorflow/models' files: no manifest, no stats

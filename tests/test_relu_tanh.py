@@ -82,6 +82,7 @@ def test_pruning_keeps_only_the_leader_after_one_epoch():
     assert "[pruned at epoch 1]" in lines[1] and "[max epochs]" in lines[1]
 
 
+@pytest.mark.slow  # many small trainings
 def test_many_small_runs_print_no_retracing_notice(capfd):
     """Each run traces its own step once; TensorFlow would call that "frequent
     retracing" when runs are a few steps long."""
@@ -103,6 +104,7 @@ def _tiny_cifar(src, dst, per_class=20):
                 shutil.copy(src / split / cls / name, dst / split / cls / name)
 
 
+@pytest.mark.slow  # the experiment's launcher end to end
 def test_experiment_end_to_end_on_cifar_images(cifar10, tmp_path):
     raw = tmp_path / "raw"
     _tiny_cifar(cifar10, raw)

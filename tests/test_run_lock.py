@@ -121,6 +121,7 @@ def test_training_into_a_held_model_dir_is_refused_before_writing(tiny_records, 
     assert not model_dir.exists()
 
 
+@pytest.mark.slow  # an export of its own
 def test_export_into_a_held_folder_is_refused(tmp_path):
     from alexnet_tf.data.labels import LabelMap
     from alexnet_tf.model.alexnet import build_alexnet

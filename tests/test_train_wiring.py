@@ -45,6 +45,7 @@ def pipeline_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.slow  # trains
 def test_the_shuffle_buffer_and_the_validation_read_follow_the_data(
         data_dir, tmp_path, pipeline_calls):
     """The buffer never exceeds the training set (12 images here); a
