@@ -125,10 +125,10 @@ def test_a_best_swap_cut_between_its_renames_is_completed(tmp_path, staged_whole
 # its own signal, then (the printed command, run again) killed with SIGKILL
 # part-way, then the same command once more runs to the end. He init at
 # TINY_LEARNING_RATE: the loss starts near log(3), stays there for about 20
-# steps and is below a fifth of it by step 30 (measured: 1.1 -> 0.18 -> 0.1 at
-# step 32, the same in every run); a run restarted from scratch would show that
-# start again. (Later the rate is too high for a calm curve: spikes to 0.4-1.0
-# after step 36, different in every run; the checks end before them.)
+# steps and is below a fifth of it by step 30 (measured: 1.1, 0.18 at step 30,
+# 0.1 at step 32, alike in every run measured); a run restarted from scratch
+# would show that start again. (Later the rate is too high for a calm curve:
+# spikes of 0.4-1.0 after step 36, different in each run; the checks end before.)
 TOTAL_STEPS = 40
 
 
