@@ -11,8 +11,9 @@ moment every time instead of guessing it with a timer:
 
 The signal is a real one (os.kill): the launcher's handlers receive it
 exactly as they would a scheduler's. In a multi_worker run, the moment is
-when TensorFlow's preemption handler has seen it too (its watcher polls once
-a second), so the run stops at the same step every time.
+when TensorFlow's preemption handler has taken it too (its watcher thread
+polls once a second, and ends once it has reported the signal), so the run
+stops at the same step every time.
 
 Several runs in one process (one TensorFlow start for all of them):
 
@@ -35,6 +36,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 
 import tensorflow as tf
 
@@ -44,7 +46,7 @@ from launchers import run_launcher
 from tiny_data import temporary_leftovers
 
 current = {"kind": "none", "target": 1, "signal": None, "calls": 0}
-handlers = []  # multi_worker: the run's PreemptionCheckpointHandler
+watchers = set()  # multi_worker: the threads that call the handler's termination_watcher_fn
 
 
 def maybe_signal(this_kind: str) -> None:
@@ -53,18 +55,23 @@ def maybe_signal(this_kind: str) -> None:
     current["calls"] += 1
     if current["calls"] == current["target"]:
         os.kill(os.getpid(), current["signal"])
-        for handler in handlers:
-            # Its watcher thread polls the stop request once a second: the moment
-            # is now, not whenever the next poll comes (TensorFlow's private event).
-            assert handler._received_own_sigterm.wait(timeout=300), "signal not seen"
+        for thread in watchers:
+            # The watcher polls the stop request once a second and ends once it has
+            # reported a stop: the moment is now, not whenever the next poll comes.
+            thread.join(timeout=300)
+            assert not thread.is_alive(), "signal not taken by the preemption handler"
 
 
-def record(cls):
+def watch_watchers(cls):
+    """TerminationConfig (public): its termination_watcher_fn notes the
+    thread that polls it."""
     real = cls.__init__
 
-    def init(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        handlers.append(self)
+    def init(self, *args, termination_watcher_fn=None, **kwargs):
+        def watcher():
+            watchers.add(threading.current_thread())
+            return termination_watcher_fn()
+        real(self, *args, termination_watcher_fn=termination_watcher_fn and watcher, **kwargs)
     cls.__init__ = init
 
 
@@ -111,7 +118,7 @@ def split_runs(argv: list[str]) -> list[list[str]]:
     return runs
 
 
-record(tf.distribute.experimental.PreemptionCheckpointHandler)
+watch_watchers(tf.distribute.experimental.TerminationConfig)
 wrap(checkpoints.TrainingCheckpoints, "restore_latest", "setup")
 wrap(TrainSteps, "train_loop", "chunk")
 wrap(tf.train.CheckpointManager, "save", "save", lambda m, *a, **k: not _is_best(m))

@@ -3,7 +3,6 @@ epoch, learning-rate schedule), the best checkpoint is kept, and
 fine-tuning copies compatible layers and re-initializes the classifier."""
 
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -68,20 +67,6 @@ def test_restore_brings_back_every_saved_value(run, tmp_path):
         np.testing.assert_array_equal(copy.get_tensor(key), original.get_tensor(key), err_msg=key)
 
 
-def test_training_again_resumes_where_it_stopped(run, tmp_path):
-    data_dir, model_dir, _ = run
-    copy = str(tmp_path / "run")
-    shutil.copytree(model_dir, copy)
-    summary = train(_config(data_dir, copy, epochs=3))
-    assert summary["resumed_from"].endswith("ckpt-4")
-    assert summary["step"] == 6
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(copy))
-    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
-    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
-    steps = [s for s, _ in tb_logs.read_scalars(os.path.join(copy, "logs"))["train"]["loss"]]
-    assert steps == [1, 2, 3, 4, 5, 6]
-
-
 def test_best_checkpoint_is_the_lowest_validation_error(run):
     data_dir, model_dir, summary = run
     info = model_dir_files.read_best_info(model_dir)
@@ -137,17 +122,19 @@ def test_fine_tuning_from_a_keras_file_keeps_every_layer(run, tmp_path):
     np.testing.assert_allclose(target_out, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # three trainings (about 4 CPU-s each)
 def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path, capsys):
     _, model_dir, _ = run
     data5 = write_tiny_dataset(tmp_path / "data5", num_classes=5, train_per_class=4,
                                val_per_class=1)
-    summary = train(_config(data5, tmp_path / "tuned", epochs=1, steps_per_epoch=1,
+    tuned_dir = str(tmp_path / "tuned")
+    summary = train(_config(data5, tuned_dir, epochs=1, steps_per_epoch=1,
                             init_from=os.path.join(model_dir, "best")))
     assert summary["step"] == 1 and summary["resumed_from"] is None
     # The run's header names the input normalization it starts with.
     assert "input normalization: the source model's input mean and std" in \
         capsys.readouterr().out
-    tuned = model_dir_files.read_model_config(str(tmp_path / "tuned"))
+    tuned = model_dir_files.read_model_config(tuned_dir)
     assert tuned["num_classes"] == 5
     # A trained conv1 expects its own input normalization: kept by default...
     source = model_dir_files.read_model_config(model_dir)
@@ -155,9 +142,16 @@ def test_train_with_init_from_starts_from_the_source_weights(run, tmp_path, caps
     assert np.abs(np.subtract(source["mean_rgb"], data_mean)).max() > 1.0  # they differ here
     assert (tuned["mean_rgb"], tuned["std_rgb"]) == (source["mean_rgb"], source["std_rgb"])
     # ... and a resume keeps it too (model_config.json agrees with the first run).
-    again = train(_config(data5, tmp_path / "tuned", epochs=2, steps_per_epoch=1,
+    # Training again resumes where it stopped: the step, the epoch, the
+    # optimizer's own counter and the logged steps run on from the checkpoint.
+    again = train(_config(data5, tuned_dir, epochs=2, steps_per_epoch=1,
                           init_from=os.path.join(model_dir, "best")))
-    assert again["step"] == 2 and again["resumed_from"]
+    assert again["step"] == 2 and again["resumed_from"].endswith("ckpt-1")
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(tuned_dir))
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    logged = tb_logs.read_scalars(os.path.join(tuned_dir, "logs"))["train"]["loss"]
+    assert [step for step, _ in logged] == [1, 2]
     # The other choice: this data's statistics. No model settings in this
     # run: it takes the source's architecture (width, input size, fc units).
     train(TrainConfig(data5, str(tmp_path / "tuned_data"), batch_size=8, epochs=1,

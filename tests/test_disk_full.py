@@ -87,6 +87,7 @@ def test_a_best_save_on_a_full_disk_keeps_the_old_best_whole(tmp_path, monkeypat
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow  # its own training (about 4 CPU-s)
 def test_training_on_a_full_disk_stops_in_one_line_keeping_the_last_checkpoint(
         tiny_records, tmp_path, monkeypatch):
     model_dir = str(tmp_path / "run")
@@ -122,7 +123,7 @@ def _private_tmpfs_works() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a TensorFlow process that trains, in a mount namespace
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not _private_tmpfs_works(),
                     reason="needs `unshare` and unprivileged user and mount namespaces")
