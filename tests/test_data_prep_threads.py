@@ -98,10 +98,13 @@ def _program_sequence(input_dir: str, out: str) -> dict:
 
 def _program_foreign(input_dir: str, out: str) -> dict:
     """User code runs a forkserver pool first (multiprocessing's fork server,
-    without our preload), then two builds, then its pool again."""
+    with the user's preload, not ours), then two builds, then its pool again.
+    The user's preload is TensorFlow, as an ML program's might be: the
+    builds' workers start warm instead of importing it each (four imports)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tensorflow"])
     with ctx.Pool(1) as p:
         before = p.apply(os.getpid)
     report = {"user_pool_before": before > 0}
