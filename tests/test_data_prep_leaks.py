@@ -19,8 +19,8 @@ import unicodedata
 import psutil
 import pytest
 
-from build_processes import (ENV, REPO_ROOT, alive, published, session, start_held_build,
-                             wait_for)
+from build_processes import (ENV, REPO_ROOT, alive, build_server, published,  # noqa: F401
+                             session, wait_for)
 from data_prep import build_tfrecords, duplicates, layouts, names
 from data_prep.build_tfrecords import BuildError
 from launchers import run_launcher
@@ -195,6 +195,16 @@ def test_an_archive_member_equal_to_a_training_member_is_a_leak(tmp_path):
     assert summary.per_split["train"] == {"found": 4, "written": 3, "skipped": 1}
 
 
+def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
+    root = _leaky_tree(tmp_path / "in")
+    run = run_launcher("data_prep.build_tfrecords", f"--input_dir={root}",
+                       f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32")
+    assert run.returncode == 2
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: 3 training input(s) are also in validation"), run.stderr
+
+
 # ---------------------------------------------------------------- names
 
 @pytest.mark.parametrize("first, second", [
@@ -288,42 +298,8 @@ def test_an_output_folder_beside_the_splits_is_fine(tmp_path):
 
 
 # ---------------------------------------------------------------- Ctrl-C
-
-@pytest.fixture(scope="module")
-def linked_tree(tmp_path_factory):
-    """8 tiny images, links to one file (a duplicate group), for 4 shards."""
-    return write_linked_tree(tmp_path_factory.mktemp("linked"), per_class=4, side=48)
-
-
-@pytest.mark.slow  # subprocess builds, interrupted
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(linked_tree, tmp_path,
-                                                                 workers):
-    """Ctrl-C used to print a KeyboardInterrupt traceback (one per worker
-    too). The terminal sends SIGINT to the whole process group; so does this,
-    while the build holds part-way (tests/build_probe.py)."""
-    out = tmp_path / "out"
-    build = start_held_build(linked_tree, out, "--train_shards=4", workers=workers,
-                             hold_after=2)
-    with session(build):
-        wait_for(lambda: len(published(out)) >= 1, 240, "a first published shard")
-        helpers = psutil.Process(build.pid).children(recursive=True)
-        os.killpg(build.pid, signal.SIGINT)
-        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
-        stderr = build.stderr.read()
-        wait_for(lambda: not any(alive(p) for p in helpers), 10, "the workers to exit")
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == build_tfrecords.interrupted_line(str(out))
-    shards = published(out)
-    assert 1 <= len(shards) < 4
-    assert not glob.glob(str(out / "*.tmp"))  # the workers' unfinished shards removed
-    assert not (out / build_tfrecords.MANIFEST_FILENAME).exists()  # not a finished build
-
-    resumed = build_quietly(linked_tree, out, train_shards=4)
-    assert resumed.found == resumed.written == 8
-    assert resumed.shards_kept >= len(shards)
-    assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 8
-
+# Last in the file: the warm build server's CPU is counted when it ends,
+# with the module's last test.
 
 def _loading_tensorflow(pid):
     try:
@@ -356,11 +332,37 @@ def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
         assert not out.exists()
 
 
-def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
-    root = _leaky_tree(tmp_path / "in")
-    run = run_launcher("data_prep.build_tfrecords", f"--input_dir={root}",
-                       f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32")
-    assert run.returncode == 2
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: 3 training input(s) are also in validation"), run.stderr
+@pytest.fixture(scope="module")
+def linked_tree(tmp_path_factory):
+    """8 tiny images, links to one file (a duplicate group), for 4 shards."""
+    return write_linked_tree(tmp_path_factory.mktemp("linked"), per_class=4, side=48)
+
+
+@pytest.mark.slow  # subprocess builds, interrupted
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(build_server, linked_tree,
+                                                                 tmp_path, workers):
+    """Ctrl-C used to print a KeyboardInterrupt traceback (one per worker
+    too). The terminal sends SIGINT to the whole process group; so does this,
+    while the build holds part-way (tests/build_probe.py)."""
+    out = tmp_path / "out"
+    build = build_server.start_held_build(linked_tree, out, "--train_shards=4", workers=workers,
+                             hold_after=2)
+    with session(build):
+        wait_for(lambda: len(published(out)) >= 1, 240, "a first published shard")
+        helpers = psutil.Process(build.pid).children(recursive=True)
+        os.killpg(build.pid, signal.SIGINT)
+        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
+        stderr = build.stderr.read()
+        wait_for(lambda: not any(alive(p) for p in helpers), 10, "the workers to exit")
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == build_tfrecords.interrupted_line(str(out))
+    shards = published(out)
+    assert 1 <= len(shards) < 4
+    assert not glob.glob(str(out / "*.tmp"))  # the workers' unfinished shards removed
+    assert not (out / build_tfrecords.MANIFEST_FILENAME).exists()  # not a finished build
+
+    resumed = build_quietly(linked_tree, out, train_shards=4)
+    assert resumed.found == resumed.written == 8
+    assert resumed.shards_kept >= len(shards)
+    assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 8
