@@ -82,6 +82,7 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
         if server is not None:
             servers.add(server.pid)
         if event == "start" or (event == "forkserver" and server is not None) or (
+                event == "tensorflow" and server is not None and _loading_tensorflow(server)) or (
                 event == "worker" and server is not None and _children(server, False)):
             seen_at = time.monotonic()
             break
@@ -146,6 +147,16 @@ def _children(process, recursive):
         return []
 
 
+def _loading_tensorflow(process) -> bool:
+    """Whether the fork server's preload has begun loading TensorFlow (its
+    libraries are mapped): past the line that arms its death signal."""
+    try:
+        with open(f"/proc/{process.pid}/maps") as maps:
+            return "tensorflow" in maps.read()
+    except OSError:
+        return False
+
+
 def _cmdline(process) -> list[str]:
     try:
         return process.cmdline()
@@ -196,10 +207,12 @@ def small_tree(tmp_path_factory):
 
 
 # (event, seconds after it): the kill lands while the fork server starts
-# Python, while it imports TensorFlow (its preload: ~1.5-3 s here), as it
-# forks the first worker, and at the audit's fixed moment after start.
-KILL_MOMENTS = [("forkserver", 0.0), ("forkserver", 0.3), ("forkserver", 1.0),
-                ("forkserver", 2.0), ("worker", 0.0), ("start", 3.0)]
+# Python (before its preload arms the death signal), once its preload is
+# loading TensorFlow (after; seen in its memory maps, not guessed from a
+# delay: this used to be three kills 0.3, 1 and 2 s into the fork server's
+# life), as it forks the first worker, and at the audit's fixed moment
+# after start.
+KILL_MOMENTS = [("forkserver", 0.0), ("tensorflow", 0.0), ("worker", 0.0), ("start", 3.0)]
 
 
 @pytest.fixture(scope="module")
