@@ -142,6 +142,16 @@ def published(out) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(str(out)), "train-?????-of-?????")))
 
 
+def loading_tensorflow(pid: int) -> bool:
+    """Whether the process has begun loading TensorFlow (its libraries are
+    mapped)."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            return "tensorflow" in maps.read()
+    except OSError:
+        return False
+
+
 def alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE

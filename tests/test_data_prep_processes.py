@@ -1,22 +1,27 @@
-"""One build at a time per output folder, and workers that die with the
-build: real build processes, real SIGKILLs. Each build holds part-way
+"""One build at a time per output folder, workers that die with the build,
+and Ctrl-C in one line that leaves what a rerun resumes: real build
+processes, real SIGKILLs and SIGINTs. Each build but the one stopped during
+start-up is forked by the module's warm server and holds part-way
 (tests/build_probe.py) until the test has done what it checks."""
 
 import glob
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
 import pytest
 
-from build_processes import alive, build_server, published, session, wait_for  # noqa: F401
+from build_processes import (ENV, REPO_ROOT, alive, build_server,  # noqa: F401
+                             loading_tensorflow, published, session, wait_for)
 from data_prep import build_tfrecords, output_dir, writer
 from launchers import run_launcher
-from tree_data import write_linked_tree
+from tree_data import build_quietly, write_linked_tree, write_two_class_tree
 
-pytestmark = pytest.mark.slow  # subprocess builds, killed
+pytestmark = pytest.mark.slow  # subprocess builds, killed and interrupted
 
 SHARDS = 4
 
@@ -92,3 +97,58 @@ def _status(process: psutil.Process) -> str:
         return process.status()
     except psutil.NoSuchProcess:
         return "gone"
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
+    """While TensorFlow loads (seconds), before the build has begun: a
+    fresh `python -m` process, not one of the warm server's."""
+    root = tmp_path / "in"
+    write_two_class_tree(root, 1)
+    out = tmp_path / "out"
+    build = subprocess.Popen(
+        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={root}",
+         f"--output_dir={out}", "--image_size=32"],
+        cwd=REPO_ROOT, env=ENV, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with session(build):
+        wait_for(lambda: loading_tensorflow(build.pid), 120, "TensorFlow to start loading")
+        os.killpg(build.pid, signal.SIGINT)
+        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
+        stderr = build.stderr.read()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    # Almost always still loading; on a fast machine the build may have begun.
+    assert last in ("interrupted: nothing was written", build_tfrecords.interrupted_line(str(out)))
+    if last == "interrupted: nothing was written":
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(build_server, tree, tmp_path,
+                                                                 workers):
+    """Ctrl-C used to print a KeyboardInterrupt traceback (one per worker
+    too). The terminal sends SIGINT to the whole process group; so does this,
+    while the build holds part-way (tests/build_probe.py)."""
+    out = tmp_path / "out"
+    build = build_server.start_held_build(tree, out, "--train_shards=4", workers=workers,
+                             hold_after=2)
+    with session(build):
+        wait_for(lambda: len(published(out)) >= 1, 240, "a first published shard")
+        helpers = psutil.Process(build.pid).children(recursive=True)
+        os.killpg(build.pid, signal.SIGINT)
+        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
+        stderr = build.stderr.read()
+        wait_for(lambda: not any(alive(p) for p in helpers), 10, "the workers to exit")
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == build_tfrecords.interrupted_line(str(out))
+    shards = published(out)
+    assert 1 <= len(shards) < 4
+    assert not glob.glob(str(out / "*.tmp"))  # the workers' unfinished shards removed
+    assert not (out / build_tfrecords.MANIFEST_FILENAME).exists()  # not a finished build
+
+    resumed = build_quietly(tree, out, train_shards=4)
+    assert resumed.found == resumed.written == 8
+    assert resumed.shards_kept >= len(shards)
+    assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 8

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from build_processes import REPO_ROOT, alive
+from build_processes import REPO_ROOT, alive, loading_tensorflow
 
 _PR_SET_CHILD_SUBREAPER = 36
 FORKSERVER_MARK = "multiprocessing.forkserver"
@@ -81,9 +81,9 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
         server = forkserver()
         if server is not None:
             servers.add(server.pid)
-        if event == "start" or (event == "forkserver" and server is not None) or (
-                event == "tensorflow" and server is not None and _loading_tensorflow(server)) or (
-                event == "worker" and server is not None and _children(server, False)):
+        if event == "start" or server is not None and (
+                event == "forkserver" or (event == "tensorflow" and loading_tensorflow(server.pid))
+                or (event == "worker" and _children(server, False))):
             seen_at = time.monotonic()
             break
         time.sleep(0.005)
@@ -145,16 +145,6 @@ def _children(process, recursive):
         return [c for c in process.children(recursive=recursive) if alive(c)]
     except psutil.NoSuchProcess:
         return []
-
-
-def _loading_tensorflow(process) -> bool:
-    """Whether the fork server's preload has begun loading TensorFlow (its
-    libraries are mapped): past the line that arms its death signal."""
-    try:
-        with open(f"/proc/{process.pid}/maps") as maps:
-            return "tensorflow" in maps.read()
-    except OSError:
-        return False
 
 
 def _cmdline(process) -> list[str]:
