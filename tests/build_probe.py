@@ -11,12 +11,15 @@ drives it): it imports the build's modules once (TensorFlow: seconds), then
 for each JSON line on stdin ({"flags", "env", "stderr"}) forks a build in a
 session of its own that runs the command line without importing them again,
 answers {"pid"}, and {"exit", "code"} when that build ends. The fork server
-each build starts is a fresh interpreter, as in any build.
+each build starts is a fresh interpreter, as in any build. A request with
+"call" instead of "flags" runs a function of a tests module in the forked
+process, its stdout to a file (tests/startup_kill_probe.py's harness).
 
 Workers run this file's top level too (multiprocessing imports the main
 script as __mp_main__ in each), so they hold alike.
 """
 
+import importlib
 import json
 import os
 import runpy
@@ -34,8 +37,10 @@ _real_convert = convert.convert
 
 def _held_convert(*args, **kwargs):
     global _converted
-    # Read at each call: a build forked by the server sets them after this import.
-    if _converted >= int(os.environ["BUILD_PROBE_HOLD_AFTER"]):
+    # Read at each call: a build forked by the server sets them after this
+    # import. Unset: no hold (a process the server forks for `call`).
+    hold_after = os.environ.get("BUILD_PROBE_HOLD_AFTER")
+    if hold_after is not None and _converted >= int(hold_after):
         while not (os.environ.get("BUILD_PROBE_GATE")
                    and os.path.exists(os.environ["BUILD_PROBE_GATE"])):
             time.sleep(0.02)  # Ctrl-C reaches the build here (workers ignore it)
@@ -64,7 +69,14 @@ def _forked_build(request: dict) -> None:
         os.dup2(devnull, 1)
         err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(err, 2)
-        _run_build(request["flags"])
+        if "call" in request:  # {"call": [module, function, args], "stdout": file}
+            module, function, args = request["call"]
+            out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(out, 1)
+            getattr(importlib.import_module(module), function)(*args)
+            sys.stdout.flush()
+        else:
+            _run_build(request["flags"])
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -79,19 +79,30 @@ class BuildServer:
                          gate=None) -> HeldBuild:
         """`data_prep.build_tfrecords`, each of its converting processes
         holding after `hold_after` images until `gate` exists."""
-        self._count += 1
-        stderr = os.path.join(self._folder, f"build{self._count}.stderr")
         env = {"BUILD_PROBE_HOLD_AFTER": str(hold_after)}
         if gate is not None:
             env["BUILD_PROBE_GATE"] = str(gate)
         flags = [f"--input_dir={input_dir}", f"--output_dir={out}", f"--num_workers={workers}",
                  "--min_images_per_worker=0", "--image_size=32", *flags]
-        self._process.stdin.write(json.dumps({"flags": flags, "env": env,
-                                              "stderr": stderr}) + "\n")
+        return self._fork({"flags": flags, "env": env})[0]
+
+    def _fork(self, request: dict, stdout: bool = False) -> tuple[HeldBuild, str]:
+        self._count += 1
+        base = os.path.join(self._folder, f"process{self._count}")
+        request["stderr"] = base + ".stderr"
+        if stdout:
+            request["stdout"] = base + ".stdout"
+        self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
         pid = self._pids.get(timeout=60)
         assert pid, "the build server ended"
-        return HeldBuild(self, pid, stderr)
+        return HeldBuild(self, pid, request["stderr"]), request.get("stdout")
+
+    def call(self, module: str, function: str, *args) -> tuple[HeldBuild, str]:
+        """`module.function(*args)` in a process forked warm, in a session
+        of its own; the process and the file its stdout goes to."""
+        return self._fork({"call": [module, function, list(args)], "env": {}},
+                          stdout=True)
 
     def exit_code(self, pid, timeout):
         with self._changed:

@@ -1,8 +1,10 @@
 """One build at a time per output folder, workers that die with the build,
 and Ctrl-C in one line that leaves what a rerun resumes: real build
-processes, real SIGKILLs and SIGINTs. Each build but the one stopped during
-start-up is forked by the module's warm server and holds part-way
-(tests/build_probe.py) until the test has done what it checks."""
+processes, real SIGKILLs and SIGINTs; kill -9 during the build's start-up
+leaves nothing running (tests/startup_kill_probe.py). Each build but the
+one stopped by Ctrl-C during start-up is forked by the module's warm server
+(tests/build_probe.py), once TensorFlow is imported: the held ones hold
+part-way until the test has done what it checks."""
 
 import glob
 import json
@@ -19,6 +21,7 @@ from build_processes import (ENV, REPO_ROOT, alive, build_server,  # noqa: F401
                              loading_tensorflow, published, session, wait_for)
 from data_prep import build_tfrecords, output_dir, writer
 from launchers import run_launcher
+from startup_kill_probe import moment_id
 from tree_data import build_quietly, write_linked_tree, write_two_class_tree
 
 pytestmark = pytest.mark.slow  # subprocess builds, killed and interrupted
@@ -152,3 +155,49 @@ def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(build_server, tr
     assert resumed.found == resumed.written == 8
     assert resumed.shards_kept >= len(shards)
     assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 8
+
+
+# ---------------------------------------------------------------- kill -9 during start-up
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory):
+    """A build that outlasts the latest kill moment: its workers convert for a
+    few seconds after the fork server's ~1.5-3 s of imports."""
+    return write_linked_tree(tmp_path_factory.mktemp("startup"))
+
+
+# (event, seconds after it): the kill lands while the fork server starts
+# Python (before its preload arms the death signal), once its preload is
+# loading TensorFlow (after; seen in its memory maps, not guessed from a
+# delay: this used to be three kills 0.3, 1 and 2 s into the fork server's
+# life), as it forks the first worker, and at the audit's fixed moment
+# after start.
+KILL_MOMENTS = [("forkserver", 0.0), ("tensorflow", 0.0), ("worker", 0.0), ("start", 3.0)]
+
+
+@pytest.fixture(scope="module")
+def reports(build_server, small_tree, tmp_path_factory) -> dict:
+    """Every moment's report, from one harness run (tests/startup_kill_probe.py,
+    forked warm by the build server; the moments one after another, each
+    with a build of its own)."""
+    harness, stdout = build_server.call(
+        "startup_kill_probe", "run", str(small_tree),
+        str(tmp_path_factory.mktemp("startup_out")), KILL_MOMENTS, 10)
+    with session(harness):
+        assert harness.wait(timeout=400) == 0, harness.stderr.read()[-3000:]
+    with open(stdout) as lines:
+        return json.loads(lines.read().strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="PR_SET_PDEATHSIG and subreapers are Linux's")
+@pytest.mark.timeout(600)  # the first case waits for the harness's whole run
+@pytest.mark.parametrize("event,delay", KILL_MOMENTS,
+                         ids=[moment_id(e, d) for e, d in KILL_MOMENTS])
+def test_no_descendant_survives_a_kill_during_start_up(reports, event, delay):
+    report = reports[moment_id(event, delay)]
+    assert "error" not in report, report
+    if event == "start" and not report["build_was_running"]:
+        pytest.skip(f"this machine finished the build within {delay} s: {report}")
+    assert report["build_was_running"], report
+    assert report["survivors"] == [], report
