@@ -5,6 +5,7 @@ for what it does, leave nothing running."""
 
 import contextlib
 import glob
+import io
 import json
 import os
 import queue
@@ -22,10 +23,10 @@ REPO_ROOT = os.path.dirname(TESTS_DIR)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
-class HeldBuild:
-    """A build forked by the warm server (tests/build_probe.py): its pid
-    leads a process group and session of its own; `wait` and `poll` answer
-    as a Popen's, `stderr` is its stderr file (read it after it ended)."""
+class Forked:
+    """A process forked by the warm server (tests/build_probe.py), a build or
+    a `call`: its pid leads a process group and session of its own; `wait`
+    and `poll` answer as a Popen's, `stderr` is what it wrote there so far."""
 
     def __init__(self, server: "BuildServer", pid: int, stderr_path: str):
         self.pid, self._server, self._stderr_path = pid, server, stderr_path
@@ -40,15 +41,17 @@ class HeldBuild:
         return code
 
     @property
-    def stderr(self):
-        return open(self._stderr_path)
+    def stderr(self) -> io.StringIO:
+        with open(self._stderr_path) as f:
+            return io.StringIO(f.read())
 
 
 class BuildServer:
-    """One warm process per test module that forks each held build: the
-    build's own TensorFlow import (seconds of CPU) is paid once, not per
-    build. Each build runs the command line as `python -m
-    data_prep.build_tfrecords` would, its fork server a fresh interpreter."""
+    """One warm process per test module that forks each held build (and,
+    with `call`, other programs that build): their own TensorFlow import
+    (seconds of CPU) is paid once, not per process. Each build runs the
+    command line as `python -m data_prep.build_tfrecords` would, its fork
+    server a fresh interpreter."""
 
     def __init__(self, folder):
         self._folder, self._count = str(folder), 0
@@ -62,7 +65,7 @@ class BuildServer:
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._pids.get(timeout=300)  # ready: its imports done
+        assert self._pids.get(timeout=300), "the build server did not start"  # imports done
 
     def _read(self):
         for line in self._process.stdout:
@@ -76,7 +79,7 @@ class BuildServer:
         self._pids.put(None)  # the server ended: no answer will come
 
     def start_held_build(self, input_dir, out, *flags, workers: int, hold_after: int,
-                         gate=None) -> HeldBuild:
+                         gate=None) -> Forked:
         """`data_prep.build_tfrecords`, each of its converting processes
         holding after `hold_after` images until `gate` exists."""
         env = {"BUILD_PROBE_HOLD_AFTER": str(hold_after)}
@@ -86,19 +89,22 @@ class BuildServer:
                  "--min_images_per_worker=0", "--image_size=32", *flags]
         return self._fork({"flags": flags, "env": env})[0]
 
-    def _fork(self, request: dict, stdout: bool = False) -> tuple[HeldBuild, str]:
+    def _fork(self, request: dict, stdout: bool = False) -> tuple[Forked, str]:
         self._count += 1
         base = os.path.join(self._folder, f"process{self._count}")
         request["stderr"] = base + ".stderr"
         if stdout:
             request["stdout"] = base + ".stdout"
+        for path in (request["stderr"], request.get("stdout")):
+            if path:  # there before the process starts: readable at once
+                open(path, "w").close()
         self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
         pid = self._pids.get(timeout=60)
         assert pid, "the build server ended"
-        return HeldBuild(self, pid, request["stderr"]), request.get("stdout")
+        return Forked(self, pid, request["stderr"]), request.get("stdout")
 
-    def call(self, module: str, function: str, *args) -> tuple[HeldBuild, str]:
+    def call(self, module: str, function: str, *args) -> tuple[Forked, str]:
         """`module.function(*args)` in a process forked warm, in a session
         of its own; the process and the file its stdout goes to."""
         return self._fork({"call": [module, function, list(args)], "env": {}},
