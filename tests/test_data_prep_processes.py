@@ -42,7 +42,7 @@ def test_a_second_build_stops_at_once_naming_the_holder(build_server, tree, tmp_
     a manifest that matches every shard."""
     out, gate = tmp_path / "out", tmp_path / "gate"
     holder = build_server.start_held_build(tree, out, f"--train_shards={SHARDS}", workers=1,
-                              hold_after=2, gate=gate)
+                                           hold_after=2, gate=gate)
     with session(holder):
         wait_for(lambda: len(published(out)) == 1, 120, "the first build's first shard")
         started = time.monotonic()
@@ -136,7 +136,7 @@ def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(build_server, tr
     while the build holds part-way (tests/build_probe.py)."""
     out = tmp_path / "out"
     build = build_server.start_held_build(tree, out, "--train_shards=4", workers=workers,
-                             hold_after=2)
+                                          hold_after=2)
     with session(build):
         wait_for(lambda: len(published(out)) >= 1, 240, "a first published shard")
         helpers = psutil.Process(build.pid).children(recursive=True)

@@ -14,7 +14,8 @@ The user's program is `main` here, run in a process that the module's
 build server (tests/build_probe.py) forks once the build's modules are
 imported: one TensorFlow import for both programs instead of one each. The
 fork servers and workers each program's builds start are fresh, as in any
-program. The tests read the JSON lines it prints.
+program (their `__main__` is tests/build_probe.py, whose hook on conversion
+holds nothing unless a build asks). The tests read the JSON lines it prints.
 """
 
 import json
@@ -139,6 +140,8 @@ from tree_data import write_linked_tree, write_two_class_tree  # noqa: E402
 pytestmark = [pytest.mark.slow,  # programs in processes of their own, building
               pytest.mark.skipif(not sys.platform.startswith("linux"),
                                  reason="forkserver and PR_SET_PDEATHSIG as on Linux")]
+
+
 @pytest.fixture(scope="module")
 def tiny_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
