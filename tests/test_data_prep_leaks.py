@@ -1,8 +1,8 @@
 """Data prep neither leaks nor invents: an image in both splits (hard link,
 links to one file, a byte copy) is dropped from train, refused or reported;
 duplicates within a split are listed; lookalike class folder names and an
-output folder inside the input are refused; Ctrl-C stops the build in one
-line and leaves what a rerun resumes (data_prep.duplicates, data_prep.tree)."""
+output folder inside the input are refused (data_prep.duplicates,
+data_prep.tree). Ctrl-C: test_data_prep_processes.py."""
 
 import csv
 import glob
@@ -10,21 +10,15 @@ import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tarfile
 import unicodedata
 
-import psutil
 import pytest
 
-from build_processes import (ENV, REPO_ROOT, alive, published, session, start_held_build,
-                             wait_for)
 from data_prep import build_tfrecords, duplicates, layouts, names
 from data_prep.build_tfrecords import BuildError
 from launchers import run_launcher
-from tree_data import build_quietly, write_jpeg, write_linked_tree
+from tree_data import build_quietly, write_jpeg
 
 
 def _leaky_tree(root):
@@ -195,6 +189,16 @@ def test_an_archive_member_equal_to_a_training_member_is_a_leak(tmp_path):
     assert summary.per_split["train"] == {"found": 4, "written": 3, "skipped": 1}
 
 
+def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
+    root = _leaky_tree(tmp_path / "in")
+    run = run_launcher("data_prep.build_tfrecords", f"--input_dir={root}",
+                       f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32")
+    assert run.returncode == 2
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: 3 training input(s) are also in validation"), run.stderr
+
+
 # ---------------------------------------------------------------- names
 
 @pytest.mark.parametrize("first, second", [
@@ -285,82 +289,3 @@ def test_an_output_folder_beside_the_splits_is_fine(tmp_path):
     assert summary.ok and summary.written == 4
     again = build_quietly(root, root / "records")
     assert again.found == 4 and again.shards_kept == 2
-
-
-# ---------------------------------------------------------------- Ctrl-C
-
-@pytest.fixture(scope="module")
-def linked_tree(tmp_path_factory):
-    """8 tiny images, links to one file (a duplicate group), for 4 shards."""
-    return write_linked_tree(tmp_path_factory.mktemp("linked"), per_class=4, side=48)
-
-
-@pytest.mark.slow  # subprocess builds, interrupted
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(linked_tree, tmp_path,
-                                                                 workers):
-    """Ctrl-C used to print a KeyboardInterrupt traceback (one per worker
-    too). The terminal sends SIGINT to the whole process group; so does this,
-    while the build holds part-way (tests/build_probe.py)."""
-    out = tmp_path / "out"
-    build = start_held_build(linked_tree, out, "--train_shards=4", workers=workers,
-                             hold_after=2)
-    with session(build):
-        wait_for(lambda: len(published(out)) >= 1, 240, "a first published shard")
-        helpers = psutil.Process(build.pid).children(recursive=True)
-        os.killpg(build.pid, signal.SIGINT)
-        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
-        stderr = build.stderr.read()
-        wait_for(lambda: not any(alive(p) for p in helpers), 10, "the workers to exit")
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == build_tfrecords.interrupted_line(str(out))
-    shards = published(out)
-    assert 1 <= len(shards) < 4
-    assert not glob.glob(str(out / "*.tmp"))  # the workers' unfinished shards removed
-    assert not (out / build_tfrecords.MANIFEST_FILENAME).exists()  # not a finished build
-
-    resumed = build_quietly(linked_tree, out, train_shards=4)
-    assert resumed.found == resumed.written == 8
-    assert resumed.shards_kept >= len(shards)
-    assert resumed.duplicates["train"] and len(resumed.duplicates["train"][0]) == 8
-
-
-def _loading_tensorflow(pid):
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return "tensorflow" in f.read()
-    except OSError:
-        return False
-
-
-@pytest.mark.slow  # a subprocess
-def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
-    """While TensorFlow loads (seconds), before the build has begun."""
-    root = _small_tree(tmp_path / "in")
-    out = tmp_path / "out"
-    build = subprocess.Popen(
-        [sys.executable, "-m", "data_prep.build_tfrecords", f"--input_dir={root}",
-         f"--output_dir={out}", "--image_size=32"],
-        cwd=REPO_ROOT, env=ENV, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    with session(build):
-        wait_for(lambda: _loading_tensorflow(build.pid), 120, "TensorFlow to start loading")
-        os.killpg(build.pid, signal.SIGINT)
-        assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
-        stderr = build.stderr.read()
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    last = stderr.strip().splitlines()[-1]
-    # Almost always still loading; on a fast machine the build may have begun.
-    assert last in ("interrupted: nothing was written", build_tfrecords.interrupted_line(str(out)))
-    if last == "interrupted: nothing was written":
-        assert not out.exists()
-
-
-def test_on_leak_fail_is_one_line_on_the_command_line(tmp_path):
-    root = _leaky_tree(tmp_path / "in")
-    run = run_launcher("data_prep.build_tfrecords", f"--input_dir={root}",
-                       f"--output_dir={tmp_path / 'out'}", "--on_leak=fail", "--image_size=32")
-    assert run.returncode == 2
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: 3 training input(s) are also in validation"), run.stderr

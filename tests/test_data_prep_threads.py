@@ -1,5 +1,5 @@
 """Builds from threads, and beside a fork server that is not ours: real
-subprocesses (each a fresh Python, as a user's program would be).
+processes, a user's program each.
 
 Linux's PR_SET_PDEATHSIG fires when the *thread* that started a process
 ends, not its process: a build run in a thread used to leave its fork server
@@ -10,22 +10,21 @@ silently at start. The build now starts the fork server only from a thread
 that lasts as long as the process (`data_prep.lifeline`), and a fork server
 without the preload is used as it is.
 
-The user's program is `main` here, run by `python -c` (so that the fork
-server has no `__main__` file to import); the tests start it and read the
-JSON line it prints.
+The user's program is `main` here, run in a process that the module's
+build server (tests/build_probe.py) forks once the build's modules are
+imported: one TensorFlow import for both programs instead of one each. The
+fork servers and workers each program's builds start are fresh, as in any
+program (their `__main__` is tests/build_probe.py, whose hook on conversion
+holds nothing unless a build asks). The tests read the JSON lines it prints.
 """
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
 FORKSERVER_MARK = "multiprocessing.forkserver"
 
 
@@ -98,10 +97,13 @@ def _program_sequence(input_dir: str, out: str) -> dict:
 
 def _program_foreign(input_dir: str, out: str) -> dict:
     """User code runs a forkserver pool first (multiprocessing's fork server,
-    without our preload), then two builds, then its pool again."""
+    with the user's preload, not ours), then two builds, then its pool again.
+    The user's preload is TensorFlow, as an ML program's might be: the
+    builds' workers start warm instead of importing it each (four imports)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tensorflow"])
     with ctx.Pool(1) as p:
         before = p.apply(os.getpid)
     report = {"user_pool_before": before > 0}
@@ -127,24 +129,17 @@ def main(mode: str, *args: str) -> None:
         print(json.dumps(_program_foreign(*args)), flush=True)
 
 
-def _program(mode: str, *args) -> list[str]:
-    return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-            "import test_data_prep_threads as t; t.main(*sys.argv[2:])",
-            TESTS_DIR, mode, *map(str, args)]
-
-
 # ---------------------------------------------------------------- the tests
 
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from build_processes import alive, published, wait_for  # noqa: E402
+from build_processes import alive, build_server, published, session, wait_for  # noqa: E402,F401
 from tree_data import write_linked_tree, write_two_class_tree  # noqa: E402
 
-pytestmark = [pytest.mark.slow,  # subprocess builds
+pytestmark = [pytest.mark.slow,  # programs in processes of their own, building
               pytest.mark.skipif(not sys.platform.startswith("linux"),
                                  reason="forkserver and PR_SET_PDEATHSIG as on Linux")]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 @pytest.fixture(scope="module")
@@ -159,34 +154,38 @@ def slow_tree(tmp_path_factory):
     return write_linked_tree(tmp_path_factory.mktemp("slow"))
 
 
-def _run(*args, timeout=240) -> dict:
-    run = subprocess.run(_program(*args), cwd=REPO_ROOT, env=ENV, capture_output=True,
-                         text=True, timeout=timeout)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+def _start(server, *args):
+    """The user's program, `main(*args)`, in a process the server forks."""
+    return server.call("test_data_prep_threads", "main", *map(str, args))
 
 
-def test_a_build_beside_a_fork_server_started_by_user_code(tiny_tree, tmp_path):
-    report = _run("foreign", tiny_tree, tmp_path)
+def _lines(path) -> list[str]:
+    with open(path) as f:
+        return [line for line in f.read().splitlines(keepends=True) if line.endswith("\n")]
+
+
+def test_a_build_beside_a_fork_server_started_by_user_code(build_server, tiny_tree, tmp_path):
+    program, stdout = _start(build_server, "foreign", tiny_tree, tmp_path)
+    with session(program):
+        assert program.wait(timeout=240) == 0, program.stderr.read()[-3000:]
+    report = json.loads(_lines(stdout)[-1])
     assert report["user_pool_before"] and report["user_pool_after"], report
     assert report["build0"] == {"ok": True, "written": 12}, report
     assert report["build1"] == {"ok": True, "written": 12}, report
 
 
 def test_builds_from_threads_then_the_main_thread_then_two_at_once_then_a_kill(
-        tiny_tree, slow_tree, tmp_path):
+        build_server, tiny_tree, slow_tree, tmp_path):
     """Builds in a thread, in the main thread, in two threads at once, all
     from the fork server the first thread started; then kill -9 of the
     process during a build in yet another thread leaves no fork server,
     worker or tracker alive."""
-    program = subprocess.Popen(
-        _program("sequence-then-kill", tiny_tree, slow_tree, tmp_path), cwd=REPO_ROOT,
-        env=ENV, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=open(tmp_path / "stderr.txt", "w"), text=True)
-    try:
-        line = program.stdout.readline()
-        assert line, (tmp_path / "stderr.txt").read_text()[-3000:]
-        report = json.loads(line)
+    program, stdout = _start(build_server, "sequence-then-kill", tiny_tree, slow_tree, tmp_path)
+    with session(program):
+        wait_for(lambda: _lines(stdout) or program.poll() is not None, 240,
+                 "the program's report")
+        assert _lines(stdout), program.stderr.read()[-3000:]
+        report = json.loads(_lines(stdout)[0])
         for name in ("thread", "main", "p1", "p2"):
             assert report[name] == {**report[name], "ok": True, "written": 12}, report
         # the two parallel builds did run at the same time
@@ -210,7 +209,3 @@ def test_builds_from_threads_then_the_main_thread_then_two_at_once_then_a_kill(
         program.wait(timeout=10)
         wait_for(lambda: not any(alive(p) for p in helpers), 5,
                  lambda: f"helpers to exit: {[p.pid for p in helpers if alive(p)]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(program.pid, signal.SIGKILL)
-        program.wait(timeout=30)

@@ -1,20 +1,21 @@
 """kill -9 of the build while its fork server is still starting: nothing may
-survive it. Real processes, real SIGKILLs.
+survive it. Real processes, real SIGKILLs (the test:
+test_data_prep_processes.py).
 
 The fork server used to import TensorFlow (seconds) before asking to die
 with its parent; a build killed in that window left it, and the worker it
 then forked for the build's queued request, running for good (hundreds of
 MB each), reparented to init.
 
-One harness process (this file run as a script) makes itself a child
-subreaper, so every orphan of a build is re-parented to it and can be
-counted. It imports the build's modules once (TensorFlow: seconds), then for
-each moment forks a process that runs the command line (`python -m
-data_prep.build_tfrecords`, 2 workers) without importing them again, kills
-that build process alone at the moment, and reports which descendants are
-still alive over the next seconds (and kills them, so a failure leaks
-nothing and the next moment starts clean). The fork server each build
-starts is a fresh interpreter, its imports and start-up as in any build.
+The harness (`run`), forked warm by the test module's build server
+(tests/build_probe.py), makes itself a child subreaper, so every orphan of a
+build is re-parented to it and can be counted. For each moment it forks a
+process that runs the command line (`python -m data_prep.build_tfrecords`,
+2 workers) without importing the build's modules again, kills that build
+process alone at the moment, and reports which descendants are still alive
+over the next seconds (and kills them, so a failure leaks nothing and the
+next moment starts clean). The fork server each build starts is a fresh
+interpreter, its imports and start-up as in any build.
 """
 
 import contextlib
@@ -23,17 +24,13 @@ import json
 import os
 import runpy
 import signal
-import subprocess
 import sys
 import time
 
-from build_processes import REPO_ROOT, alive
+from build_processes import REPO_ROOT, alive, loading_tensorflow
 
 _PR_SET_CHILD_SUBREAPER = 36
 FORKSERVER_MARK = "multiprocessing.forkserver"
-
-
-# ---------------------------------------------------------------- the harness
 
 
 def _start_build(input_dir: str, out: str) -> int:
@@ -81,8 +78,9 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
         server = forkserver()
         if server is not None:
             servers.add(server.pid)
-        if event == "start" or (event == "forkserver" and server is not None) or (
-                event == "worker" and server is not None and _children(server, False)):
+        if event == "start" or server is not None and (
+                event == "forkserver" or (event == "tensorflow" and loading_tensorflow(server.pid))
+                or (event == "worker" and _children(server, False))):
             seen_at = time.monotonic()
             break
         time.sleep(0.005)
@@ -171,61 +169,6 @@ def _reap() -> None:
             return
 
 
-if __name__ == "__main__":
-    print(json.dumps(_harness_all(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]),
-                                  float(sys.argv[4]))), flush=True)
-    sys.exit(0)
-
-
-# ---------------------------------------------------------------- the tests
-
-import pytest  # noqa: E402
-
-from tree_data import write_linked_tree  # noqa: E402
-
-pytestmark = [pytest.mark.slow,  # subprocess builds, killed
-              pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                 reason="PR_SET_PDEATHSIG and subreapers are Linux's")]
-
-
-@pytest.fixture(scope="module")
-def small_tree(tmp_path_factory):
-    """A build that outlasts the latest kill moment: its workers convert for a
-    few seconds after the fork server's ~1.5-3 s of imports."""
-    return write_linked_tree(tmp_path_factory.mktemp("startup"))
-
-
-# (event, seconds after it): the kill lands while the fork server starts
-# Python, while it imports TensorFlow (its preload: ~1.5-3 s here), as it
-# forks the first worker, and at the audit's fixed moment after start.
-KILL_MOMENTS = [("forkserver", 0.0), ("forkserver", 0.3), ("forkserver", 1.0),
-                ("forkserver", 2.0), ("worker", 0.0), ("start", 3.0)]
-
-
-@pytest.fixture(scope="module")
-def reports(small_tree, tmp_path_factory) -> dict:
-    """Every moment's report, from one harness run (the moments one after
-    another, each with a build of its own)."""
-    harness = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), str(small_tree),
-         str(tmp_path_factory.mktemp("startup_out")), json.dumps(KILL_MOMENTS), "10"],
-        cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, text=True)
-    try:
-        stdout, _ = harness.communicate(timeout=400)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(harness.pid, signal.SIGKILL)
-        harness.wait(timeout=30)
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.timeout(600)  # the first case waits for the harness's whole run
-@pytest.mark.parametrize("event,delay", KILL_MOMENTS,
-                         ids=[moment_id(e, d) for e, d in KILL_MOMENTS])
-def test_no_descendant_survives_a_kill_during_start_up(reports, event, delay):
-    report = reports[moment_id(event, delay)]
-    assert "error" not in report, report
-    if event == "start" and not report["build_was_running"]:
-        pytest.skip(f"this machine finished the build within {delay} s: {report}")
-    assert report["build_was_running"], report
-    assert report["survivors"] == [], report
+def run(input_dir: str, out: str, moments: list, watch: float) -> None:
+    """Prints every moment's report as one JSON line (the server's `call`)."""
+    print(json.dumps(_harness_all(input_dir, out, moments, watch)), flush=True)
