@@ -9,7 +9,8 @@ run, and the tests that keep a real process for it:
   test_quiet_terminal.py and test_terminal.py;
 - signals, kills, several processes on one folder, environment variables
   read at import: test_preemption.py, test_run_lock.py,
-  test_data_prep_processes.py and the other *_processes / *_kill tests.
+  test_data_prep_processes.py, test_data_prep_threads.py and the other
+  *_processes tests.
 
     result = run_launcher("launch.export", "--model_dir=...", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr == "launch.export: error: ...\\n"
