@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import service_config_pb2
 
 from alexnet_tf.data import input_pipeline, service, service_address
 from alexnet_tf.data.service_servers import ServiceConfig, check_port_free
 from alexnet_tf.errors import ConfigError
 from alexnet_tf.training.config import ModelConfig, TrainConfig
 from launchers import run_launcher
+from service_cluster import start_cluster, stop_cluster
 from tiny_data import TINY_MODEL, tiny_flags, write_tiny_dataset
 
 tf_service = tf.data.experimental.service
@@ -32,34 +32,17 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """An in-process dispatcher and two workers (ports picked by the system).
-
-    Set so that nothing waits (fields of the config protos only):
-    - workers heartbeat every 0.1 s: a job's tasks reach a worker with its
-      heartbeat, and TensorFlow's 30 s left a training that long without a batch;
-    - the dispatcher drops a job 0.2 s after its last client left (dynamic
-      sharding jobs included): the worker then ends the job's tasks in its own
-      thread, while their input pipelines are young. Ending a task waits for
-      its pipeline's tf.data autotuning thread to wake, a period that grows to
-      a minute; a worker's stop() ends the tasks left, holding the GIL.
-    - no quiet period (TensorFlow's 2 s wait for clients at stop())."""
-    dispatcher = tf_service.DispatchServer(service_config_pb2.DispatcherConfig(
-        port=0, protocol="grpc", job_gc_check_interval_ms=100, job_gc_timeout_ms=200,
-        gc_dynamic_sharding_jobs=True))
-    address = dispatcher.target.split("://")[1]
-    workers = [tf_service.WorkerServer(service_config_pb2.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%", protocol="grpc",
-        heartbeat_interval_ms=100, shutdown_quiet_period_ms=0)) for _ in range(2)]
+    """An in-process dispatcher and two workers (service_cluster.py: set so
+    that nothing waits)."""
+    dispatcher, workers = start_cluster()
     yield dispatcher, workers
     gc.collect()  # any client left (see _released)
-    for server in (*workers, dispatcher):
-        server.stop()
+    stop_cluster(dispatcher, workers)
 
 
 def _released(value):
-    """`value`, after a collection: a training's service iterators sit in
-    reference cycles, and their destructors wait for an in-process worker's
-    reply, which is quick while it serves (not once it stops)."""
+    """`value`, after a collection: a training's service iterators (in
+    reference cycles) go while the workers serve them (service_cluster.py)."""
     gc.collect()
     return value
 

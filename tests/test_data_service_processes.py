@@ -17,6 +17,7 @@ import time
 import pytest
 import tensorflow as tf
 
+from service_cluster import start_cluster, stop_cluster
 from tiny_data import tiny_flags, write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # each server or trainer is a TensorFlow process
@@ -93,7 +94,7 @@ def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
     on a cluster of its own)."""
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     dispatcher, workers = _cluster(tmp_path, servers)
-    model_dir, steps = tmp_path / "run", 40
+    model_dir, steps = tmp_path / "run", 16
     train_log = tmp_path / "train.log"
     with open(train_log, "wb") as log:
         trainer = subprocess.Popen(
@@ -101,11 +102,11 @@ def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
             cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
-        while f"step 10/{steps}" not in train_log.read_text(errors="replace"):
+        while f"step 4/{steps}" not in train_log.read_text(errors="replace"):
             assert trainer.poll() is None, train_log.read_text(errors="replace")
-            assert time.monotonic() < deadline, "training did not reach step 10"
+            assert time.monotonic() < deadline, "training did not reach step 4"
             time.sleep(0.1)
-        workers[0].process.kill()  # part-way: 10 of 40 steps done
+        workers[0].process.kill()  # part-way: 4 of 16 steps done
         assert trainer.wait(timeout=400) == 0, train_log.read_text(errors="replace")
     finally:
         trainer.kill()
@@ -131,11 +132,7 @@ def test_multi_worker_trainers_share_one_job(tmp_path):
     """Two `--strategy=multi_worker` trainers take their batches from one job
     (one pass over the data for the whole cluster), served here by an
     in-process dispatcher and worker."""
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = dispatcher.target.split("://")[1]
-    worker = service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+    dispatcher, workers = start_cluster(workers=1)  # nothing waits: service_cluster.py
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     cluster = [f"127.0.0.1:{_closed_port()}" for _ in range(2)]
     logs, trainers = [tmp_path / f"trainer{i}.log" for i in range(2)], []
@@ -150,11 +147,15 @@ def test_multi_worker_trainers_share_one_job(tmp_path):
                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
         for trainer, log_path in zip(trainers, logs):
             assert trainer.wait(timeout=500) == 0, log_path.read_text(errors="replace")
+        # The dispatcher drops the job once its trainers are gone, and the
+        # worker its tasks: then stopping it waits for nothing (service_cluster.py).
+        deadline = time.monotonic() + 120
+        while workers[0]._num_tasks() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         for trainer in trainers:
             trainer.kill()
-        worker.stop()
-        dispatcher.stop()
+        stop_cluster(dispatcher, workers)
     jobs = [re.search(r"job (alexnet_tf-\w+)", log.read_text()).group(1) for log in logs]
     assert jobs[0] == jobs[1]
     assert "step 2/2" in logs[0].read_text() and "Training finished" in logs[0].read_text()
