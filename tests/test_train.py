@@ -29,6 +29,7 @@ def _config(data_dir, model_dir, **overrides):
         **overrides})
 
 
+@pytest.mark.slow  # a 40-step train() of its own (~6 CPU-s)
 def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     # Images at the input size, light noise, no PCA lighting: little left to
     # chance, so the run learns the same way every time.
@@ -59,6 +60,7 @@ def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     assert "step 40/40" in out and "Training finished" in out
 
 
+@pytest.mark.slow  # two train() runs of its own (~5 CPU-s)
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         data_dir, tiny_training, tmp_path):
     # lr 1e30: the first update pushes the weights past float32's range, while
@@ -87,6 +89,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 # bfloat16 also shows an epoch to be a full pass with the last partial batch
 # rounded up: 48 training images at batch 10 are 5 steps, not 4.
+@pytest.mark.slow  # a train() each (XLA's compile: ~11 CPU-s for float16, ~4 bfloat16)
 @pytest.mark.parametrize("precision, jit, run", [
     ("mixed_float16", True, {"steps_per_epoch": 2}),
     ("mixed_bfloat16", False, {"batch_size": 10, "steps_per_epoch": None})])
@@ -128,6 +131,7 @@ def _resume_config(run, model_dir, **overrides):
         "epochs": 3, "plateau_patience": 1, **overrides})
 
 
+@pytest.mark.slow  # a resumed train() (~5 CPU-s)
 def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
         tiny_training, tmp_path):
     from alexnet_tf.errors import InputError
@@ -147,6 +151,7 @@ def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
                              mixed_precision="mixed_float16", allow_changes=["mixed_precision"]))
 
 
+@pytest.mark.slow  # a train() of its own, up to the bad record (~3 CPU-s)
 def test_labels_out_of_range_are_one_error_naming_the_record(data_dir, tmp_path):
     import os
     import shutil

@@ -89,6 +89,7 @@ def test_an_init_from_file_keras_cannot_load_is_one_error(data_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a train() of its own (~5 CPU-s)
 def test_fine_tuning_inherits_the_source_init_unless_the_run_sets_it(data_dir, tmp_path,
                                                                      caplog):
     # A source as the Caffe import makes it: init "caffe", mean-only input.
