@@ -1,10 +1,12 @@
-"""`launch.data_service` and `launch.train --data_service` as processes on
-127.0.0.1: a dispatcher and two workers, a training that reaches its
-max_steps while one worker is killed, then SIGTERM / Ctrl-C stopping the
-servers left; two multi-worker trainers on one job (the process boundary
-is what is tested; the launchers' one-line refusals, which come before any
-server starts, are in test_data_service.py)."""
+"""`launch.data_service` and `launch.train --data_service` on 127.0.0.1: a
+dispatcher and two workers as processes, a training (launch.train in this
+process) that reaches its max_steps while one worker process is killed,
+then SIGTERM / Ctrl-C stopping the servers left; two multi-worker trainer
+processes on one job (the process boundary is what is tested; the
+launchers' one-line refusals, which come before any server starts, are in
+test_data_service.py)."""
 
+import gc
 import json
 import os
 import re
@@ -12,11 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import tensorflow as tf
 
+from launchers import run_launcher
 from service_cluster import start_cluster, stop_cluster
 from tiny_data import tiny_flags, write_tiny_dataset
 
@@ -91,26 +95,31 @@ def _closed_port():
 def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
     """Then SIGTERM and Ctrl-C (SIGINT) stop the worker and the dispatcher
     left, cleanly (formerly test_sigterm_and_ctrl_c_stop_the_servers_cleanly,
-    on a cluster of its own)."""
+    on a cluster of its own). The servers are processes (the killed worker
+    is the subject); the trainer, launch.train, runs in this process
+    (tests/launchers.py) while a thread kills the worker once ckpt-4 is saved."""
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     dispatcher, workers = _cluster(tmp_path, servers)
     model_dir, steps = tmp_path / "run", 16
-    train_log = tmp_path / "train.log"
-    with open(train_log, "wb") as log:
-        trainer = subprocess.Popen(
-            _train_command(data_dir, model_dir, f"grpc://127.0.0.1:{dispatcher.port}", steps),
-            cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    killed = []
+
+    def kill_part_way():  # 4 of 16 steps done
         deadline = time.monotonic() + 300
-        while f"step 4/{steps}" not in train_log.read_text(errors="replace"):
-            assert trainer.poll() is None, train_log.read_text(errors="replace")
-            assert time.monotonic() < deadline, "training did not reach step 4"
-            time.sleep(0.1)
-        workers[0].process.kill()  # part-way: 4 of 16 steps done
-        assert trainer.wait(timeout=400) == 0, train_log.read_text(errors="replace")
-    finally:
-        trainer.kill()
-    output = train_log.read_text(errors="replace")
+        while not (model_dir / "ckpt-4.index").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed.append(not (model_dir / f"ckpt-{steps}.index").exists())  # still training
+        workers[0].process.kill()
+
+    killer = threading.Thread(target=kill_part_way, daemon=True)
+    killer.start()
+    result = run_launcher(
+        *_train_command(data_dir, model_dir, f"grpc://127.0.0.1:{dispatcher.port}", steps)[2:],
+        "--checkpoint_every_steps=4", cwd=tmp_path)
+    gc.collect()  # its service iterators (reference cycles), while the servers are up
+    killer.join(timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert killed == [True] and workers[0].process.poll() is not None
     assert "training input: tf.data service at grpc://127.0.0.1" in output
     assert "2 worker(s) registered" in output
     assert f"step {steps}/{steps}" in output and "Training finished" in output
