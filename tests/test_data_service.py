@@ -160,11 +160,12 @@ def test_training_batches_are_made_by_the_service_workers(cluster, data_dir):
 
 
 # mirrored: one input pipeline feeding two replicas (per-replica batches);
-# towers: the paper's two towers on two logical CPUs, fed by the service;
-# default is also trained by the subprocess tests.
+# towers: the paper's two towers on two logical CPUs, fed by the service.
+# The default strategy (formerly a third case here) is the killed-worker run
+# of test_data_service_processes.py, launch.train in that test's process.
 @pytest.mark.slow  # a train() each (4-6 CPU-s)
 @pytest.mark.parametrize("strategy, devices", [
-    ("default", {}), ("mirrored", {"devices": ("/cpu:0", "/cpu:1")}),
+    ("mirrored", {"devices": ("/cpu:0", "/cpu:1")}),
     ("towers", {"tower_devices": ("/cpu:0", "/cpu:1")})])
 def test_training_through_the_service_reaches_max_steps(cluster, data_dir, tmp_path,
                                                         strategy, devices):
