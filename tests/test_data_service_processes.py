@@ -136,34 +136,67 @@ def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
             if line.startswith("tf.data service ")], output  # only its own two lines
 
 
+# One process imports what launch.train needs (TensorFlow: ~5 CPU-s), then
+# forks the trainers, each running the command line as `python -m launch.train`
+# would, with its own TF_CONFIG and log file; it exits 0 when every one did.
+_FORKED_TRAINERS = """
+import gc, json, os, runpy, sys
+import keras, tensorflow
+from alexnet_tf.training import loop
+logs, configs, argv = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+children = []
+for log, config in zip(logs, configs):
+    pid = os.fork()
+    if pid:
+        children.append(pid)
+        continue
+    code = 1
+    try:
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.environ["TF_CONFIG"] = config
+        sys.argv = ["launch/train.py", *argv]
+        runpy.run_module("launch.train", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        gc.collect()  # its service iterators release their job (reference cycles)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+sys.exit(int(any(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children)))
+"""
+
+
 @pytest.mark.timeout(600)
 def test_multi_worker_trainers_share_one_job(tmp_path):
-    """Two `--strategy=multi_worker` trainers take their batches from one job
-    (one pass over the data for the whole cluster), served here by an
-    in-process dispatcher and worker."""
+    """Two `--strategy=multi_worker` trainers (processes, forked from one that
+    imported TensorFlow once) take their batches from one job (one pass over
+    the data for the whole cluster), served here by an in-process dispatcher
+    and worker."""
     dispatcher, workers = start_cluster(workers=1)  # nothing waits: service_cluster.py
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     cluster = [f"127.0.0.1:{_closed_port()}" for _ in range(2)]
-    logs, trainers = [tmp_path / f"trainer{i}.log" for i in range(2)], []
+    logs = [tmp_path / f"trainer{i}.log" for i in range(2)]
+    configs = [json.dumps({"cluster": {"worker": cluster},
+                           "task": {"type": "worker", "index": index}}) for index in range(2)]
     try:
-        for index, log_path in enumerate(logs):
-            env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": cluster},
-                                                  "task": {"type": "worker", "index": index}}))
-            with open(log_path, "wb") as log:
-                trainers.append(subprocess.Popen(
-                    [*_train_command(data_dir, tmp_path / "run", dispatcher.target, 2),
-                     "--strategy=multi_worker"],
-                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-        for trainer, log_path in zip(trainers, logs):
-            assert trainer.wait(timeout=500) == 0, log_path.read_text(errors="replace")
+        result = subprocess.run(
+            [sys.executable, "-c", _FORKED_TRAINERS, json.dumps([str(p) for p in logs]),
+             json.dumps(configs),
+             *_train_command(data_dir, tmp_path / "run", dispatcher.target, 2)[3:],
+             "--strategy=multi_worker"],
+            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=500)
+        assert result.returncode == 0, (result.stderr, [
+            log.read_text(errors="replace") for log in logs if log.exists()])
         # The dispatcher drops the job once its trainers are gone, and the
         # worker its tasks: then stopping it waits for nothing (service_cluster.py).
         deadline = time.monotonic() + 120
         while workers[0]._num_tasks() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        for trainer in trainers:
-            trainer.kill()
         stop_cluster(dispatcher, workers)
     jobs = [re.search(r"job (alexnet_tf-\w+)", log.read_text()).group(1) for log in logs]
     assert jobs[0] == jobs[1]
