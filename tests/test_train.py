@@ -2,13 +2,12 @@
 non-finite loss stops it at once naming the step."""
 
 import math
-import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.training import checkpoints, model_dir as model_dir_files
+from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.figures import tb_logs
 from alexnet_tf.training.config import ModelConfig, TrainConfig
 from alexnet_tf.training.loop import NonFiniteLossError, train
