@@ -238,7 +238,7 @@ def test_leaky_relu_and_a_linked_model_dir(mini, tmp_path):
     assert os.listdir(tmp_path / "target") == []
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a launch.import_caffe process (a TensorFlow start, ~5 CPU-s)
 def test_a_kill_while_writing_leaves_no_model_dir(mini, tmp_path):
     """SIGKILL once the hidden temp folder appears (the write has begun):
     no model_dir, and the same command (rerun in this process) then succeeds."""

@@ -30,7 +30,7 @@ from conftest import REPO_ROOT, SHARED_DATA
 from alexnet_tf.data.labels import LabelMap
 from alexnet_tf.training import checkpoints, model_dir as model_dir_files
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # the full 61M-parameter model; the import in a child process
 
 BVLC = ref.NetSpec()  # 96..256 kernels, 6x6 pool5, 227x227, 1000 classes
 # Peak RSS of one import in a child process: 1.6 GB measured here (TensorFlow,

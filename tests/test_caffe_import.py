@@ -72,6 +72,14 @@ def imported(mini_net, tmp_path_factory):
         yield dirs
 
 
+@pytest.fixture(scope="module")
+def models(imported):
+    """Each source's imported model, restored once (its best/ checkpoint);
+    the tests only read them."""
+    return {source: checkpoints.restore_model(model_dir, "best")
+            for source, model_dir in imported.items()}
+
+
 @pytest.fixture(params=["photos", "generated"])
 def crops(request):
     if request.param == "photos":
@@ -105,18 +113,18 @@ def assert_matches_caffe(logits, probabilities, want_logits, want_probabilities)
 
 
 @pytest.mark.parametrize("source", ["layer", "layers_v1", "npy", "npy_dicts"])
-def test_imported_model_computes_caffes_forward_pass(mini_net, imported, crops, source):
+def test_imported_model_computes_caffes_forward_pass(mini_net, models, crops, source):
     weights, biases, _ = mini_net
-    model = checkpoints.restore_model(imported[source], "best")
-    assert_matches_caffe(*keras_outputs(model, crops), *reference(weights, biases, crops))
+    assert_matches_caffe(*keras_outputs(models[source], crops),
+                         *reference(weights, biases, crops))
 
 
-def test_every_source_gives_the_same_model_and_weights(imported):
+def test_every_source_gives_the_same_model_and_weights(models):
     """The old V1 `layers`, caffe-tensorflow's .npy (lists or dicts) and the
     new `layer` format: one model config and the same float32 weights."""
-    want = checkpoints.restore_model(imported["layer"], "best")
+    want = models["layer"]
     for source in ("layers_v1", "npy", "npy_dicts"):
-        model = checkpoints.restore_model(imported[source], "best")
+        model = models[source]
         assert model.get_config() == want.get_config(), source
         assert len(model.weights) == len(want.weights) == 32  # 8 layers x 2 towers x 2
         for mine, theirs in zip(want.weights, model.weights):
@@ -125,11 +133,11 @@ def test_every_source_gives_the_same_model_and_weights(imported):
                                           err_msg=f"{source} {mine.path}")
 
 
-def test_each_mapping_rule_is_needed(mini_net, imported):
+def test_each_mapping_rule_is_needed(mini_net, models):
     """The comparison above fails when any one rule is left out: each
     mistake moves the probabilities by far more than its 1e-5."""
     weights, biases, _ = mini_net
-    good = checkpoints.restore_model(imported["layer"], "best")
+    good = models["layer"]
     crops = fx.generated_crops(MINI.input_size)
     _, want = reference(weights, biases, crops)
     config = {k: v for k, v in good.get_config().items() if k not in ("name", "trainable")}

@@ -1,10 +1,12 @@
-"""`launch.data_service` and `launch.train --data_service` as processes on
-127.0.0.1: a dispatcher and two workers, a training that reaches its
-max_steps while one worker is killed, then SIGTERM / Ctrl-C stopping the
-servers left; two multi-worker trainers on one job (the process boundary
-is what is tested; the launchers' one-line refusals, which come before any
-server starts, are in test_data_service.py)."""
+"""`launch.data_service` and `launch.train --data_service` on 127.0.0.1: a
+dispatcher and two workers as processes, a training (launch.train in this
+process) that reaches its max_steps while one worker process is killed,
+then SIGTERM / Ctrl-C stopping the servers left; two multi-worker trainer
+processes on one job (the process boundary is what is tested; the
+launchers' one-line refusals, which come before any server starts, are in
+test_data_service.py)."""
 
+import gc
 import json
 import os
 import re
@@ -12,11 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import tensorflow as tf
 
+from launchers import run_launcher
+from service_cluster import start_cluster, stop_cluster
 from tiny_data import tiny_flags, write_tiny_dataset
 
 pytestmark = pytest.mark.slow  # each server or trainer is a TensorFlow process
@@ -90,26 +95,31 @@ def _closed_port():
 def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
     """Then SIGTERM and Ctrl-C (SIGINT) stop the worker and the dispatcher
     left, cleanly (formerly test_sigterm_and_ctrl_c_stop_the_servers_cleanly,
-    on a cluster of its own)."""
+    on a cluster of its own). The servers are processes (the killed worker
+    is the subject); the trainer, launch.train, runs in this process
+    (tests/launchers.py) while a thread kills the worker once ckpt-4 is saved."""
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     dispatcher, workers = _cluster(tmp_path, servers)
-    model_dir, steps = tmp_path / "run", 40
-    train_log = tmp_path / "train.log"
-    with open(train_log, "wb") as log:
-        trainer = subprocess.Popen(
-            _train_command(data_dir, model_dir, f"grpc://127.0.0.1:{dispatcher.port}", steps),
-            cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    model_dir, steps = tmp_path / "run", 16
+    killed = []
+
+    def kill_part_way():  # 4 of 16 steps done
         deadline = time.monotonic() + 300
-        while f"step 10/{steps}" not in train_log.read_text(errors="replace"):
-            assert trainer.poll() is None, train_log.read_text(errors="replace")
-            assert time.monotonic() < deadline, "training did not reach step 10"
-            time.sleep(0.1)
-        workers[0].process.kill()  # part-way: 10 of 40 steps done
-        assert trainer.wait(timeout=400) == 0, train_log.read_text(errors="replace")
-    finally:
-        trainer.kill()
-    output = train_log.read_text(errors="replace")
+        while not (model_dir / "ckpt-4.index").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed.append(not (model_dir / f"ckpt-{steps}.index").exists())  # still training
+        workers[0].process.kill()
+
+    killer = threading.Thread(target=kill_part_way, daemon=True)
+    killer.start()
+    result = run_launcher(
+        *_train_command(data_dir, model_dir, f"grpc://127.0.0.1:{dispatcher.port}", steps)[2:],
+        "--checkpoint_every_steps=4", cwd=tmp_path)
+    gc.collect()  # its service iterators (reference cycles), while the servers are up
+    killer.join(timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert killed == [True] and workers[0].process.poll() is not None
     assert "training input: tf.data service at grpc://127.0.0.1" in output
     assert "2 worker(s) registered" in output
     assert f"step {steps}/{steps}" in output and "Training finished" in output
@@ -126,35 +136,68 @@ def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, servers):
             if line.startswith("tf.data service ")], output  # only its own two lines
 
 
+# One process imports what launch.train needs (TensorFlow: ~5 CPU-s), then
+# forks the trainers, each running the command line as `python -m launch.train`
+# would, with its own TF_CONFIG and log file; it exits 0 when every one did.
+_FORKED_TRAINERS = """
+import gc, json, os, runpy, sys
+import keras, tensorflow
+from alexnet_tf.training import loop
+logs, configs, argv = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+children = []
+for log, config in zip(logs, configs):
+    pid = os.fork()
+    if pid:
+        children.append(pid)
+        continue
+    code = 1
+    try:
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.environ["TF_CONFIG"] = config
+        sys.argv = ["launch/train.py", *argv]
+        runpy.run_module("launch.train", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        gc.collect()  # its service iterators release their job (reference cycles)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+sys.exit(int(any(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children)))
+"""
+
+
 @pytest.mark.timeout(600)
 def test_multi_worker_trainers_share_one_job(tmp_path):
-    """Two `--strategy=multi_worker` trainers take their batches from one job
-    (one pass over the data for the whole cluster), served here by an
-    in-process dispatcher and worker."""
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = dispatcher.target.split("://")[1]
-    worker = service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+    """Two `--strategy=multi_worker` trainers (processes, forked from one that
+    imported TensorFlow once) take their batches from one job (one pass over
+    the data for the whole cluster), served here by an in-process dispatcher
+    and worker."""
+    dispatcher, workers = start_cluster(workers=1)  # nothing waits: service_cluster.py
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     cluster = [f"127.0.0.1:{_closed_port()}" for _ in range(2)]
-    logs, trainers = [tmp_path / f"trainer{i}.log" for i in range(2)], []
+    logs = [tmp_path / f"trainer{i}.log" for i in range(2)]
+    configs = [json.dumps({"cluster": {"worker": cluster},
+                           "task": {"type": "worker", "index": index}}) for index in range(2)]
     try:
-        for index, log_path in enumerate(logs):
-            env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": cluster},
-                                                  "task": {"type": "worker", "index": index}}))
-            with open(log_path, "wb") as log:
-                trainers.append(subprocess.Popen(
-                    [*_train_command(data_dir, tmp_path / "run", dispatcher.target, 2),
-                     "--strategy=multi_worker"],
-                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-        for trainer, log_path in zip(trainers, logs):
-            assert trainer.wait(timeout=500) == 0, log_path.read_text(errors="replace")
+        result = subprocess.run(
+            [sys.executable, "-c", _FORKED_TRAINERS, json.dumps([str(p) for p in logs]),
+             json.dumps(configs),
+             *_train_command(data_dir, tmp_path / "run", dispatcher.target, 2)[3:],
+             "--strategy=multi_worker"],
+            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=500)
+        assert result.returncode == 0, (result.stderr, [
+            log.read_text(errors="replace") for log in logs if log.exists()])
+        # The dispatcher drops the job once its trainers are gone, and the
+        # worker its tasks: then stopping it waits for nothing (service_cluster.py).
+        deadline = time.monotonic() + 120
+        while workers[0]._num_tasks() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
-        for trainer in trainers:
-            trainer.kill()
-        worker.stop()
-        dispatcher.stop()
+        stop_cluster(dispatcher, workers)
     jobs = [re.search(r"job (alexnet_tf-\w+)", log.read_text()).group(1) for log in logs]
     assert jobs[0] == jobs[1]
     assert "step 2/2" in logs[0].read_text() and "Training finished" in logs[0].read_text()

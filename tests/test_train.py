@@ -2,31 +2,22 @@
 non-finite loss stops it at once naming the step."""
 
 import math
-import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.training import checkpoints, model_dir as model_dir_files
+from alexnet_tf.training import model_dir as model_dir_files
 from alexnet_tf.figures import tb_logs
 from alexnet_tf.training.config import ModelConfig, TrainConfig
 from alexnet_tf.training.loop import NonFiniteLossError, train
+from conftest import copy_tree
 from tiny_data import TINY_LEARNING_RATE, tiny_train_config, write_tiny_dataset
 
 
 @pytest.fixture
 def data_dir(tiny_records):
     return tiny_records
-
-
-@pytest.fixture(scope="module")
-def three_steps(tiny_records, tmp_path_factory):
-    """A good start, shared (read-only; copy_tree to resume it): three steps,
-    a checkpoint after each."""
-    model_dir = tmp_path_factory.mktemp("three_steps") / "run"
-    train(_config(tiny_records, model_dir, max_steps=3, checkpoint_every_steps=1))
-    return model_dir
 
 
 def _config(data_dir, model_dir, **overrides):
@@ -37,6 +28,7 @@ def _config(data_dir, model_dir, **overrides):
         **overrides})
 
 
+@pytest.mark.slow  # a 40-step train() of its own (~6 CPU-s)
 def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     # Images at the input size, light noise, no PCA lighting: little left to
     # chance, so the run learns the same way every time.
@@ -67,45 +59,49 @@ def test_loss_falls_and_the_run_is_logged(tmp_path, capsys):
     assert "step 40/40" in out and "Training finished" in out
 
 
-def test_an_epoch_is_a_full_pass_with_the_last_partial_batch_rounded_up(data_dir, tmp_path):
-    # 48 training images at batch 10: 4.8 batches, so 5 steps, not 4.
-    summary = train(_config(data_dir, tmp_path / "run", batch_size=10, steps_per_epoch=None))
-    assert summary["steps_per_epoch"] == 5 and summary["step"] == 5
-
-
+@pytest.mark.slow  # two train() runs of its own (~5 CPU-s)
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-        data_dir, three_steps, tmp_path):
-    model_dir = three_steps  # a good start: three steps, a checkpoint after each
-    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-3")
+        data_dir, tiny_training, tmp_path):
     # lr 1e30: the first update pushes the weights past float32's range, while
     # that step's loss (computed before the update) is still finite. A loop of
     # two steps (steps_per_loop 4, a checkpoint every 2) names both steps.
-    for per_loop, where in ((1, r"at step [12]\b"), (4, "in steps 1-2")):
-        bad_dir = tmp_path / f"bad{per_loop}"
-        config = _config(data_dir, bad_dir, learning_rate=1e30, checkpoint_every_steps=2,
-                         log_every_steps=10, steps_per_loop=per_loop)
-        with pytest.raises(NonFiniteLossError, match=where) as info:
-            train(config)
-        assert "Last good checkpoint: none" in str(info.value)
-        assert tf.train.latest_checkpoint(str(bad_dir)) is None  # nothing saved after it
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
-    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    bad_dir = tmp_path / "bad"
+    with pytest.raises(NonFiniteLossError, match=r"at step [12]\b") as info:
+        train(_config(data_dir, bad_dir, learning_rate=1e30, checkpoint_every_steps=2,
+                      log_every_steps=10, steps_per_loop=1))
+    assert "Last good checkpoint: none" in str(info.value)
+    assert tf.train.latest_checkpoint(str(bad_dir)) is None  # nothing saved after it
+    # From a good start (the shared tiny training, ckpt-4), resumed with the
+    # rate allowed to change: stopped in its next loop, the good checkpoint kept.
+    model_dir = copy_tree(tiny_training.model_dir, tmp_path / "good")
+    with pytest.raises(NonFiniteLossError, match="in steps 5-6") as info:
+        train(_resume_config(tiny_training, model_dir, learning_rate=1e30,
+                             allow_changes=["learning_rate"], checkpoint_every_steps=2,
+                             log_every_steps=10, steps_per_loop=4))
+    latest = tf.train.latest_checkpoint(model_dir)
+    assert f"Last good checkpoint: {latest}" in str(info.value) and latest.endswith("ckpt-4")
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 4
     assert all(np.all(np.isfinite(reader.get_tensor(k))) for k, _ in
-               tf.train.list_variables(str(model_dir / "ckpt-3")) if k.startswith("model/"))
-
-    # Resuming that model_dir with another architecture is refused up front.
-    with pytest.raises(ValueError, match="model_config.json differs"):
-        train(_config(data_dir, model_dir, model={"width": 0.125}))
+               tf.train.list_variables(latest) if k.startswith("model/"))
 
 
-@pytest.mark.parametrize("precision, jit", [("mixed_float16", True), ("mixed_bfloat16", False)])
-def test_half_precision_trains_with_lrn(data_dir, tmp_path, precision, jit):
+# bfloat16 also shows an epoch to be a full pass with the last partial batch
+# rounded up: 48 training images at batch 10 are 5 steps, not 4.
+@pytest.mark.slow  # a train() each (XLA's compile: ~11 CPU-s for float16, ~4 bfloat16)
+@pytest.mark.parametrize("precision, jit, run", [
+    ("mixed_float16", True, {"steps_per_epoch": 2}),
+    ("mixed_bfloat16", False, {"batch_size": 10, "steps_per_epoch": None})])
+def test_half_precision_trains_with_lrn(data_dir, tmp_path, precision, jit, run):
     """XLA's float16 LRN mixed precisions and TensorFlow has no bfloat16 LRN:
     both train now that LRN runs in float32; float16 with loss scaling."""
-    summary = train(_config(data_dir, tmp_path / "run", steps_per_epoch=2, validation_steps=1,
-                            mixed_precision=precision, jit_compile=jit))
-    assert summary["step"] == 2 and math.isfinite(summary["train_loss"])
-    if precision == "mixed_float16":
+    summary = train(_config(data_dir, tmp_path / "run", validation_steps=1,
+                            mixed_precision=precision, jit_compile=jit, **run))
+    assert math.isfinite(summary["train_loss"])
+    if precision == "mixed_bfloat16":
+        assert summary["steps_per_epoch"] == 5 and summary["step"] == 5
+    else:
+        assert summary["step"] == 2
         latest = tf.train.latest_checkpoint(str(tmp_path / "run"))
         reader = tf.train.load_checkpoint(latest)
         scale_keys = [k for k, _ in tf.train.list_variables(latest) if "dynamic_scale" in k]
@@ -127,23 +123,34 @@ def test_model_input_is_standardized_with_the_data_stats_unless_turned_off(tmp_p
     assert off["std_rgb"] is None and off["init"] == "paper" and "standardize" not in off
 
 
+def _resume_config(run, model_dir, **overrides):
+    """The shared tiny training's own settings (conftest.tiny_training), one
+    epoch more (epochs and max_steps may change on a resume)."""
+    return tiny_train_config(run.data_dir, model_dir, **{
+        "epochs": 3, "plateau_patience": 1, **overrides})
+
+
+@pytest.mark.slow  # a resumed train() (~5 CPU-s)
 def test_a_resume_accepts_spelled_out_defaults_and_refuses_a_changed_structure(
-        data_dir, three_steps, tmp_path):
+        tiny_training, tmp_path):
     from alexnet_tf.errors import InputError
-    from conftest import copy_tree
-    model_dir = copy_tree(three_steps, tmp_path / "run")
+    model_dir = copy_tree(tiny_training.model_dir, tmp_path / "run")
+    # Resuming with another architecture is refused up front.
+    with pytest.raises(ValueError, match="model_config.json differs"):
+        train(_resume_config(tiny_training, model_dir, model={"width": 0.125}))
     # towers=2 and lrn=True are the model's defaults: the same model.
     # (A changed learning_rate is refused unless allowed: test_resume_changes.py.)
-    again = train(_config(data_dir, model_dir, max_steps=4, checkpoint_every_steps=1,
-                          model={"towers": 2, "lrn": True}))
-    assert again["step"] == 4 and again["resumed_from"]
+    again = train(_resume_config(tiny_training, model_dir, max_steps=5,
+                                 model={"towers": 2, "lrn": True}))
+    assert again["step"] == 5 and again["resumed_from"]
     # A loss-scaled optimizer cannot restore a plain one's checkpoint, even when
     # the change is allowed: one clear error.
     with pytest.raises(InputError, match="does not match this run's settings"):
-        train(_config(data_dir, model_dir, max_steps=5, checkpoint_every_steps=1,
-                      mixed_precision="mixed_float16", allow_changes=["mixed_precision"]))
+        train(_resume_config(tiny_training, model_dir, max_steps=6,
+                             mixed_precision="mixed_float16", allow_changes=["mixed_precision"]))
 
 
+@pytest.mark.slow  # a train() of its own, up to the bad record (~3 CPU-s)
 def test_labels_out_of_range_are_one_error_naming_the_record(data_dir, tmp_path):
     import os
     import shutil
