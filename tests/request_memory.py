@@ -62,7 +62,9 @@ def _reset_peak() -> None:
 
 
 class _Watchdog(threading.Thread):
-    """Kills the process when its RSS passes `limit_kb` (set per case)."""
+    """Kills the process when its peak RSS passes `limit_kb` (set per
+    batch). The peak (VmHWM), not the current RSS: a decode's spike can come
+    and go between two polls when the machine is busy."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -71,7 +73,7 @@ class _Watchdog(threading.Thread):
     def run(self):
         while True:
             if self.limit_kb is not None:
-                rss = _status_kb("VmRSS")
+                rss = _status_kb("VmHWM")
                 if rss > self.limit_kb:
                     print(json.dumps({"killed": self.case, "rss_mb": rss / 1024}), flush=True)
                     os._exit(KILLED)
@@ -112,6 +114,7 @@ def _child(saved_model: str, batches) -> None:
             call(name, [_example(normal[0])] if name == export.CLASSIFY else normal)
             warm.add(name)
         results, answers = [], True
+        _reset_peak()  # the watchdog reads the peak: start it at the level
         base = _status_kb("VmRSS")  # the level before the batch's first case
         watchdog.limit_kb = base + kill_mb * 1024
         highest = base
