@@ -13,6 +13,8 @@ or the 256x256 square, whatever the aspect ratio.
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from alexnet_tf.data import square_resize
@@ -41,7 +43,18 @@ def stored_view(image_bytes: tf.Tensor, size: int = STORED_SIZE) -> tf.Tensor:
     centre square, resized to `size` x `size` with its filter (JPEGs decoded
     at 1/2, 1/4 or 1/8 scale where it does). float32 [size, size, 3], whole
     levels 0..255; a `size` x `size` record passes through exactly."""
-    return square_resize.resize_centre_square(decode_rgb(image_bytes, min_side=size), size)
+    return _stored_view_function(size)(image_bytes)
+
+
+@functools.lru_cache(maxsize=None)
+def _stored_view_function(size: int):
+    # One traced function per size, called by every evaluation pipeline and
+    # export of the process: the decoder's header checks are ~1,400 graph
+    # ops, built once rather than into each dataset's map function.
+    return tf.function(
+        lambda image_bytes: square_resize.resize_centre_square(
+            decode_rgb(image_bytes, min_side=size), size),
+        input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
 
 
 def eval_image(image_bytes: tf.Tensor, crop_size: int = CROP_SIZE,
