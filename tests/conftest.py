@@ -162,8 +162,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 # --- where the suite's CPU goes (docs/development.md) ---------------------------
-# ALEXNET_TF_CPU_REPORT=<file>: each test appends "<cpu s>\t<wall s>\t<test id>",
-# counting its own process and the child processes it waited for.
+# ALEXNET_TF_CPU_REPORT=<file>: each test appends "<cpu s>\t<wall s>\t<test id>\t
+# <worker>\t<end time>", counting its own process and the child processes it
+# waited for.
 _CPU_REPORT = os.environ.get("ALEXNET_TF_CPU_REPORT")
 
 
@@ -182,4 +183,5 @@ if _CPU_REPORT:
         yield
         with open(_CPU_REPORT, "a") as report:
             report.write(f"{_cpu_seconds() - cpu:.2f}\t{time.monotonic() - wall:.2f}\t"
-                         f"{item.nodeid}\n")
+                         f"{item.nodeid}\t{os.environ.get('PYTEST_XDIST_WORKER', '-')}\t"
+                         f"{time.time():.1f}\n")
