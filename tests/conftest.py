@@ -34,16 +34,20 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-try:
-    tf.config.set_logical_device_configuration(
-        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-except RuntimeError:  # already initialized by an earlier import: keep what is there
-    pass
-
-from tiny_data import tiny_train_config, write_tiny_dataset  # noqa: E402
+def pytest_configure(config):
+    """Two logical CPUs, before any test module loads TensorFlow; not in
+    the parallel run's controller, which runs no test (and would print
+    TensorFlow's start-up lines at the end of the run)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    except RuntimeError:  # already initialized by an earlier import: keep what is there
+        pass
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get(
@@ -121,6 +125,7 @@ def _built_once(tmp_path_factory, name: str, build):
 
 @pytest.fixture(scope="session")
 def tiny_records(tmp_path_factory) -> str:
+    from tiny_data import write_tiny_dataset
     return _built_once(tmp_path_factory, "tiny_records",
                        lambda folder: write_tiny_dataset(folder, num_classes=3))
 
@@ -129,6 +134,7 @@ def tiny_records(tmp_path_factory) -> str:
 def tiny_training(tiny_records, tmp_path_factory) -> TinyRun:
     def build(folder):
         from alexnet_tf.training.loop import train
+        from tiny_data import tiny_train_config
         model_dir = str(folder / "model_dir")
         return [model_dir, train(tiny_train_config(tiny_records, model_dir, epochs=2,
                                                    plateau_patience=1))]
