@@ -2,8 +2,8 @@
 part 1) and hostile requests stay within the request budget (issue 21).
 Each request runs in one memory-capped child (tests/request_memory.py) that
 a watchdog kills long before it could exhaust the machine; the module's
-batches share that child (one TensorFlow start), and the test of the
-watchdog itself, which ends it, comes last. The probe model reads 224x224,
+batches share that child (one TensorFlow start); the test of the watchdog
+itself starts a fresh one. The probe model reads 224x224,
 as AlexNet does.
 
 Memory: extreme aspect ratios and GIF decompression bombs through the
@@ -189,12 +189,17 @@ def test_a_long_run_with_the_full_size_attacks_stays_within_the_budget(child, tm
 
 # -- the watchdog ----------------------------------------------------------------
 
-def test_the_measurement_fails_when_a_request_grows(child, tmp_path):
+def test_the_measurement_fails_when_a_request_grows(exported, tmp_path):
     """The watchdog does stop a child that passes its limit: here 20 MB above
     its level, which decoding a 4,000 x 4,000 PNG (48 MB, a 50 KB file) must
-    pass. Last in the module: it ends the shared child."""
+    pass. A fresh child: one that served the batches above can hold their
+    freed memory and decode into it without growing (seen: 12.6 MB)."""
     big = tmp_path / "big.png"
     big.write_bytes(hostile.encode(np.zeros((4000, 4000, 3), np.uint8), "PNG"))
-    answer = child.measure([("serving_default", str(big))], kill_mb=20)
+    fresh = request_memory.MemoryChild(exported)
+    try:
+        answer = fresh.measure([("serving_default", str(big))], kill_mb=20)
+    finally:
+        fresh.close()
     assert answer.get("killed") == f"serving_default:{big}", answer
     assert answer["returncode"] == request_memory.KILLED
