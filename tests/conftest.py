@@ -117,7 +117,8 @@ def _built_once(tmp_path_factory, name: str, build):
     folder, record = shared / name, shared / f"{name}.json"
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not record.exists():
+        if not record.exists():  # (again after a build that failed: from scratch)
+            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             record.write_text(json.dumps(build(folder)))
     return json.loads(record.read_text())

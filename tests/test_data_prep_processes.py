@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -45,15 +44,15 @@ def test_a_second_build_stops_at_once_naming_the_holder(build_server, tree, tmp_
                                            hold_after=2, gate=gate)
     with session(holder):
         wait_for(lambda: len(published(out)) == 1, 120, "the first build's first shard")
-        started = time.monotonic()
         second = run_launcher("data_prep.build_tfrecords", f"--input_dir={tree}",
                               f"--output_dir={out}", f"--train_shards={SHARDS}",
                               "--image_size=32")
-        assert time.monotonic() - started < 5
         assert (second.returncode, second.stderr) == (2, (
             f"error: {out} is being written by another build (pid {holder.pid}, lock "
             f"{output_dir.LOCK_FILENAME}): wait for it to end or stop it\n"))
-        assert holder.poll() is None  # refused while the first build was still running
+        # Refused while the first build, held at its gate, still runs: the
+        # second did not wait for the lock (it would wait for ever).
+        assert holder.poll() is None
         gate.touch()
         assert holder.wait(timeout=120) == 0, holder.stderr.read()
     manifest = json.loads((out / build_tfrecords.MANIFEST_FILENAME).read_text())

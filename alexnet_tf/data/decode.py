@@ -42,10 +42,10 @@ JPEG_RATIOS = (1, 2, 4, 8)
 # This module and image_header build their graphs with explicit tf.cond,
 # tf.switch_case and tf.while_loop. Autograph would only re-parse them: about
 # 2 CPU-s in every process that builds an input pipeline or an export.
-_graph_code = tf.autograph.experimental.do_not_convert
+graph_code = tf.autograph.experimental.do_not_convert
 
 
-@_graph_code
+@graph_code
 def decode_rgb(image_bytes: tf.Tensor, min_side: int | None = None) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP bytes (scalar string) -> uint8 [H, W, 3] RGB.
 
@@ -108,7 +108,7 @@ class Header(NamedTuple):
     parts: tf.Tensor
 
 
-@_graph_code
+@graph_code
 def read_header(image_bytes: tf.Tensor, jpeg_shape) -> Header:
     """The Header of encoded bytes; `jpeg_shape` reads a JPEG's size
     (tf.image.extract_jpeg_shape, which raises on a corrupt header)."""
@@ -130,7 +130,7 @@ def read_header(image_bytes: tf.Tensor, jpeg_shape) -> Header:
     return Header(fmt, shape, gif_end, parts)
 
 
-@_graph_code
+@graph_code
 def image_problem(image_bytes: tf.Tensor, header: Header):
     """(ok, problem): ok is False when the image must not be decoded, and
     problem (string scalar) then says why, as a phrase after "image":
@@ -184,7 +184,7 @@ def _at_least(count: tf.Tensor, limit: int) -> tf.Tensor:
                     tf.strings.as_string(count))
 
 
-@_graph_code
+@graph_code
 def safe_image_problem(image_bytes: tf.Tensor):
     """`image_problem` computed without raising, even on a JPEG whose header
     libjpeg cannot read: for explaining a refused image."""

@@ -40,12 +40,10 @@ import tensorflow as tf
 
 from alexnet_tf import defaults
 from alexnet_tf.data import dataset_stats, preprocessing, records, service
+from alexnet_tf.data.decode import graph_code  # the map functions skip autograph
 from alexnet_tf.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
-# The map functions are graph code (explicit tf.cond and tf.data): autograph
-# would only re-parse them and what they call, at each pipeline's first build.
-_graph_code = tf.autograph.experimental.do_not_convert
 DEFAULT_SHUFFLE_BUFFER = defaults.SHUFFLE_BUFFER
 # Shards read at once: enough to mix classes and hide file latency.
 DEFAULT_CYCLE_LENGTH = 16
@@ -128,7 +126,7 @@ def _read_records(files, *, shuffle_files: bool, seed, cycle_length: int,
     if repeat:  # before interleave, so epochs blend without a pause at the seam
         dataset = dataset.repeat()
 
-    @_graph_code
+    @graph_code
     def read(path):
         shard = tf.data.TFRecordDataset(path, buffer_size=read_buffer)
         # Handed over in small blocks: the parallel interleave's per-element
@@ -211,13 +209,13 @@ def make_train_dataset(data_dir, batch_size: int, *, rgb_stats=None,
 
     stats = resolve_rgb_stats(data_dir, rgb_stats) if lighting_stddev > 0 else None
 
-    @_graph_code
+    @graph_code
     def crop_and_flip(path, serialized):
         encoded, label = _parse(path, serialized, label_offset=label_offset,
                                 num_classes=num_classes)
         return preprocessing.random_crop_and_flip(encoded, crop_size), label
 
-    @_graph_code
+    @graph_code
     def add_lighting(images, labels_):
         count = tf.shape(images)[0]
         shifts = (tf.zeros([count, 3]) if stats is None else preprocessing.lighting_shifts(
@@ -278,7 +276,7 @@ def make_eval_dataset(data_dir, batch_size: int, *, crops: int = 1,
         dataset = dataset.shard(*record_shard)
     view = preprocessing.eval_image if crops == 1 else preprocessing.ten_crops
 
-    @_graph_code
+    @graph_code
     def prepare(path, serialized):
         encoded, label = _parse(path, serialized, label_offset=label_offset,
                                 num_classes=num_classes)
