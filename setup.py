@@ -22,6 +22,8 @@ setup(
         "simplejpeg>=1.7",              # data prep: JPEG decode at 1/2, 1/4, 1/8 scale
         "opencv-python-headless>=4.8",  # data prep: fast resize of the centre square
         "psutil>=5.9",
+        "google-crc32c>=1.9",           # data prep writes TFRecord files without TensorFlow
+        "protobuf>=6.31.1,<8",          # ... and declares tf.train.Example itself (records.py)
         "tensorboard>=2.16",  # tf.summary needs it; tensorflow-cpu 2.21 no longer pulls it in
     ],
     extras_require={
@@ -33,8 +35,8 @@ setup(
         # tensorflow-serving-api, installed with --no-deps (see the Makefile):
         # it declares a dependency on the full `tensorflow` package, which
         # would pull a second TensorFlow next to tensorflow-cpu.
-        "serving": ["grpcio>=1.24.3", "protobuf>=6.31.1,<8"],
+        "serving": ["grpcio>=1.24.3"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "scipy>=1.10", "matplotlib>=3.7",
-                 "grpcio>=1.24.3", "protobuf>=6.31.1,<8"],
+                 "grpcio>=1.24.3"],
     },
 )

@@ -50,13 +50,13 @@ INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def _interrupted_at_start(signum, frame) -> None:
-    """Ctrl-C before `main` (TensorFlow's imports take seconds): nothing is
-    written yet, so one line and out, no traceback."""
+    """Ctrl-C before `main` (during the imports): nothing is written yet,
+    so one line and out, no traceback."""
     print("interrupted: nothing was written", file=sys.stderr, flush=True)
     os._exit(INTERRUPTED_EXIT_CODE)
 
 
-if __name__ == "__main__":  # before TensorFlow loads (the imports below)
+if __name__ == "__main__":  # before the imports below
     signal.signal(signal.SIGINT, _interrupted_at_start)
     terminal.quiet_native_logs()
 

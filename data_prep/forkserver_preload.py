@@ -3,11 +3,12 @@
 worker, an ordinary process) it only imports the writer.
 
 It makes the fork server die with the build that started it
-(`data_prep.lifeline`) and ignore Ctrl-C, first thing, and then imports what every worker
-needs (TensorFlow, through the shard writer) once, in the fork server, so
-each worker forked from it starts warm. In the other order a build killed
-during those seconds of imports left the fork server (and the worker it
-went on to fork for the build's queued request) running for good.
+(`data_prep.lifeline`) and ignore Ctrl-C, first thing, and then imports what
+every worker needs (the shard writer: numpy, OpenCV, Pillow; no TensorFlow)
+once, in the fork server, so each worker forked from it starts warm. In the
+other order a build killed during those imports left the fork server (and
+the worker it went on to fork for the build's queued request) running for
+good.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ compares its parent with the pid it expects, given from outside: a parent
 that died earlier has left it re-parented (to init or a subreaper), and the
 process exits at once. The fork server learns the build's pid from
 `BUILD_PID_ENV` (set by the lasting thread while it starts the fork server:
-`announced`) and asks first thing, before importing TensorFlow; a worker
+`announced`) and asks first thing, before its preload's imports; a worker
 compares with the fork server's pid, which it inherits.
 
 Shards are published (renamed to their real names) only by the build itself,

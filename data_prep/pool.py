@@ -1,9 +1,9 @@
 """Producing every shard: in this process, or in worker processes forked
 from a fork server.
 
-The fork server imports TensorFlow (for the record writer) once and forks
-every worker from that clean process: no per-worker import, and no fork of a
-parent whose TensorFlow runtime may already be running threads. Both die
+The fork server imports the shard writer once and forks every worker from
+that clean process: no per-worker import, and no fork of a parent whose
+threads (a user's TensorFlow runtime, say) may be running. Both die
 with the build (`data_prep.lifeline`). Workers only write `.tmp` files; this
 process publishes each shard as its result arrives (`writer.publish`).
 

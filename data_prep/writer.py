@@ -10,9 +10,10 @@ only if that record exists, was made from exactly the same inputs (paths,
 sizes, modification times) and settings (`digest`), and the file on disk
 still has the recorded size and sha256; anything else is rewritten.
 
-Records are serialized deterministically (protobuf map fields in key order),
-so equal inputs and settings give byte-identical shards in any process.
-Every record goes through `alexnet_tf.data.records`, the one schema module.
+Records are serialized deterministically (features in key order), so equal
+inputs and settings give byte-identical shards in any process. Every record
+goes through `alexnet_tf.data.records`, the one schema module, into a file
+that `alexnet_tf.data.record_file` writes: no TensorFlow in data prep.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ import os
 import signal
 from typing import Callable
 
-import tensorflow as tf
-
 from alexnet_tf import fileio
 from alexnet_tf.data import records
+from alexnet_tf.data.record_file import RecordFileWriter
 from alexnet_tf.data.labels import LabelMap
 from data_prep import convert, duplicates, lifeline
 from data_prep.names import printable
@@ -176,7 +176,7 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
     counts: collections.Counter = collections.Counter()
     converted, skipped, digests = [], [], []
     tmp_path = task.path + TMP_SUFFIX
-    with tf.io.TFRecordWriter(tf_path(tmp_path)) as writer:
+    with RecordFileWriter(tmp_path) as writer:
         for source in task.plan.files:
             try:
                 data = source.read()
@@ -209,14 +209,6 @@ def write_shard(task: ShardTask, on_image: Callable[[], None] | None = None) -> 
         records=len(converted), bytes=os.path.getsize(tmp_path), sha256=file_sha256(tmp_path),
         class_counts=dict(sorted(counts.items())), moments=moments,
         converted=converted, skipped=skipped, digests=digests)
-
-
-def tf_path(path: str) -> bytes:
-    """`path` as TensorFlow's file layer must be given it: as bytes (a folder
-    name need not be UTF-8, and TF's own str -> bytes step insists on it), and
-    absolute (so a relative folder named like `gs://x` is never taken for
-    a file system scheme)."""
-    return os.fsencode(os.path.abspath(path))
 
 
 def publish(task: ShardTask, result: ShardResult) -> None:

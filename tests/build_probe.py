@@ -7,7 +7,7 @@ kill -9, a second build) while the build is certainly part-way: tiny
 images, no race against the build's end.
 
 `python tests/build_probe.py --serve` is a warm server (tests/build_processes.py
-drives it): it imports the build's modules once (TensorFlow: seconds), then
+drives it): it imports the build's modules once, then
 for each JSON line on stdin ({"flags", "env", "stderr"}) forks a build in a
 session of its own that runs the command line without importing them again,
 answers {"pid"}, and {"exit", "code"} when that build ends. The fork server

@@ -48,8 +48,8 @@ class Forked:
 
 class BuildServer:
     """One warm process per test module that forks each held build (and,
-    with `call`, other programs that build): their own TensorFlow import
-    (seconds of CPU) is paid once, not per process. Each build runs the
+    with `call`, other programs that build): their imports are paid once,
+    not per process. Each build runs the
     command line as `python -m data_prep.build_tfrecords` would, its fork
     server a fresh interpreter."""
 
@@ -159,12 +159,12 @@ def published(out) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(str(out)), "train-?????-of-?????")))
 
 
-def loading_tensorflow(pid: int) -> bool:
-    """Whether the process has begun loading TensorFlow (its libraries are
-    mapped)."""
+def loading(pid: int, library: str) -> bool:
+    """Whether the process has begun loading `library` (one of its native
+    files is mapped: e.g. "numpy", which data prep's imports load first)."""
     try:
         with open(f"/proc/{pid}/maps") as maps:
-            return "tensorflow" in maps.read()
+            return f"/{library}" in maps.read()
     except OSError:
         return False
 

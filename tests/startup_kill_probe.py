@@ -2,10 +2,10 @@
 survive it. Real processes, real SIGKILLs (the test:
 test_data_prep_processes.py).
 
-The fork server used to import TensorFlow (seconds) before asking to die
+The fork server used to run its preload's imports before asking to die
 with its parent; a build killed in that window left it, and the worker it
-then forked for the build's queued request, running for good (hundreds of
-MB each), reparented to init.
+then forked for the build's queued request, running for good, reparented
+to init.
 
 The harness (`run`), forked warm by the test module's build server
 (tests/build_probe.py), makes itself a child subreaper, so every orphan of a
@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 
-from build_processes import REPO_ROOT, alive, loading_tensorflow
+from build_processes import REPO_ROOT, alive, loading
 
 _PR_SET_CHILD_SUBREAPER = 36
 FORKSERVER_MARK = "multiprocessing.forkserver"
@@ -79,7 +79,7 @@ def _harness(input_dir: str, out: str, event: str, delay: float, watch: float) -
         if server is not None:
             servers.add(server.pid)
         if event == "start" or server is not None and (
-                event == "forkserver" or (event == "tensorflow" and loading_tensorflow(server.pid))
+                event == "forkserver" or (event == "preload" and loading(server.pid, "numpy"))
                 or (event == "worker" and _children(server, False))):
             seen_at = time.monotonic()
             break

@@ -3,7 +3,7 @@ and Ctrl-C in one line that leaves what a rerun resumes: real build
 processes, real SIGKILLs and SIGINTs; kill -9 during the build's start-up
 leaves nothing running (tests/startup_kill_probe.py). Each build but the
 one stopped by Ctrl-C during start-up is forked by the module's warm server
-(tests/build_probe.py), once TensorFlow is imported: the held ones hold
+(tests/build_probe.py), once the build's modules are imported: the held ones hold
 part-way until the test has done what it checks."""
 
 import glob
@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from build_processes import (ENV, REPO_ROOT, alive, build_server,  # noqa: F401
-                             loading_tensorflow, published, session, wait_for)
+                             loading, published, session, wait_for)
 from data_prep import build_tfrecords, output_dir, writer
 from launchers import run_launcher
 from startup_kill_probe import moment_id
@@ -104,8 +104,8 @@ def _status(process: psutil.Process) -> str:
 # ---------------------------------------------------------------- Ctrl-C
 
 def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
-    """While TensorFlow loads (seconds), before the build has begun: a
-    fresh `python -m` process, not one of the warm server's."""
+    """While the build's modules load, before it has begun: a fresh
+    `python -m` process, not one of the warm server's."""
     root = tmp_path / "in"
     write_two_class_tree(root, 1)
     out = tmp_path / "out"
@@ -115,7 +115,7 @@ def test_ctrl_c_during_start_up_is_one_line_too(tmp_path):
         cwd=REPO_ROOT, env=ENV, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with session(build):
-        wait_for(lambda: loading_tensorflow(build.pid), 120, "TensorFlow to start loading")
+        wait_for(lambda: loading(build.pid, "numpy"), 120, "the build's imports to start")
         os.killpg(build.pid, signal.SIGINT)
         assert build.wait(timeout=60) == build_tfrecords.INTERRUPTED_EXIT_CODE
         stderr = build.stderr.read()
@@ -161,17 +161,16 @@ def test_ctrl_c_stops_the_build_in_one_line_and_a_rerun_resumes(build_server, tr
 @pytest.fixture(scope="module")
 def small_tree(tmp_path_factory):
     """A build that outlasts the latest kill moment: its workers convert for a
-    few seconds after the fork server's ~1.5-3 s of imports."""
+    few seconds after the fork server's imports (a fraction of one)."""
     return write_linked_tree(tmp_path_factory.mktemp("startup"))
 
 
 # (event, seconds after it): the kill lands while the fork server starts
 # Python (before its preload arms the death signal), once its preload is
-# loading TensorFlow (after; seen in its memory maps, not guessed from a
-# delay: this used to be three kills 0.3, 1 and 2 s into the fork server's
-# life), as it forks the first worker, and at the audit's fixed moment
-# after start.
-KILL_MOMENTS = [("forkserver", 0.0), ("tensorflow", 0.0), ("worker", 0.0), ("start", 3.0)]
+# importing the writer (after; numpy seen in its memory maps, not guessed
+# from a delay), as it forks the first worker, and at the audit's fixed
+# moment after start.
+KILL_MOMENTS = [("forkserver", 0.0), ("preload", 0.0), ("worker", 0.0), ("start", 1.0)]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ without the preload is used as it is.
 
 The user's program is `main` here, run in a process that the module's
 build server (tests/build_probe.py) forks once the build's modules are
-imported: one TensorFlow import for both programs instead of one each. The
+imported: one import for both programs instead of one each. The
 fork servers and workers each program's builds start are fresh, as in any
 program (their `__main__` is tests/build_probe.py, whose hook on conversion
 holds nothing unless a build asks). The tests read the JSON lines it prints.
@@ -98,12 +98,12 @@ def _program_sequence(input_dir: str, out: str) -> dict:
 def _program_foreign(input_dir: str, out: str) -> dict:
     """User code runs a forkserver pool first (multiprocessing's fork server,
     with the user's preload, not ours), then two builds, then its pool again.
-    The user's preload is TensorFlow, as an ML program's might be: the
-    builds' workers start warm instead of importing it each (four imports)."""
+    The user's preload is numpy: the builds' workers load the writer
+    themselves."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tensorflow"])
+    ctx.set_forkserver_preload(["numpy"])
     with ctx.Pool(1) as p:
         before = p.apply(os.getpid)
     report = {"user_pool_before": before > 0}

@@ -21,9 +21,9 @@ import os
 from typing import Optional
 
 import numpy as np
-from google.protobuf import (descriptor_pb2, descriptor_pool, message, message_factory,
-                             unknown_fields)
+from google.protobuf import message, unknown_fields
 
+from alexnet_tf import proto_messages
 from alexnet_tf.caffe.errors import CaffeFormatError
 
 # "[repeated] type name number [default]" per field, as in caffe.proto.
@@ -89,32 +89,7 @@ MAX_BLOB_AXES = 32
 MAX_BLOB_VALUES = (1 << 31) - 1
 
 
-def _build_classes() -> dict:
-    """A message class per `_SCHEMA` entry, via a FileDescriptorProto."""
-    F = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="alexnet_tf_caffe.proto", package="caffe",
-                                              syntax="proto2")
-    for name, fields in _SCHEMA.items():
-        declared = file.message_type.add(name=name)
-        for spec in fields:
-            words = spec.split()
-            repeated = words[0] == "repeated"
-            kind, field, number, *default = words[repeated:]
-            f = declared.field.add(name=field, number=int(number), label=(
-                F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL))
-            if kind in _SCHEMA:
-                f.type, f.type_name = F.TYPE_MESSAGE, f".caffe.{kind}"
-            else:
-                f.type = getattr(F, f"TYPE_{kind.upper()}")
-            if default:
-                f.default_value = default[0]
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{name}"))
-            for name in _SCHEMA}
-
-
-_CLASSES = _build_classes()
+_CLASSES = proto_messages.message_classes("alexnet_tf_caffe.proto", "caffe", _SCHEMA)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,21 +1,24 @@
 """The TFRecord schema: the one place that knows how an example is laid out.
 
-Data prep writes records with `make_example`, the input pipeline, evaluation
+Data prep writes records with `serialize`, the input pipeline, evaluation
 and the export's `classify` signature read them with `parse_example`. Keys
 follow tensorflow/models' ImageNet records, but labels here are 0-based in
 sorted-wnid order (tensorflow/models' files are 1-based: readers correct that
 with `label_offset`).
+
+Writing needs no TensorFlow (data prep never loads it): the Example is
+declared here with the protobuf runtime. TensorFlow is imported by the
+functions that read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 
-import tensorflow as tf
-
-from alexnet_tf import fileio
+from alexnet_tf import fileio, proto_messages
 from alexnet_tf.errors import InputError
 
 ENCODED = "image/encoded"
@@ -32,18 +35,47 @@ FILENAME = "image/filename"
 TRAIN_PREFIX = "train"
 VALIDATION_PREFIX = "validation"
 
-FEATURE_SPEC = {
-    ENCODED: tf.io.FixedLenFeature([], tf.string),
-    FORMAT: tf.io.FixedLenFeature([], tf.string, default_value="JPEG"),
-    HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    CHANNELS: tf.io.FixedLenFeature([], tf.int64, default_value=3),
-    COLORSPACE: tf.io.FixedLenFeature([], tf.string, default_value="RGB"),
-    LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    SYNSET: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    TEXT: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+# key -> (type, default when absent); None: the key is required.
+FEATURES = {
+    ENCODED: ("string", None),
+    FORMAT: ("string", "JPEG"),
+    HEIGHT: ("int64", 0),
+    WIDTH: ("int64", 0),
+    CHANNELS: ("int64", 3),
+    COLORSPACE: ("string", "RGB"),
+    LABEL: ("int64", -1),
+    SYNSET: ("string", ""),
+    TEXT: ("string", ""),
+    FILENAME: ("string", ""),
 }
+
+# tf.train.Example's messages (tensorflow/core/example/example.proto and
+# feature.proto: names, numbers, proto3's packed int64s), as far as written
+# here. Features' `map<string, Feature> feature = 1` is, on the wire, a
+# repeated entry message of key (1) and value (2).
+_MESSAGES = proto_messages.message_classes("alexnet_tf_example.proto", "tensorflow", {
+    "BytesList": ["repeated bytes value 1"],
+    "Int64List": ["repeated int64 value 1"],
+    "Feature": ["BytesList bytes_list 1", "Int64List int64_list 3"],
+    "FeatureEntry": ["string key 1", "Feature value 2"],
+    "Features": ["repeated FeatureEntry feature 1"],
+    "Example": ["Features features 1"],
+}, syntax="proto3")
+
+
+@functools.cache
+def feature_spec() -> dict:
+    """FEATURES as `tf.io.parse_example` takes them."""
+    import tensorflow as tf
+    return {key: tf.io.FixedLenFeature([], getattr(tf, kind), **(
+        {} if default is None else {"default_value": default}))
+        for key, (kind, default) in FEATURES.items()}
+
+
+def __getattr__(name):
+    if name == "FEATURE_SPEC":  # the name readers used before feature_spec()
+        return feature_spec()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,52 +94,49 @@ class ImageRecord:
     colorspace: str = "RGB"
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int64(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-
-
-def make_example(record: ImageRecord) -> tf.train.Example:
-    """Builds the tf.train.Example for one image."""
-    feature = {
-        ENCODED: _bytes(record.encoded),
-        FORMAT: _bytes(record.image_format.encode()),
-        HEIGHT: _int64(record.height),
-        WIDTH: _int64(record.width),
-        CHANNELS: _int64(record.channels),
-        COLORSPACE: _bytes(record.colorspace.encode()),
-        LABEL: _int64(record.label),
-        SYNSET: _bytes(record.synset.encode()),
-        TEXT: _bytes(record.text.encode()),
-        FILENAME: _bytes(record.filename.encode()),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
 def serialize(record: ImageRecord) -> bytes:
-    """The record's bytes, the same in every process: protobuf writes a map's
-    entries (the features) in an arbitrary order unless asked for a fixed one."""
-    return make_example(record).SerializeToString(deterministic=True)
+    """The record as a serialized tf.train.Example, the same bytes in every
+    process: features in key order, as protobuf's deterministic
+    serialization writes a map (tests/test_records.py compares them)."""
+    values = {
+        ENCODED: record.encoded,
+        FORMAT: record.image_format.encode(),
+        HEIGHT: record.height,
+        WIDTH: record.width,
+        CHANNELS: record.channels,
+        COLORSPACE: record.colorspace.encode(),
+        LABEL: record.label,
+        SYNSET: record.synset.encode(),
+        TEXT: record.text.encode(),
+        FILENAME: record.filename.encode(),
+    }
+    example = _MESSAGES["Example"]()
+    for key in sorted(values):
+        feature = example.features.feature.add(key=key).value
+        if FEATURES[key][0] == "int64":
+            feature.int64_list.value.append(int(values[key]))
+        else:
+            feature.bytes_list.value.append(values[key])
+    return example.SerializeToString()
 
 
-def parse_example(serialized: tf.Tensor, label_offset: int = 0) -> dict:
+def parse_example(serialized, label_offset: int = 0) -> dict:
     """Parses one serialized example (scalar string tensor) into a dict.
 
     `label_offset` is subtracted from the stored label: pass 1 to read
     tensorflow/models' 1-based records as 0-based labels.
     """
-    parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    import tensorflow as tf
+    parsed = tf.io.parse_single_example(serialized, feature_spec())
     if label_offset:
         parsed[LABEL] = parsed[LABEL] - label_offset
     return parsed
 
 
-def parse_examples(serialized: tf.Tensor, label_offset: int = 0) -> dict:
+def parse_examples(serialized, label_offset: int = 0) -> dict:
     """Batched form of `parse_example` (a 1-D string tensor)."""
-    parsed = tf.io.parse_example(serialized, FEATURE_SPEC)
+    import tensorflow as tf
+    parsed = tf.io.parse_example(serialized, feature_spec())
     if label_offset:
         parsed[LABEL] = parsed[LABEL] - label_offset
     return parsed
@@ -137,6 +166,7 @@ def list_shards(data_dir, split: str, *, required: bool = True) -> list[str]:
         raise InputError(f"{os.fsencode(data_dir)!r}: {fileio.NOT_UTF8}")
     # Names matched here, not by a glob of the whole path: a folder named
     # "runs [2]" or "a*b" is a folder, not a pattern.
+    import tensorflow as tf
     try:
         names = tf.io.gfile.listdir(data_dir)
     except tf.errors.OpError:  # not there, or not a folder
