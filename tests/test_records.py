@@ -54,6 +54,7 @@ VARIED_RECORDS = [
 def test_serialize_writes_tensorflows_bytes(index):
     record = VARIED_RECORDS[index]
     assert records.serialize(record) == _tensorflows_example(record)
+    assert records.make_example(record) == tf.train.Example.FromString(_tensorflows_example(record))
 
 
 def test_record_files_are_tensorflows_byte_for_byte(tmp_path):

@@ -120,6 +120,13 @@ def serialize(record: ImageRecord) -> bytes:
     return example.SerializeToString()
 
 
+def make_example(record: ImageRecord):
+    """The record as a tf.train.Example message (loads TensorFlow; `serialize`
+    gives its bytes without)."""
+    import tensorflow as tf
+    return tf.train.Example.FromString(serialize(record))
+
+
 def parse_example(serialized, label_offset: int = 0) -> dict:
     """Parses one serialized example (scalar string tensor) into a dict.
 

@@ -52,8 +52,8 @@ def write_warmup_requests(saved_dir: str, batch_sizes=(1, 8)) -> str | None:
                 predict_log=prediction_log_pb2.PredictLog(request=request)))
         request = classification_pb2.ClassificationRequest()
         request.model_spec.signature_name = CLASSIFY
-        example = tf.train.Example.FromString(records.serialize(records.ImageRecord(
-            encoded=image, height=300, width=400, label=-1, synset="", text="", filename="")))
+        example = records.make_example(records.ImageRecord(
+            encoded=image, height=300, width=400, label=-1, synset="", text="", filename=""))
         for _ in range(batch):
             request.input.example_list.examples.add().CopyFrom(example)
         logs.append(prediction_log_pb2.PredictionLog(
