@@ -4,15 +4,18 @@ process) that reaches its max_steps while one worker process is killed,
 then SIGTERM / Ctrl-C stopping the servers left; two multi-worker trainer
 processes on one job (the process boundary is what is tested; the
 launchers' one-line refusals, which come before any server starts, are in
-test_data_service.py)."""
+test_data_service.py). The servers and trainers are forked from one warm
+process that imported their modules once (tests/warm_launchers.py); the
+native-log filter's dropping of TensorFlow's import-time notices, which
+that process prints, is test_quiet_terminal.py's."""
 
+import contextlib
 import gc
 import json
 import os
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 
@@ -24,7 +27,9 @@ from service_cluster import start_cluster, stop_cluster
 from tiny_data import tiny_flags, write_tiny_dataset
 from warm_launchers import WarmLaunchers
 
-pytestmark = pytest.mark.slow  # each server or trainer is a TensorFlow process
+# Each server or trainer is a TensorFlow process (forked warm), and the first
+# test trains in this process.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
@@ -48,10 +53,11 @@ def launchers(tmp_path_factory):
     launchers.close()  # kills whatever it forked that is still running
 
 
-def kill_running(processes) -> None:
+def _kill_running(processes) -> None:
     for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
+        if process.poll() is None:  # its end may not be reported yet: it may be gone
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def forked():
     """What the test forked: killed at its end, failed or not, if still running."""
     started = []
     yield started
-    kill_running(started)
+    _kill_running(started)
 
 
 def _server(launchers, name, *flags):
@@ -84,9 +90,9 @@ def _cluster(launchers, servers, workers=2):
     return dispatcher, port, servers[1:]
 
 
-def _train_command(data_dir, model_dir, address, steps):
-    return [sys.executable, "-m", "launch.train", f"--data_dir={data_dir}",
-            f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
+def _train_flags(data_dir, model_dir, address, steps):
+    """`launch.train`'s command line, without the program."""
+    return [f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
             f"--steps_per_epoch={steps}", "--validation_steps=1", "--log_every_steps=2",
             "--steps_per_loop=1", *tiny_flags(),
             "--shuffle_buffer=16", f"--data_service={address}"]
@@ -120,7 +126,7 @@ def test_training_reaches_max_steps_while_a_worker_is_killed(tmp_path, launchers
     killer = threading.Thread(target=kill_part_way, daemon=True)
     killer.start()
     result = run_launcher(
-        *_train_command(data_dir, model_dir, f"grpc://127.0.0.1:{port}", steps)[2:],
+        "launch.train", *_train_flags(data_dir, model_dir, f"grpc://127.0.0.1:{port}", steps),
         "--checkpoint_every_steps=4", cwd=tmp_path)
     gc.collect()  # its service iterators (reference cycles), while the servers are up
     killer.join(timeout=60)
@@ -151,7 +157,7 @@ def test_multi_worker_trainers_share_one_job(tmp_path, launchers, forked):
     dispatcher, workers = start_cluster(workers=1)  # nothing waits: service_cluster.py
     data_dir = write_tiny_dataset(tmp_path / "data", num_classes=3, train_shards=4)
     cluster = [f"127.0.0.1:{_closed_port()}" for _ in range(2)]
-    argv = [*_train_command(data_dir, tmp_path / "run", dispatcher.target, 2)[3:],
+    argv = [*_train_flags(data_dir, tmp_path / "run", dispatcher.target, 2),
             "--strategy=multi_worker"]
     trainers = forked
     try:
@@ -167,7 +173,7 @@ def test_multi_worker_trainers_share_one_job(tmp_path, launchers, forked):
         while workers[0]._num_tasks() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        kill_running(trainers)  # a trainer left waiting on the worker would hold its stop()
+        _kill_running(trainers)  # a trainer left waiting on the worker would hold its stop()
         stop_cluster(dispatcher, workers)
     jobs = [re.search(r"job (alexnet_tf-\w+)", trainer.output()).group(1)
             for trainer in trainers]

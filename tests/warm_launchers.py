@@ -24,9 +24,6 @@ import subprocess
 import sys
 import threading
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
 def _run_forked(request: dict) -> None:
     """The child: ends the process with the program's own exit (never back
     into the server's loop)."""
@@ -37,6 +34,8 @@ def _run_forked(request: dict) -> None:
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    os.close(devnull)
+    os.close(log)
     sys.argv = [request["module"], *request["argv"]]
     # Its SystemExit or traceback ends the interpreter as in `python -m`.
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
