@@ -7,6 +7,7 @@ both resume."""
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -121,11 +122,18 @@ def _launch_workers(commands, workers, tmp_path, tag, extra_env=None):
                      "stderr": str(tmp_path / f"{tag}{index}.err")})
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
                TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
-    forker = subprocess.run([sys.executable, os.path.join(REPO, "tests", "forked_processes.py"),
-                             json.dumps(spec)], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=400)
-    assert forker.returncode == 0, forker.stderr[-3000:]
-    codes = json.loads(forker.stdout)
+    # A session of its own: a worker left hanging is killed with the forker.
+    forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "forked_processes.py"),
+                               json.dumps(spec)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        printed, errors = forker.communicate(timeout=400)
+    except BaseException:
+        os.killpg(forker.pid, signal.SIGKILL)
+        forker.wait()
+        raise
+    assert forker.returncode == 0, errors[-3000:]
+    codes = json.loads(printed)
     return [(code, open(entry["stdout"]).read(), open(entry["stderr"]).read())
             for code, entry in zip(codes, spec)]
 
