@@ -32,6 +32,7 @@ def _run(entry: dict) -> None:
     argv = entry["argv"]
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]
+        sys.path[0] = os.getcwd()  # as `python -m` puts it
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:
         sys.argv = list(argv)
