@@ -4,11 +4,13 @@ latest, no `_temp`/`.tmp` is left). Faked in process (a save that writes
 part of a checkpoint, then fails as TensorFlow does), and for real on a small
 tmpfs in a private mount namespace where the machine allows one."""
 
+import contextlib
 import errno
 import os
+import shlex
 import shutil
 import subprocess
-import sys
+import tempfile
 
 import keras
 import pytest
@@ -19,9 +21,9 @@ from alexnet_tf.training import checkpoints, disk_full, model_dir as model_dir_f
 from alexnet_tf.training.loop import train
 from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.schedules import PlateauSchedule
+from launchers import run_launcher
 from tiny_data import temporary_leftovers as leftovers, tiny_flags, tiny_train_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_SPACE = "No space left on device"
 
 
@@ -87,7 +89,7 @@ def test_a_best_save_on_a_full_disk_keeps_the_old_best_whole(tmp_path, monkeypat
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.slow  # its own training (about 4 CPU-s)
+@pytest.mark.slow  # its own training (about 3 CPU-s)
 def test_training_on_a_full_disk_stops_in_one_line_keeping_the_last_checkpoint(
         tiny_records, tmp_path, monkeypatch):
     model_dir = str(tmp_path / "run")
@@ -104,53 +106,82 @@ def test_training_on_a_full_disk_stops_in_one_line_keeping_the_last_checkpoint(
         raise _tf_no_space(part + ".tempstate42")
 
     monkeypatch.setattr(tf.train.Checkpoint, "_write", write_then_fill_the_disk)
+    # The second save fails before the epoch ends: no validation step is built.
     config = tiny_train_config(tiny_records, model_dir, steps_per_epoch=4,
-                               checkpoint_every_steps=2, log_every_steps=2, validation_steps=1)
+                               checkpoint_every_steps=1, validation_steps=1)
     with pytest.raises(disk_full.DiskFullError) as raised:
         train(config)
     assert str(raised.value).startswith(
-        f"no space left on device writing {os.path.join(model_dir, 'ckpt-4')}: ")
+        f"no space left on device writing {os.path.join(model_dir, 'ckpt-2')}: ")
     assert "\n" not in str(raised.value)
-    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-1")
     assert leftovers(model_dir) == []
 
 
-def _private_tmpfs_works() -> bool:
+@contextlib.contextmanager
+def _small_disk(folder, size: str):
+    """A tmpfs of `size` mounted on `folder` in a private mount namespace, held
+    by an `unshare` process while the block runs; yields the path by which
+    this process reaches it (through the holder's /proc/<pid>/root), or None
+    where the machine allows no such namespace. Gone with the holder."""
     if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True)
-    return probe.returncode == 0
+        yield None
+        return
+    holder = subprocess.Popen(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+         f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(folder))} && echo mounted "
+         "&& exec cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    try:
+        mounted = holder.stdout.readline() == "mounted\n"  # or "" once it failed
+        path = f"/proc/{holder.pid}/root{os.path.abspath(folder)}"
+        try:
+            reachable = mounted and os.stat(path).st_dev != os.stat(folder).st_dev
+        except OSError:
+            reachable = False
+        yield path if reachable else None
+    finally:
+        holder.stdin.close()  # cat ends, and the namespace with its tmpfs
+        holder.wait(timeout=60)
 
 
-@pytest.mark.slow  # a TensorFlow process that trains, in a mount namespace
+def _private_tmpfs_works() -> bool:
+    with tempfile.TemporaryDirectory() as folder, _small_disk(folder, "1m") as path:
+        return path is not None
+
+
+@pytest.mark.slow  # its own training (about 3 CPU-s)
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not _private_tmpfs_works(),
-                    reason="needs `unshare` and unprivileged user and mount namespaces")
+                    reason="needs `unshare`, unprivileged user and mount namespaces, and "
+                           "access to the namespace's files through /proc/<pid>/root")
 def test_a_real_full_disk(tiny_records, tmp_path):
     """The tiny model's checkpoint (weights and momentum) is 6.6 MB: on a 10 MB
-    tmpfs the first fits and the second fills the disk mid-write."""
+    tmpfs the first fits and the second fills the disk mid-write. launch.train
+    runs in this process (tests/launchers.py), writing through the mount
+    namespace's holder: TensorFlow's own write fails for real."""
     mount = tmp_path / "small_disk"
     mount.mkdir()
-    model_dir = mount / "run"
-    command = [sys.executable, "-m", "launch.train", f"--data_dir={tiny_records}",
-               f"--model_dir={model_dir}", "--batch_size=8", "--epochs=1",
-               "--steps_per_epoch=4", "--checkpoint_every_steps=1", "--keep_checkpoints=1",
-               "--validation_steps=1", *tiny_flags(), "--shuffle_buffer=16", "--seed=1"]
-    script = (f"mount -t tmpfs -o size=10m tmpfs {mount} && "
-              f"{{ {' '.join(command)} ; echo exit=$? ; find {model_dir} | sort ; "
-              f"cat {model_dir}/checkpoint ; }}")
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                           script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=500)
-    errors = [line for line in done.stderr.splitlines() if line.startswith("launch.train:")]
+    with _small_disk(mount, "10m") as disk:
+        assert disk is not None
+        model_dir = f"{disk}/run"
+        result = run_launcher(
+            "launch.train", f"--data_dir={tiny_records}", f"--model_dir={model_dir}",
+            "--batch_size=8", "--epochs=1", "--steps_per_epoch=4",
+            "--checkpoint_every_steps=1", "--keep_checkpoints=1", "--validation_steps=1",
+            *tiny_flags(), "--shuffle_buffer=16", "--seed=1")
+        size = os.statvfs(disk)
+        assert size.f_blocks * size.f_frsize == 10 * 2**20  # the small disk, not tmp_path's
+        listing = sorted(os.path.join(folder, name) for folder, dirs, files in os.walk(model_dir)
+                         for name in dirs + files)
+        with open(f"{model_dir}/checkpoint") as f:
+            checkpoint_file = f.read()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("launch.train:")]
     assert errors == [f"launch.train: error: no space left on device writing "
                       f"{model_dir}/ckpt-2: nothing half-written was kept; free some space and "
                       "run the same command again (it resumes from the last complete "
-                      "checkpoint)"], done.stdout[-2000:] + done.stderr[-3000:]
-    assert "exit=2" in done.stdout and "Traceback" not in done.stderr
-    listing = [line for line in done.stdout.splitlines() if line.startswith(str(model_dir))]
+                      "checkpoint)"], result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{model_dir}/ckpt-1.index" in listing
     assert not [p for p in listing if p.endswith("_temp") or ".tmp" in p or "ckpt-2" in p]
-    assert 'model_checkpoint_path: "ckpt-1"' in done.stdout
+    assert 'model_checkpoint_path: "ckpt-1"' in checkpoint_file

@@ -7,6 +7,7 @@ both resume."""
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -108,29 +109,37 @@ def _free_ports(n):
 
 
 def _launch_workers(commands, workers, tmp_path, tag, extra_env=None):
-    """Starts one launch.train command per worker (TF_CONFIG for each, and
-    `extra_env`); returns [(exit code, stdout, stderr)]. Output goes to files, not
-    pipes."""
-    processes, logs = [], []
+    """Runs one command per worker (`["-m", "launch.train", ...]` or a script's
+    argv; TF_CONFIG for each, and `extra_env`) as real processes forked from one
+    that imported TensorFlow once (tests/forked_processes.py); returns
+    [(exit code, stdout, stderr)]. Output goes to files, not pipes."""
+    spec = []
     for index, command in enumerate(commands):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-                   TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}),
-                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                         "task": {"type": "worker", "index": index}}))
-        out, err = tmp_path / f"{tag}{index}.out", tmp_path / f"{tag}{index}.err"
-        logs.append((out, err))
-        with open(out, "w") as o, open(err, "w") as e:
-            processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=o, stderr=e))
+        config = json.dumps({"cluster": {"worker": workers},
+                             "task": {"type": "worker", "index": index}})
+        spec.append({"argv": command, "env": {"TF_CONFIG": config},
+                     "stdout": str(tmp_path / f"{tag}{index}.out"),
+                     "stderr": str(tmp_path / f"{tag}{index}.err")})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+               TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
+    # A session of its own: a worker left hanging is killed with the forker.
+    forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "forked_processes.py"),
+                               json.dumps(spec)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        codes = [process.wait(timeout=400) for process in processes]
-    finally:
-        for process in processes:
-            process.kill()
-    return [(code, out.read_text(), err.read_text()) for code, (out, err) in zip(codes, logs)]
+        printed, errors = forker.communicate(timeout=400)
+    except BaseException:
+        os.killpg(forker.pid, signal.SIGKILL)
+        forker.wait()
+        raise
+    assert forker.returncode == 0, errors[-3000:]
+    codes = json.loads(printed)
+    return [(code, open(entry["stdout"]).read(), open(entry["stderr"]).read())
+            for code, entry in zip(codes, spec)]
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.slow  # two TensorFlow processes that train (about 10 CPU-s each)
+@pytest.mark.slow  # two TensorFlow processes that train (about 15 CPU-s in all)
 def test_sigterm_to_the_non_chief_saves_one_step_on_every_worker_and_both_resume_from_it(
         plain_data, tmp_path):
     """One run of two workers, the non-chief sent a real SIGTERM: every worker
@@ -148,8 +157,8 @@ def test_sigterm_to_the_non_chief_saves_one_step_on_every_worker_and_both_resume
              "--batch_size=8", "--epochs=1", "--steps_per_epoch=10", "--steps_per_loop=2",
              "--checkpoint_every_steps=100", "--log_every_steps=2", "--validation_steps=1",
              *tiny_flags(), "--dropout=0", "--shuffle_buffer=16", "--seed=7"]
-    train_command = [sys.executable, "-m", "launch.train", *flags]
-    probe = [sys.executable, os.path.join(REPO, "tests", "signal_probe.py")]
+    train_command = ["-m", "launch.train", *flags]
+    probe = [os.path.join(REPO, "tests", "signal_probe.py")]
     # The non-chief gets a real SIGTERM as its second chunk of steps starts.
     done = _launch_workers([train_command, [*probe, "chunk:2", "TERM", *flags]],
                            [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path, "worker",
