@@ -14,12 +14,12 @@ so load from other processes hits both alike; the best round counts:
               DCT-domain reduced decode (1/2, 1/4, 1/8 when the photo is
               large enough), antialiased bilinear on the centre square
               (3-tap variance-matched prefilter + OpenCV bilinear; exact
-              Pillow BILINEAR for shrinks >= 2), encode, tf.train.Example,
+              Pillow BILINEAR for shrinks >= 2), encode, Example bytes,
               TFRecord writing, sha256, RGB statistics, manifest.
 Per core: both run pinned to one CPU; the figure is images per CPU-second of
 the process (wall-clock images/s beside it).
 N workers: the tool with --num_workers=N, unpinned; wall-clock images/s over
-the conversion (the fork server that imports TensorFlow once is started
+the conversion (the fork server that imports the writer once is started
 before timing; its cold start is printed separately). The speed-up is
 against the 1-worker wall-clock rate of an unpinned run in the same
 conditions. Other processes sharing the cores lower it: the load average is

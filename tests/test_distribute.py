@@ -7,10 +7,7 @@ both resume."""
 import json
 import os
 import shlex
-import signal
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +18,7 @@ from alexnet_tf.model import placement
 from alexnet_tf.training.loop import make_optimizer, train
 from tiny_data import (stop_lines, temporary_leftovers, tiny_flags, tiny_train_config,
                        write_tiny_dataset)
+from warm_launchers import WarmLaunchers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,34 +106,29 @@ def _free_ports(n):
     return ports
 
 
-def _launch_workers(commands, workers, tmp_path, tag, extra_env=None):
-    """Runs one command per worker (`["-m", "launch.train", ...]` or a script's
-    argv; TF_CONFIG for each, and `extra_env`) as real processes forked from one
-    that imported TensorFlow once (tests/forked_processes.py); returns
-    [(exit code, stdout, stderr)]. Output goes to files, not pipes."""
-    spec = []
-    for index, command in enumerate(commands):
-        config = json.dumps({"cluster": {"worker": workers},
-                             "task": {"type": "worker", "index": index}})
-        spec.append({"argv": command, "env": {"TF_CONFIG": config},
-                     "stdout": str(tmp_path / f"{tag}{index}.out"),
-                     "stderr": str(tmp_path / f"{tag}{index}.err")})
+# What the workers import (TensorFlow: ~5 CPU-s), once; `launch` first, as in
+# `python -m launch.train`: it quiets TensorFlow before it loads.
+_PRELOAD = ("launch", "launch.train", "tensorflow", "keras", "alexnet_tf.training.loop")
+
+
+def _launch_workers(commands, workers, tmp_path, extra_env=None):
+    """Runs one (module, *args) command per worker (TF_CONFIG for each, and
+    `extra_env`) as real processes forked from one that imported their
+    modules once (tests/warm_launchers.py); returns [(exit code, stdout,
+    stderr)]. Each runs in a session of its own, killed if the run hangs."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-               TF_CPP_MIN_LOG_LEVEL="2", **(extra_env or {}))
-    # A session of its own: a worker left hanging is killed with the forker.
-    forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "forked_processes.py"),
-                               json.dumps(spec)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+               TF_CPP_MIN_LOG_LEVEL="2")
+    launchers = WarmLaunchers(tmp_path, _PRELOAD, REPO, env)
     try:
-        printed, errors = forker.communicate(timeout=400)
-    except BaseException:
-        os.killpg(forker.pid, signal.SIGKILL)
-        forker.wait()
-        raise
-    assert forker.returncode == 0, errors[-3000:]
-    codes = json.loads(printed)
-    return [(code, open(entry["stdout"]).read(), open(entry["stderr"]).read())
-            for code, entry in zip(codes, spec)]
+        started = [launchers.start(module, *args, name=f"worker{index}", separate_stderr=True,
+                                   env={**(extra_env or {}), "TF_CONFIG": json.dumps(
+                                       {"cluster": {"worker": workers},
+                                        "task": {"type": "worker", "index": index}})})
+                   for index, (module, *args) in enumerate(commands)]
+        codes = [process.wait(timeout=400) for process in started]
+    finally:
+        launchers.close()  # kills whatever is still running
+    return [(code, process.output(), process.errors()) for code, process in zip(codes, started)]
 
 
 @pytest.mark.timeout(600)
@@ -157,11 +150,10 @@ def test_sigterm_to_the_non_chief_saves_one_step_on_every_worker_and_both_resume
              "--batch_size=8", "--epochs=1", "--steps_per_epoch=10", "--steps_per_loop=2",
              "--checkpoint_every_steps=100", "--log_every_steps=2", "--validation_steps=1",
              *tiny_flags(), "--dropout=0", "--shuffle_buffer=16", "--seed=7"]
-    train_command = ["-m", "launch.train", *flags]
-    probe = [os.path.join(REPO, "tests", "signal_probe.py")]
-    # The non-chief gets a real SIGTERM as its second chunk of steps starts.
-    done = _launch_workers([train_command, [*probe, "chunk:2", "TERM", *flags]],
-                           [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path, "worker",
+    # The non-chief (tests/signal_probe.py) gets a real SIGTERM as its second
+    # chunk of steps starts.
+    done = _launch_workers([("launch.train", *flags), ("signal_probe", "chunk:2", "TERM", *flags)],
+                           [f"127.0.0.1:{p}" for p in _free_ports(2)], tmp_path,
                            extra_env={"PROBE_KEEP_WORKER_DIR": keep_dir})
     stops = []
     for index, (code, out, err) in enumerate(done):

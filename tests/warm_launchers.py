@@ -5,8 +5,9 @@ module, not once per process.
 
 `python tests/warm_launchers.py MODULE...` imports the MODULEs (before any
 TensorFlow op or thread runs: forking is safe there), then for each JSON
-line on stdin ({"module", "argv", "env", "log"}) forks a process that, in
-a session of its own, its stdout and stderr to the log file, runs the
+line on stdin ({"module", "argv", "env", "log", "err"}) forks a process
+that, in a session of its own, its stdout to the log file and its stderr
+to the "err" file (or the log too, if null), runs the
 command line as `python -m MODULE ARGV...` would (runpy, run_name="__main__")
 and exits as that program does (atexit handlers and all); it answers
 {"pid"}, and {"exit", "code"} when that process ends. `WarmLaunchers`
@@ -31,11 +32,11 @@ def _run_forked(request: dict) -> None:
     os.environ.update(request["env"])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    for fd, path in ((1, request["log"]), (2, request["err"] or request["log"])):
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(out, fd)
+        os.close(out)
     os.close(devnull)
-    os.close(log)
     sys.argv = [request["module"], *request["argv"]]
     # Its SystemExit or traceback ends the interpreter as in `python -m`.
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -69,10 +70,11 @@ def _serve(modules) -> None:
 
 class Launched:
     """A forked launcher: `pid` leads a session of its own; `poll`, `wait`
-    and `send_signal` as a Popen's; `output()` its log so far."""
+    and `send_signal` as a Popen's; `output()` its log so far (its stdout,
+    and its stderr unless started with `separate_stderr`: then `errors()`)."""
 
-    def __init__(self, launchers: "WarmLaunchers", pid: int, log: str):
-        self.pid, self.log, self._launchers = pid, log, launchers
+    def __init__(self, launchers: "WarmLaunchers", pid: int, log: str, err: str | None):
+        self.pid, self.log, self.err, self._launchers = pid, log, err, launchers
 
     def poll(self):
         return self._launchers.exit_code(self.pid, timeout=0)
@@ -88,6 +90,10 @@ class Launched:
 
     def output(self) -> str:
         with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def errors(self) -> str:
+        with open(self.err, errors="replace") as f:
             return f.read()
 
 
@@ -129,19 +135,24 @@ class WarmLaunchers:
             self._changed.wait_for(lambda: self._answers, timeout)
             return self._answers.pop(0) if self._answers else None
 
-    def start(self, module: str, *argv: str, env=None, name=None) -> Launched:
+    def start(self, module: str, *argv: str, env=None, name=None,
+              separate_stderr: bool = False) -> Launched:
         """`python -m module argv...`, forked warm, in the server's working
-        folder; stdout and stderr to <folder>/<name>.log."""
+        folder; stdout and stderr to <folder>/<name>.log (stderr to
+        <name>.err if `separate_stderr`)."""
         self._count += 1
-        log = os.path.join(self._folder, f"{name or f'process{self._count}'}.log")
-        open(log, "w").close()  # there before the process starts: readable at once
+        base = os.path.join(self._folder, name or f"process{self._count}")
+        log, err = f"{base}.log", (f"{base}.err" if separate_stderr else None)
+        for path in filter(None, (log, err)):
+            open(path, "w").close()  # there before the process starts: readable at once
         self._process.stdin.write(json.dumps(
-            {"module": module, "argv": list(argv), "env": env or {}, "log": log}) + "\n")
+            {"module": module, "argv": list(argv), "env": env or {}, "log": log,
+             "err": err}) + "\n")
         self._process.stdin.flush()
         pid = self._answer(timeout=60)
         assert pid, "the warm launcher server ended"
         self._pids.append(pid)
-        return Launched(self, pid, log)
+        return Launched(self, pid, log, err)
 
     def exit_code(self, pid, timeout):
         with self._changed:
