@@ -379,7 +379,7 @@ def main(argv):
         one, many = max(r[1] for r in ones), max(r[1] for r in manys)
         one_cpu, many_cpu = max(r[0] for r in ones), max(r[0] for r in manys)
         print(f"\nN workers (unpinned, wall-clock; load average now {os.getloadavg()[0]:.1f})")
-        print(f"  fork server cold start (imports TensorFlow once): {cold:.1f} s, not counted")
+        print(f"  fork server cold start (imports the writer once): {cold:.1f} s, not counted")
         print(f"  tool, 1 worker:  {one:7.1f} img/s  ({one_cpu:.1f} per CPU-second)")
         print(f"  tool, {workers} workers: {many:7.1f} img/s  ({many_cpu:.1f} per CPU-second, "
               "all processes)")
