@@ -60,7 +60,7 @@ if __name__ == "__main__":  # before the imports below
     signal.signal(signal.SIGINT, _interrupted_at_start)
     terminal.quiet_native_logs()
 
-from alexnet_tf.data import records  # noqa: E402
+from alexnet_tf.data import record_file, records  # noqa: E402
 from alexnet_tf.options import option  # noqa: E402
 from data_prep import (  # noqa: E402
     convert, duplicates, layouts, output_dir, outputs, pool, sharding, stats, writer)
@@ -237,6 +237,9 @@ def _print_header(listing: layouts.Listing, plans: list[sharding.ShardPlan],
     print(f"{listing.layout}: {listing.found} entries found ({splits}), "
           f"{len(listing.label_map)} classes -> {len(plans)} shards ({shards}) "
           f"in {escape(config.output_dir)}", file=log, flush=True)
+    if not record_file.FAST_CHECKSUMS:
+        print("warning: google-crc32c has no C extension here: record checksums are computed in "
+              "pure Python, slower than the conversion itself", file=log, flush=True)
 
 
 def _num_workers(config: BuildConfig, num_images: int) -> int:

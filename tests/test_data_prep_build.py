@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.data import records
+from alexnet_tf.data import record_file, records
 from alexnet_tf.data.dataset_stats import read_rgb_stats, read_stats
 from alexnet_tf.data.labels import LabelMap
 from data_prep import build_tfrecords, convert, layouts, make_synthetic, writer
 from launchers import run_launcher
+from tree_data import write_two_class_tree
 
 def _quiet():
     return open(os.devnull, "w")
@@ -237,3 +238,18 @@ def test_cli_flagfile_and_strict_exit_code(synthetic, tmp_path):
     again = run_launcher("data_prep.build_tfrecords", f"--flagfile={flagfile}")
     assert again.returncode == 0, again.stderr
     assert "3 kept from an earlier run" in again.stderr
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_slow_checksums_are_said_at_start(tmp_path, monkeypatch, fast):
+    """Where google-crc32c has no C extension, its pure Python costs more than
+    the conversion: the build's first lines say so (and only then)."""
+    write_two_class_tree(tmp_path / "in", 1)
+    monkeypatch.setattr(record_file, "FAST_CHECKSUMS", fast)
+    log = io.StringIO()
+    build_tfrecords.build(build_tfrecords.BuildConfig(
+        str(tmp_path / "in"), str(tmp_path / "out"), num_workers=1, image_size=32), log=log)
+    warned = [line for line in log.getvalue().splitlines() if "google-crc32c" in line]
+    assert warned == ([] if fast else [
+        "warning: google-crc32c has no C extension here: record checksums are computed in "
+        "pure Python, slower than the conversion itself"])
