@@ -5,7 +5,6 @@ for what it does, leave nothing running."""
 
 import contextlib
 import glob
-import io
 import json
 import os
 import queue
@@ -18,32 +17,11 @@ import time
 import psutil
 import pytest
 
+from warm_launchers import Forked
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-
-
-class Forked:
-    """A process forked by the warm server (tests/build_probe.py), a build or
-    a `call`: its pid leads a process group and session of its own; `wait`
-    and `poll` answer as a Popen's, `stderr` is what it wrote there so far."""
-
-    def __init__(self, server: "BuildServer", pid: int, stderr_path: str):
-        self.pid, self._server, self._stderr_path = pid, server, stderr_path
-
-    def poll(self):
-        return self._server.exit_code(self.pid, timeout=0)
-
-    def wait(self, timeout):
-        code = self._server.exit_code(self.pid, timeout)
-        if code is None:
-            raise subprocess.TimeoutExpired(f"build {self.pid}", timeout)
-        return code
-
-    @property
-    def stderr(self) -> io.StringIO:
-        with open(self._stderr_path) as f:
-            return io.StringIO(f.read())
 
 
 class BuildServer:

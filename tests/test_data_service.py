@@ -6,7 +6,6 @@ servers as processes, kills and signals are in test_data_service_processes.py)."
 
 import gc
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -113,12 +112,12 @@ def test_a_taken_port_is_refused():
 
 
 def test_the_probe_names_a_closed_port_within_its_timeout():
+    """The probe gives up at its own timeout (its message says which), not
+    gRPC's; no wall-clock bound is asserted."""
     port = _closed_port()
-    start = time.monotonic()
     with pytest.raises(service_address.UnreachableDispatcher,
-                       match=f"grpc://127.0.0.1:{port}"):
+                       match=f"grpc://127.0.0.1:{port}: nothing answered within 0.2 s"):
         service_address.probe_dispatcher(f"127.0.0.1:{port}", timeout=0.2)
-    assert time.monotonic() - start < 30
 
 
 def test_the_probe_counts_workers_and_tells_a_worker_from_a_dispatcher(cluster):
@@ -239,12 +238,12 @@ def test_training_pointed_at_a_closed_port_says_so_in_bounded_time(data_dir, tmp
     assert service_address.PROBE_TIMEOUT_S == 10.0
     monkeypatch.setattr(service_address, "PROBE_TIMEOUT_S", 0.2)
     port = _closed_port()
-    start = time.monotonic()
     result = run_launcher(
         "launch.train", f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
         "--batch_size=8", "--max_steps=4", *tiny_flags(),
         f"--data_service=grpc://127.0.0.1:{port}", cwd=tmp_path)
     line = _one_error_line(result, "launch.train")
+    # The probe's timeout ended the run (its line), not TensorFlow's hour of
+    # retries: no wall-clock bound is asserted (pytest's timeout catches a hang).
     assert f"grpc://127.0.0.1:{port}" in line and "nothing answered within 0.2 s" in line
-    assert time.monotonic() - start < 50  # the probe's timeout, not TensorFlow's hour
     assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -128,7 +128,7 @@ def _launch_workers(commands, workers, tmp_path, extra_env=None):
         codes = [process.wait(timeout=400) for process in started]
     finally:
         launchers.close()  # kills whatever is still running
-    return [(code, process.output(), process.errors()) for code, process in zip(codes, started)]
+    return [(code, process.output(), process.stderr.read()) for code, process in zip(codes, started)]
 
 
 @pytest.mark.timeout(600)

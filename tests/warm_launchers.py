@@ -17,6 +17,7 @@ need no TensorFlow).
 
 import contextlib
 import importlib
+import io
 import json
 import os
 import runpy
@@ -68,32 +69,45 @@ def _serve(modules) -> None:
         threading.Thread(target=reap, args=(pid,), daemon=True).start()
 
 
-class Launched:
-    """A forked launcher: `pid` leads a session of its own; `poll`, `wait`
-    and `send_signal` as a Popen's; `output()` its log so far (its stdout,
-    and its stderr unless started with `separate_stderr`: then `errors()`)."""
+class Forked:
+    """A process forked by a warm server (tests/build_probe.py: a build or a
+    `call`; tests/warm_launchers.py: a launcher): its pid leads a process
+    group and session of its own; `wait` and `poll` answer as a Popen's,
+    `stderr` is what it wrote there so far. `server.exit_code(pid, timeout)`
+    gives its exit status once the server reaped it."""
 
-    def __init__(self, launchers: "WarmLaunchers", pid: int, log: str, err: str | None):
-        self.pid, self.log, self.err, self._launchers = pid, log, err, launchers
+    def __init__(self, server, pid: int, stderr_path: str):
+        self.pid, self._server, self._stderr_path = pid, server, stderr_path
 
     def poll(self):
-        return self._launchers.exit_code(self.pid, timeout=0)
+        return self._server.exit_code(self.pid, timeout=0)
 
     def wait(self, timeout):
-        code = self._launchers.exit_code(self.pid, timeout)
+        code = self._server.exit_code(self.pid, timeout)
         if code is None:
-            raise subprocess.TimeoutExpired(f"launcher {self.pid}", timeout)
+            raise subprocess.TimeoutExpired(f"forked process {self.pid}", timeout)
         return code
+
+    @property
+    def stderr(self) -> io.StringIO:
+        with open(self._stderr_path) as f:
+            return io.StringIO(f.read())
+
+
+class Launched(Forked):
+    """A forked launcher (`Forked`): `send_signal` as a Popen's; `output()` its
+    log so far (its stdout, and its stderr unless started with
+    `separate_stderr`: then `stderr`)."""
+
+    def __init__(self, launchers: "WarmLaunchers", pid: int, log: str, err: str | None):
+        super().__init__(launchers, pid, err or log)
+        self.log = log
 
     def send_signal(self, number) -> None:
         os.kill(self.pid, number)
 
     def output(self) -> str:
         with open(self.log, errors="replace") as f:
-            return f.read()
-
-    def errors(self) -> str:
-        with open(self.err, errors="replace") as f:
             return f.read()
 
 
